@@ -1,0 +1,38 @@
+"""`python -m gateway`: run one gateway process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from gateway.server import serve
+from maas.logs import configure_logging
+from maas.process import on_stop_signals
+from maas.settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+async def main_async(settings: Settings) -> None:
+    stop = asyncio.Event()
+    on_stop_signals(stop.set)
+    async with serve(settings) as gateway:
+        print(f"gateway listening on {settings.gateway_host}:{gateway.port}", flush=True)
+        await stop.wait()
+        log.info("draining (grace %.1fs)", settings.shutdown_grace_s)
+        await gateway.drain(settings.shutdown_grace_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    parser.add_argument("--port", type=int, help="listen port (MAAS_GATEWAY_PORT)")
+    parser.add_argument("--host", help="listen address (MAAS_GATEWAY_HOST)")
+    args = parser.parse_args()
+    settings = Settings.from_env(gateway_port=args.port, gateway_host=args.host)
+    configure_logging(settings, "gateway")
+    asyncio.run(main_async(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The KServe v2 / Triton GRPCInferenceService: translation only; the queue does the work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from gateway.replies import ReplyDispatcher
+from gateway.validation import infer_task, priority_of
+from maas import __version__
+from maas.errors import DeadlineExceeded, MessageTooLarge, by_code_name
+from maas.inference import grpc_service_pb2 as pb
+from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
+from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
+from maas.settings import Settings
+from scheduler.queue import JobQueue, new_job_id
+from scheduler.registry import ModelRegistry
+from scheduler.workers import WorkerDirectory
+
+PLATFORM = "pytorch"
+
+
+class InferenceServicer(GRPCInferenceServiceServicer):
+    def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry,
+                 workers: WorkerDirectory, replies: ReplyDispatcher, reply_key: str) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._registry = registry
+        self._workers = workers
+        self._replies = replies
+        self._reply_key = reply_key
+        self.is_ready = True
+
+    async def ServerLive(self, request: pb.ServerLiveRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.is_ready)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        await self._registry.resolve(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.is_ready and bool(await self._workers.live()))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="maas", version=__version__, extensions=[])
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
+        version = await self._registry.resolve(request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=version.model,
+            versions=await self._registry.version_numbers(version.model),
+            platform=version.platform or PLATFORM,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                    for t in version.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                     for t in version.outputs],
+        )
+
+    async def ModelInfer(self, request: pb.ModelInferRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        limit = self._settings.max_message_bytes
+        if request.ByteSize() > limit:
+            raise MessageTooLarge(
+                f"request is {request.ByteSize()} bytes, over the gateway's limit of {limit} "
+                "bytes (MAAS_MAX_MESSAGE_BYTES); split the batch or raise the setting on the "
+                "gateway and the client")
+        version = await self._registry.resolve(request.model_name, request.model_version)
+        envelope = self._envelope(request, version.version, context)
+        envelope.infer.CopyFrom(infer_task(request, version))
+        result = await self._run(envelope)
+        return _response(request, version.version, result)
+
+    def _envelope(self, request: pb.ModelInferRequest, version: str,
+                  context: grpc.aio.ServicerContext) -> JobEnvelope:
+        now_ms = int(time.time() * 1000)
+        remaining = context.time_remaining()
+        timeout_s = self._settings.default_deadline_s if remaining is None else remaining
+        return JobEnvelope(
+            job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=request.model_name,
+            model_version=version, priority=priority_of(request), reply_to=self._reply_key,
+            deadline_unix_ms=now_ms + int(timeout_s * 1000), enqueue_unix_ms=now_ms,
+            max_attempts=self._settings.max_attempts)
+
+    async def _run(self, envelope: JobEnvelope) -> JobResult:
+        """Submits the job and waits for its one result until the deadline."""
+        future = self._replies.expect(envelope.job_id)
+        try:
+            await self._queue.submit(envelope)
+            timeout_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
+            try:
+                result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"no result within the deadline ({timeout_s:.3f}s left at submit); "
+                    "the job will not run once its deadline has passed") from None
+        finally:
+            self._replies.forget(envelope.job_id)
+        if result.state != JobState.JOB_STATE_SUCCEEDED:
+            raise by_code_name(result.error.code, result.error.message, result.error.reason)
+        return result
+
+
+def _response(request: pb.ModelInferRequest, version: str,
+              result: JobResult) -> pb.ModelInferResponse:
+    outputs = result.infer.outputs
+    return pb.ModelInferResponse(
+        model_name=request.model_name, model_version=version, id=request.id,
+        outputs=[pb.ModelInferResponse.InferOutputTensor(
+            name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
+        raw_output_contents=[t.raw for t in outputs],
+    )

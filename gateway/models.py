@@ -1,0 +1,69 @@
+"""maas.v1.ModelService: register, list and describe models."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from maas.architectures import TensorSpec, get_architecture
+from maas.artifacts import ArtifactStore
+from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
+from maas.v1 import model_service_pb2 as pb
+from maas.v1.model_service_pb2_grpc import ModelServiceServicer
+from maas.weights import check_weights, sha256_hex
+from scheduler.queue import JobQueue
+from scheduler.registry import ModelRegistry, check_model_name
+
+DEFAULT_PAGE_SIZE = 100
+
+
+def _specs(specs: list[TensorSpec]) -> list[pb.TensorSpec]:
+    return [pb.TensorSpec(name=s.name, datatype=s.datatype, shape=s.shape) for s in specs]
+
+
+class ModelServicer(ModelServiceServicer):
+    def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
+                 max_message_bytes: int) -> None:
+        self._registry = registry
+        self._queue = queue
+        self._store = store
+        self._max_message_bytes = max_message_bytes
+
+    async def ListModels(self, request: pb.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0",
+                                  violations=(FieldViolation("page_size", "negative"),))
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        names = [n for n in await self._registry.model_names() if n > request.page_token]
+        page = names[:size]
+        return pb.ListModelsResponse(
+            models=[await self._registry.get_model(n) for n in page],
+            next_page_token=page[-1] if len(names) > size else "")
+
+    async def GetModel(self, request: pb.GetModelRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
+        return pb.GetModelResponse(model=await self._registry.get_model(request.name))
+
+    async def RegisterModel(self, request: pb.RegisterModelRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RegisterModelResponse:
+        if request.ByteSize() > self._max_message_bytes:
+            raise MessageTooLarge(
+                f"weights of {len(request.weights)} bytes exceed MAAS_MAX_MESSAGE_BYTES="
+                f"{self._max_message_bytes}; raise the setting on gateway and client")
+        check_model_name(request.name)
+        arch = get_architecture(request.architecture)
+        config = arch.resolve_config(request.config_json)
+        if request.weights_sha256 and request.weights_sha256 != sha256_hex(request.weights):
+            raise InvalidArgument("weights_sha256 does not match the uploaded weights",
+                                  violations=(FieldViolation("weights_sha256", "mismatch"),))
+        check_weights(arch, config, request.weights)
+        digest, _ = self._store.put_weights(request.weights)
+        await self._queue.ensure_group(request.name)
+        stored = await self._registry.add_version(pb.ModelVersion(
+            model=request.name, architecture=arch.name,
+            config_json=json.dumps(config, sort_keys=True), weights_sha256=digest,
+            weights_bytes=len(request.weights), inputs=_specs(arch.inputs(config)),
+            outputs=_specs(arch.outputs(config)), platform="pytorch"))
+        return pb.RegisterModelResponse(model_version=stored)

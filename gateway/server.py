@@ -1,0 +1,100 @@
+"""build_server: the gateway's grpc.aio server with its servicers, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.errors import ErrorInterceptor
+from gateway.inference import InferenceServicer
+from gateway.models import ModelServicer
+from gateway.replies import ReplyDispatcher
+from maas.artifacts import ArtifactStore
+from maas.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from maas.settings import Settings
+from maas.v1 import model_service_pb2, model_service_pb2_grpc
+from scheduler.connection import connect
+from scheduler.queue import JobQueue
+from scheduler.registry import ModelRegistry
+from scheduler.replies import ReplyStream
+from scheduler.workers import WorkerDirectory
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+
+
+@dataclass
+class Gateway:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    inference: InferenceServicer
+
+    async def drain(self, grace_s: float) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
+        self.inference.is_ready = False
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    # gRPC's hard limit sits above the setting so that the servicers, not the transport,
+    # refuse a request that is too large, with a message that names the setting.
+    hard = min(2 * max_message_bytes + (1 << 20), 2**31 - 1)
+    return [
+        ("grpc.max_receive_message_length", hard),
+        ("grpc.max_send_message_length", hard),
+        ("grpc.so_reuseport", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator[Gateway]:
+    """Runs a gateway until the context exits; yields it once it is listening."""
+    redis = connect(settings.redis_url)
+    gateway_id = uuid.uuid4().hex[:12]
+    queue = JobQueue(redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
+    registry = ModelRegistry(redis)
+    stream = ReplyStream(redis, gateway_id)
+    replies = ReplyDispatcher(stream)
+    inference = InferenceServicer(settings, queue, registry, WorkerDirectory(redis), replies,
+                                  stream.key)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()],
+                             options=grpc_options(settings.max_message_bytes))
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(registry, queue, ArtifactStore(settings.artifact_dir),
+                      settings.max_message_bytes), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(
+        f"{settings.gateway_host}:{settings.gateway_port if port is None else port}")
+    await server.start()
+    reader = asyncio.create_task(replies.run(), name="reply-dispatcher")
+    log.info("gateway %s listening on %s:%d", gateway_id, settings.gateway_host, bound)
+    try:
+        yield Gateway(server, bound, health_servicer, inference)
+    finally:
+        await server.stop(settings.shutdown_grace_s)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await redis.aclose()

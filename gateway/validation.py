@@ -1,0 +1,139 @@
+"""Checks a v2 ModelInferRequest against a model version and converts it to raw tensors.
+
+Every problem becomes a google.rpc.BadRequest field violation; all of them are reported
+at once, so a client fixes its request in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from maas import tensors
+from maas.errors import FieldViolation, InvalidArgument
+from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
+from maas.queue.v1.queue_pb2 import InferTask, Tensor
+from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
+
+MAX_DIM = 1 << 31
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+
+def _check_shape(p: _Problems, where: str, shape: Sequence[int], spec: TensorSpec) -> bool:
+    if len(shape) != len(spec.shape):
+        p.add(f"{where}.shape", f"shape {list(shape)} has {len(shape)} dims; "
+              f"{spec.name!r} takes {list(spec.shape)} (-1 = any size)")
+        return False
+    ok = True
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if got < 1 or got > MAX_DIM or (want != -1 and got != want):
+            p.add(f"{where}.shape[{axis}]",
+                  f"dim {got} does not fit {list(spec.shape)} (dims >= 1; -1 = any size)")
+            ok = False
+    return ok
+
+
+def _raw_from_contents(p: _Problems, where: str, inp: ModelInferRequest.InferInputTensor,
+                       count: int) -> bytes | None:
+    field = tensors.CONTENTS_FIELD.get(inp.datatype)
+    if field is None:
+        p.add(f"{where}.contents", f"{inp.datatype} can only be sent in raw_input_contents")
+        return None
+    values = getattr(inp.contents, field)
+    if len(values) != count:
+        p.add(f"{where}.contents.{field}",
+              f"has {len(values)} values; shape {list(inp.shape)} needs {count}")
+        return None
+    return tensors.contents_to_raw(values, inp.datatype)
+
+
+def _check_input(p: _Problems, i: int, inp: ModelInferRequest.InferInputTensor,
+                 spec: TensorSpec, raw: bytes | None) -> Tensor | None:
+    where = f"inputs[{i}]"
+    if inp.datatype != spec.datatype:
+        p.add(f"{where}.datatype", f"{inp.name!r} is {spec.datatype}, got {inp.datatype!r}")
+        return None
+    if not _check_shape(p, where, inp.shape, spec):
+        return None
+    count = tensors.element_count(inp.shape)
+    if raw is None:
+        raw = _raw_from_contents(p, where, inp, count)
+    elif len(raw) != count * tensors.ITEMSIZE[spec.datatype]:
+        p.add(f"raw_input_contents[{i}]",
+              f"has {len(raw)} bytes; {spec.datatype} {list(inp.shape)} needs "
+              f"{count * tensors.ITEMSIZE[spec.datatype]}")
+        return None
+    if raw is None:
+        return None
+    return Tensor(name=inp.name, datatype=inp.datatype, shape=inp.shape, raw=raw)
+
+
+def _check_batch(p: _Problems, inputs: Sequence[Tensor], specs: dict[str, TensorSpec]) -> None:
+    batches = {t.shape[0] for t in inputs if specs[t.name].shape[:1] == [-1]}
+    if len(batches) > 1:
+        p.add("inputs", f"inputs disagree on the batch dimension: {sorted(batches)}")
+
+
+def infer_task(request: ModelInferRequest, version: ModelVersion) -> InferTask:
+    """The queue task of a valid request; INVALID_ARGUMENT listing every problem otherwise."""
+    p = _Problems()
+    specs = {s.name: s for s in version.inputs}
+    raws: Sequence[bytes | None] = request.raw_input_contents or [None] * len(request.inputs)
+    if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
+        p.add("raw_input_contents", f"has {len(request.raw_input_contents)} blobs for "
+              f"{len(request.inputs)} inputs (one blob per input, in order)")
+        raws = [None] * len(request.inputs)
+    converted: list[Tensor] = []
+    seen: set[str] = set()
+    for i, inp in enumerate(request.inputs):
+        if inp.name in seen:
+            p.add(f"inputs[{i}].name", f"input {inp.name!r} is given twice")
+            continue
+        seen.add(inp.name)
+        spec = specs.get(inp.name)
+        if spec is None:
+            p.add(f"inputs[{i}].name", f"model {version.model!r} has no input {inp.name!r}; "
+                  f"its inputs: {sorted(specs)}")
+            continue
+        if request.raw_input_contents and inp.HasField("contents"):
+            p.add(f"inputs[{i}].contents",
+                  "set together with raw_input_contents: send one or the other")
+            continue
+        tensor = _check_input(p, i, inp, spec, raws[i])
+        if tensor is not None:
+            converted.append(tensor)
+    for name in sorted(set(specs) - seen):
+        p.add("inputs", f"missing input {name!r} ({specs[name].datatype} {list(specs[name].shape)})")
+    outputs = {s.name for s in version.outputs}
+    for j, out in enumerate(request.outputs):
+        if out.name not in outputs:
+            p.add(f"outputs[{j}].name", f"model {version.model!r} has no output {out.name!r}; "
+                  f"its outputs: {sorted(outputs)}")
+    if not p.items:
+        _check_batch(p, converted, specs)
+    if p.items:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in p.items[:3])
+        raise InvalidArgument(f"bad request for model {version.model!r} version "
+                              f"{version.version}: {summary}", violations=tuple(p.items))
+    return InferTask(request_id=request.id, inputs=converted,
+                     output_names=[o.name for o in request.outputs])
+
+
+def priority_of(request: ModelInferRequest) -> int:
+    """The v2 `priority` parameter (1 highest, 0 default), as tritonclient sends it."""
+    if "priority" not in request.parameters:
+        return 0
+    param: InferParameter = request.parameters["priority"]
+    kind = param.WhichOneof("parameter_choice")
+    value = getattr(param, kind) if kind in ("uint64_param", "int64_param") else -1
+    if not 0 <= value <= 1_000_000:
+        raise InvalidArgument(
+            "parameter 'priority' must be an integer from 0 (default) to 1000000 (1 = highest)",
+            violations=(FieldViolation("parameters.priority", "not an integer in range"),))
+    return int(value)

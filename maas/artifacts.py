@@ -1,0 +1,50 @@
+"""The artifact store: content-addressed files under a directory shared by every process.
+
+Locally it is `<data-dir>/artifacts`; on Kubernetes a ReadWriteMany volume. Files are written
+atomically (temp file, fsync, rename) and named by their sha256, so a reader never sees half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def weights_path(self, sha256: str) -> Path:
+        return self.root / "weights" / f"{sha256}.safetensors"
+
+    def put_weights(self, data: bytes) -> tuple[str, Path]:
+        """Stores weights (idempotent); returns (sha256, path)."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.weights_path(digest)
+        if not path.exists():
+            write_atomic(path, data)
+        return digest, path
+
+    def read_weights(self, sha256: str) -> bytes:
+        """The weights with that digest; raises FileNotFoundError or ValueError on corruption."""
+        data = self.weights_path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError(f"weights file {sha256} is corrupt (sha256 mismatch)")
+        return data
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes a file so that readers see all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,162 @@
+"""The one error tree of maas. Each error carries its gRPC code and a stable reason.
+
+    MaasError                      (INTERNAL, INTERNAL)
+    ├── InvalidArgument            (INVALID_ARGUMENT, INVALID_ARGUMENT) + field violations
+    ├── NotFound                   (NOT_FOUND, NOT_FOUND)
+    │   ├── ModelNotFound          (NOT_FOUND, MODEL_NOT_FOUND)
+    │   └── ModelVersionNotFound   (NOT_FOUND, MODEL_VERSION_NOT_FOUND)
+    ├── MessageTooLarge            (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE)
+    ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
+    ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
+    ├── Cancelled                  (CANCELLED, CANCELLED)
+    ├── FailedPrecondition         (FAILED_PRECONDITION, FAILED_PRECONDITION)
+    │   └── IdempotencyKeyReused   (FAILED_PRECONDITION, IDEMPOTENCY_KEY_REUSED)
+    └── JobFailed                  (INTERNAL, JOB_FAILED)
+
+The gateway's interceptor turns a MaasError into a google.rpc.Status with an ErrorInfo
+(domain "maas.dev"); the SDK turns that back into the same class by its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+ERROR_DOMAIN = "maas.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, as google.rpc.BadRequest spells it."""
+
+    field: str
+    description: str
+
+
+class MaasError(Exception):
+    """Root of every maas error."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: tuple[FieldViolation, ...] = (),
+        retry_delay_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.violations = violations
+        self.retry_delay_s = retry_delay_s
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class InvalidArgument(MaasError):
+    """The request is malformed; the violations name the fields."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(MaasError):
+    """Something the request names does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class ModelNotFound(NotFound):
+    """No model of that name."""
+
+    reason = "MODEL_NOT_FOUND"
+
+
+class ModelVersionNotFound(NotFound):
+    """The model exists, that version does not."""
+
+    reason = "MODEL_VERSION_NOT_FOUND"
+
+
+class MessageTooLarge(MaasError):
+    """A request or response is larger than the configured message limit."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "MESSAGE_TOO_LARGE"
+
+
+class DeadlineExceeded(MaasError):
+    """The caller's deadline passed before the job could run."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Unavailable(MaasError):
+    """Transient: Redis unreachable, queue full, server draining. Retry after a delay."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class Cancelled(MaasError):
+    """The job was cancelled."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = "CANCELLED"
+
+
+class FailedPrecondition(MaasError):
+    """The system is not in the state the request needs; do not retry as is."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class IdempotencyKeyReused(FailedPrecondition):
+    """The same request id came earlier with a different request body."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class JobFailed(MaasError):
+    """The job ran and failed (the model raised, or every attempt died)."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "JOB_FAILED"
+
+
+def _all_subclasses(cls: type[MaasError]) -> list[type[MaasError]]:
+    found: list[type[MaasError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_class_for(code: grpc.StatusCode, reason: str) -> type[MaasError]:
+    """The most specific class for a (code, reason) pair; MaasError when none fits."""
+    for cls in _all_subclasses(MaasError):
+        if cls.reason == reason:
+            return cls
+    for cls in _all_subclasses(MaasError):
+        if cls.code == code and cls.reason == code.name:
+            return cls
+    return MaasError
+
+
+def by_code_name(code_name: str, message: str, reason: str) -> MaasError:
+    """Rebuilds an error that crossed a process as (code name, reason, message) data."""
+    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.INTERNAL)
+    cls = error_class_for(code, reason)
+    err = cls(message, reason=reason or None)
+    if cls is MaasError:
+        err.code = code
+    return err

@@ -1,0 +1,73 @@
+"""Settings: `MAAS_*` environment variables, read once at start into a frozen object.
+
+Nothing reads the environment at import time; entry points call `Settings.from_env()`
+and pass the result down. README.md's settings table lists the same names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of every maas process. Field `x_y` is read from `MAAS_X_Y`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Where weights and other artifacts live; shared by gateway and workers.
+    data_dir: Path = Path("./maas-data")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 50051
+    # Largest gRPC message on the gateway and the SDK.
+    max_message_bytes: int = 64 * MIB
+    # Inference lease; the worker renews it every lease/3 while it works.
+    infer_lease_ms: int = 3000
+    max_attempts: int = 3
+    # Deadline of a call that sets none, so no call can wait forever.
+    default_deadline_s: float = 60.0
+    # How long a finished job's result stays readable.
+    result_ttl_s: float = 3600.0
+    # The scheduler daemon's reaper period.
+    reaper_interval_ms: int = 500
+    # Triton's batching knobs, for every model a worker serves.
+    max_batch_size: int = 32
+    max_queue_delay_microseconds: int = 500
+    # "auto" picks CUDA when present, else CPU; or "cpu", "cuda:0", ...
+    worker_device: str = "auto"
+    # torch intra-op threads per worker; 0 = one per core the worker may use.
+    torch_threads: int = 1
+    # Seconds a gateway waits for in-flight calls on SIGTERM.
+    shutdown_grace_s: float = 10.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from `MAAS_*` variables, then explicit overrides (e.g. CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get("MAAS_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = type(getattr(cls, f.name))
+            try:
+                values[f.name] = kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"MAAS_{f.name.upper()}={raw!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Weights and other stored files."""
+        return self.data_dir / "artifacts"
+
+    @property
+    def gateway_target(self) -> str:
+        return f"{self.gateway_host}:{self.gateway_port}"

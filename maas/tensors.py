@@ -1,0 +1,81 @@
+"""v2 datatypes and tensor bytes: the one codec shared by gateway, worker and SDK.
+
+Tensors travel as raw little-endian row-major bytes everywhere inside maas; typed
+`contents` of a v2 request are converted once, at the gateway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+# v2 datatype → numpy dtype (little-endian). BF16 has no numpy dtype: raw bytes only.
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("bool"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+ITEMSIZE: dict[str, int] = {name: dt.itemsize for name, dt in NUMPY_DTYPES.items()}
+ITEMSIZE["BF16"] = 2
+
+# Which InferTensorContents field carries each datatype (FP16/BF16: none, raw only).
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def element_count(shape: Sequence[int]) -> int:
+    """Number of elements of a concrete shape."""
+    return math.prod(shape)
+
+
+def byte_size(datatype: str, shape: Sequence[int]) -> int:
+    """Bytes of a raw tensor of this datatype and shape."""
+    return ITEMSIZE[datatype] * element_count(shape)
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The v2 datatype name of a numpy array."""
+    for name, dt in NUMPY_DTYPES.items():
+        if array.dtype == dt or array.dtype == dt.newbyteorder("="):
+            return name
+    raise TypeError(f"no v2 datatype for numpy dtype {array.dtype}")
+
+
+def to_raw(array: np.ndarray) -> bytes:
+    """Raw little-endian row-major bytes of an array."""
+    dt = NUMPY_DTYPES[datatype_of(array)]
+    return np.ascontiguousarray(array, dtype=dt).tobytes()
+
+
+def from_raw(raw: bytes, datatype: str, shape: Sequence[int]) -> np.ndarray:
+    """A read-only array over raw bytes (no copy)."""
+    return np.frombuffer(raw, dtype=NUMPY_DTYPES[datatype]).reshape(tuple(shape))
+
+
+def contents_to_raw(values: Sequence[object], datatype: str) -> bytes:
+    """Raw bytes from the values of a typed contents field."""
+    return np.asarray(values, dtype=NUMPY_DTYPES[datatype]).tobytes()

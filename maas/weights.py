@@ -1,0 +1,92 @@
+"""Safetensors weights: read the header in pure Python and check it against an architecture.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header
+{name: {dtype, shape, data_offsets}}, then the tensor bytes. Reading it never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+from maas.architectures import Architecture, Config
+from maas.errors import FieldViolation, InvalidArgument
+
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U8": 1, "BOOL": 1}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_header(data: bytes) -> dict[str, TensorEntry]:
+    """The tensors of a safetensors file; INVALID_ARGUMENT when it is not one."""
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f"weights are not a valid safetensors file: {why}",
+                               reason="INVALID_WEIGHTS",
+                               violations=(FieldViolation("weights", why),))
+
+    if len(data) < 8:
+        raise bad("shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > min(_MAX_HEADER_BYTES, len(data) - 8):
+        raise bad(f"header length {n} exceeds the file")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(f"header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    body = len(data) - 8 - n
+    entries: dict[str, TensorEntry] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise bad(f"tensor {name!r} has a malformed entry") from exc
+        size = _ITEMSIZE.get(dtype, 0)
+        count = 1
+        for d in shape:
+            count *= d
+        if not (0 <= begin <= end <= body) or (size and end - begin != size * count):
+            raise bad(f"tensor {name!r} has data offsets that do not fit its shape")
+        entries[name] = TensorEntry(dtype, shape)
+    return entries
+
+
+def check_weights(arch: Architecture, config: Config, data: bytes) -> None:
+    """INVALID_ARGUMENT listing every missing, unexpected or mis-shaped tensor."""
+    found = read_header(data)
+    expected = arch.param_shapes(config)
+    violations: list[FieldViolation] = []
+    for name, shape in expected.items():
+        entry = found.get(name)
+        if entry is None:
+            violations.append(FieldViolation(f"weights.{name}", "missing"))
+        elif entry.shape != shape:
+            violations.append(FieldViolation(
+                f"weights.{name}", f"shape {list(entry.shape)}, expected {list(shape)}"))
+        elif entry.dtype not in ("F32", "F16", "BF16", "F64"):
+            violations.append(FieldViolation(f"weights.{name}", f"dtype {entry.dtype} is not float"))
+    violations += [FieldViolation(f"weights.{name}", "not a parameter of the architecture")
+                   for name in sorted(set(found) - set(expected))]
+    if violations:
+        listed = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+        raise InvalidArgument(
+            f"weights do not fit architecture {arch.name!r} ({len(violations)} problems: {listed})",
+            reason="WEIGHTS_MISMATCH",
+            violations=tuple(violations),
+        )

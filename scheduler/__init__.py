@@ -1,0 +1,1 @@
+"""The queue and its policy: the only code of maas that talks to Redis."""

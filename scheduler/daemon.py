@@ -1,0 +1,59 @@
+"""The scheduler daemon: reclaims expired leases of every model's stream, on a period.
+
+Safe to run twice at once: REAP is one atomic script per stream, so two daemons only
+split the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from maas.settings import Settings
+from scheduler.connection import TRANSIENT_ERRORS, connect
+from scheduler.queue import JobQueue
+from scheduler.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._redis = connect(settings.redis_url, max_connections=4)
+        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
+        self._registry = ModelRegistry(self._redis)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def reap_once(self) -> int:
+        """One pass over every model; returns how many entries it reclaimed."""
+        total = 0
+        for model in await self._registry.model_names():
+            await self.queue.ensure_group(model)
+            counts = await self.queue.reap(model, self.settings.infer_lease_ms)
+            moved = counts.requeued + counts.expired + counts.dead + counts.dropped
+            if moved:
+                log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",
+                         model, counts.requeued, counts.expired, counts.dead, counts.dropped)
+            total += moved
+        return total
+
+    async def run(self) -> None:
+        period_s = self.settings.reaper_interval_ms / 1000
+        log.info("scheduler daemon: reaping every %.2fs, lease %d ms", period_s,
+                 self.settings.infer_lease_ms)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.reap_once()
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("Redis unreachable: %s", exc)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), period_s)
+                except TimeoutError:
+                    pass
+        finally:
+            await self._redis.aclose()

@@ -1,0 +1,26 @@
+-- COMPLETE: record the outcome of each job of a batch, reply, ack. Fenced and idempotent:
+-- a worker that lost its lease (the entry is no longer its own) writes nothing.
+-- KEYS[1] stream  KEYS[1+i] job hash of item i
+-- ARGV[1] group  ARGV[2] consumer  ARGV[3] result TTL ms
+-- then per item: entry id, job id, state (SUCCEEDED | FAILED), JobResult bytes
+-- Returns one 1 (recorded) or 0 (lease lost, dropped) per item.
+local out = {}
+for i = 1, #KEYS - 1 do
+  local job_key = KEYS[1 + i]
+  local base = 3 + 4 * (i - 1)
+  local entry, job_id, state, result = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  local f = redis.call('HMGET', job_key, 'state', 'entry', 'owner')
+  if f[1] == 'RUNNING' and f[2] == entry and f[3] == ARGV[2]
+      and is_owner(KEYS[1], ARGV[1], entry, ARGV[2]) then
+    redis.call('HSET', job_key, 'state', state, 'result', result, 'owner', '')
+    redis.call('HDEL', job_key, 'env')
+    redis.call('PEXPIRE', job_key, ARGV[3])
+    reply(job_key, job_id, state, {'result', result})
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out

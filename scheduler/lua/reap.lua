@@ -1,0 +1,37 @@
+-- REAP: reclaim entries whose lease expired and requeue (or expire, or dead-letter) their jobs.
+-- KEYS[1] stream  KEYS[2] dead-letter stream
+-- ARGV[1] group  ARGV[2] reaper consumer  ARGV[3] lease ms (min idle)  ARGV[4] count
+-- ARGV[5] key prefix of this model's keys  ARGV[6] result TTL ms
+-- Returns {requeued, expired, dead, dropped}.
+local now = now_ms()
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0',
+  'COUNT', ARGV[4], 'JUSTID')
+local counts = {0, 0, 0, 0}
+for _, entry in ipairs(claimed[2]) do
+  local rows = redis.call('XRANGE', KEYS[1], entry, entry)
+  local job_id = rows[1] and rows[1][2][2]
+  local job_key = job_id and (ARGV[5] .. ':job:' .. job_id)
+  local f = job_key and redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
+    'max_attempts') or {}
+  local deadline = tonumber(f[3] or 0)
+  if (f[1] ~= 'QUEUED' and f[1] ~= 'RUNNING') or f[2] ~= entry then
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+    counts[4] = counts[4] + 1
+  elseif deadline > 0 and now > deadline then
+    finish_error(KEYS[1], ARGV[1], entry, job_key, job_id, ARGV[6], 'EXPIRED',
+      'DEADLINE_EXCEEDED', 'DEADLINE_EXCEEDED',
+      'the deadline passed before the request could be run again after its worker was lost')
+    counts[2] = counts[2] + 1
+  elseif tonumber(f[4]) >= tonumber(f[5]) then
+    dead_letter(KEYS[1], ARGV[1], entry, job_key, job_id, ARGV[6], KEYS[2], f[4])
+    counts[3] = counts[3] + 1
+  else
+    local fresh = redis.call('XADD', KEYS[1], '*', 'job', job_id)
+    redis.call('HSET', job_key, 'state', 'QUEUED', 'entry', fresh, 'owner', '')
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+    counts[1] = counts[1] + 1
+  end
+end
+return counts

@@ -1,0 +1,25 @@
+-- SUBMIT: accept one job atomically: idempotency key, job hash, stream entry.
+-- KEYS[1] stream  KEYS[2] job hash  [KEYS[3] idempotency key]
+-- ARGV[1] job id  ARGV[2] envelope bytes  ARGV[3] deadline ms (0 = none)  ARGV[4] max attempts
+-- ARGV[5] reply stream key ('' = nobody waits)  ARGV[6] request fingerprint
+-- ARGV[7] idempotency TTL s
+-- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
+if #KEYS == 3 then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then
+    local sep = string.find(existing, '|', 1, true)
+    local id = string.sub(existing, 1, sep - 1)
+    if string.sub(existing, sep + 1) ~= ARGV[6] then
+      return {'MISMATCH', id}
+    end
+    return {'EXISTS', id}
+  end
+end
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
+  'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'reply_to', ARGV[5],
+  'entry', entry, 'created_ms', now_ms())
+if #KEYS == 3 then
+  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[6], 'EX', ARGV[7])
+end
+return {'OK', ARGV[1]}

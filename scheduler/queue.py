@@ -1,0 +1,194 @@
+"""JobQueue: submit, read, start, extend, complete and reap jobs on per-model Redis streams.
+
+A job hash is the source of truth; a stream entry only carries the job id. A lease is the
+entry's pending-list ownership, renewed by the worker's heartbeat (EXTEND) and reclaimed by
+the scheduler daemon (REAP) once idle longer than the lease. Every state change is one
+script call (one round trip), fenced on the entry's owner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult, JobState
+from scheduler import keys
+from scheduler.scripts import Scripts
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+class SubmitStatus(Enum):
+    CREATED = "OK"
+    EXISTS = "EXISTS"
+    MISMATCH = "MISMATCH"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A stream entry a worker read: its lease is held until completed or lost."""
+
+    model: str
+    entry_id: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """A delivery the START script let run, with its attempt number (the fencing token)."""
+
+    delivery: Delivery
+    attempt: int
+    envelope: JobEnvelope
+
+
+@dataclass
+class StartOutcome:
+    runnable: list[Started] = field(default_factory=list)
+    # Jobs answered by START itself: expired while queued or out of attempts.
+    expired: int = 0
+    dead: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class ReapCounts:
+    requeued: int
+    expired: int
+    dead: int
+    dropped: int
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def fingerprint(envelope: JobEnvelope) -> str:
+    """What makes two submits with one idempotency key the same request."""
+    body = JobEnvelope()
+    body.CopyFrom(envelope)
+    for name in ("job_id", "reply_to", "deadline_unix_ms", "enqueue_unix_ms", "trace_context"):
+        body.ClearField(name)
+    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobQueue:
+    """The queue API used in-process by the gateway, the worker and the daemon."""
+
+    def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000) -> None:
+        self._redis = client
+        self._scripts = Scripts.register(client)
+        self._result_ttl_ms = result_ttl_ms
+
+    # --- producer side ---------------------------------------------------------------------
+
+    async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
+        """Stores the job and its stream entry in one script call; returns (status, job id)."""
+        model = envelope.model
+        job_keys = [keys.stream(model), keys.job(model, envelope.job_id)]
+        if envelope.idempotency_key:
+            job_keys.append(keys.idempotency(model, envelope.tenant, envelope.idempotency_key))
+        status, job_id = await self._scripts.submit(
+            keys=job_keys,
+            args=[envelope.job_id, envelope.SerializeToString(), envelope.deadline_unix_ms,
+                  envelope.max_attempts, envelope.reply_to, fingerprint(envelope),
+                  IDEMPOTENCY_TTL_S],
+        )
+        return SubmitStatus(_s(status)), _s(job_id)
+
+    async def ensure_group(self, model: str) -> None:
+        """Creates the model's stream and consumer group (idempotent)."""
+        try:
+            await self._redis.xgroup_create(keys.stream(model), keys.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def job_state(self, model: str, job_id: str) -> dict[str, bytes]:
+        """The job hash, for inspection and tests."""
+        raw = await self._redis.hgetall(keys.job(model, job_id))
+        return {_s(k): v for k, v in raw.items()}
+
+    # --- consumer side ---------------------------------------------------------------------
+
+    async def read(self, consumer: str, models: Sequence[str], count: int,
+                   block_ms: int | None) -> list[Delivery]:
+        """New entries of the given models, up to `count` per model, blocking up to block_ms."""
+        if not models:
+            return []
+        reply = await self._redis.xreadgroup(
+            keys.GROUP, consumer, {keys.stream(m): ">" for m in models},
+            count=count, block=block_ms)
+        by_stream = {keys.stream(m): m for m in models}
+        return [Delivery(by_stream[_s(stream)], _s(entry_id), _s(fields[b"job"]))
+                for stream, entries in reply or []
+                for entry_id, fields in entries if fields]
+
+    async def start(self, consumer: str, deliveries: Sequence[Delivery]) -> StartOutcome:
+        """Runs START for deliveries of one model."""
+        outcome = StartOutcome()
+        if not deliveries:
+            return outcome
+        model = deliveries[0].model
+        args: list[str | int] = [keys.GROUP, consumer, self._result_ttl_ms]
+        for d in deliveries:
+            args += [d.entry_id, d.job_id]
+        rows = await self._scripts.start(
+            keys=[keys.stream(model), keys.dead_letters(model),
+                  *(keys.job(model, d.job_id) for d in deliveries)],
+            args=args)
+        for d, (status, attempt, env) in zip(deliveries, rows, strict=True):
+            match _s(status):
+                case "RUN":
+                    outcome.runnable.append(
+                        Started(d, int(attempt), JobEnvelope.FromString(env)))
+                case "EXPIRED":
+                    outcome.expired += 1
+                case "DEAD":
+                    outcome.dead += 1
+                case _:
+                    outcome.skipped += 1
+        return outcome
+
+    async def extend(self, consumer: str, model: str, entry_ids: Sequence[str]) -> list[str]:
+        """Renews leases; returns the entry ids whose lease was lost."""
+        if not entry_ids:
+            return []
+        lost = await self._scripts.extend(
+            keys=[keys.stream(model)], args=[keys.GROUP, consumer, *entry_ids])
+        return [_s(e) for e in lost]
+
+    async def complete(self, consumer: str,
+                       results: Sequence[tuple[Delivery, JobResult]]) -> list[bool]:
+        """Records the outcome of jobs of one model in one script call; False = lease lost."""
+        if not results:
+            return []
+        model = results[0][0].model
+        args: list[str | int | bytes] = [keys.GROUP, consumer, self._result_ttl_ms]
+        for d, result in results:
+            args += [d.entry_id, d.job_id, JobState.Name(result.state)[len("JOB_STATE_"):],
+                     result.SerializeToString()]
+        recorded = await self._scripts.complete(
+            keys=[keys.stream(model), *(keys.job(model, d.job_id) for d, _ in results)],
+            args=args)
+        return [bool(r) for r in recorded]
+
+    # --- daemon side -----------------------------------------------------------------------
+
+    async def reap(self, model: str, lease_ms: int, count: int = 100) -> ReapCounts:
+        """Reclaims entries idle longer than the lease; requeues, expires or dead-letters."""
+        counts = await self._scripts.reap(
+            keys=[keys.stream(model), keys.dead_letters(model)],
+            args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count, keys.model_tag(model),
+                  self._result_ttl_ms])
+        return ReapCounts(*(int(c) for c in counts))

@@ -1,0 +1,99 @@
+"""The model registry in Redis: versions of each model as ModelVersion protobufs.
+
+Versions are immutable once written, so readers cache them forever; only `latest` moves.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import redis.asyncio as aioredis
+
+from maas.errors import FieldViolation, InvalidArgument, ModelNotFound, ModelVersionNotFound
+from maas.v1.model_service_pb2 import Model, ModelVersion
+from scheduler import keys
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LATEST_CACHE_S = 1.0
+
+
+def check_model_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            f"model name {name!r} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit",
+            violations=(FieldViolation("name", "invalid model name"),))
+
+
+class ModelRegistry:
+    """Reads and writes model versions; caches immutable versions in the process."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._versions: dict[tuple[str, str], ModelVersion] = {}
+        self._latest: dict[str, tuple[float, str]] = {}
+
+    async def add_version(self, version: ModelVersion) -> ModelVersion:
+        """Assigns the next version number and stores it as latest (one transaction each)."""
+        key = keys.model_record(version.model)
+        number = await self._redis.hincrby(key, "next", 1)
+        stored = ModelVersion()
+        stored.CopyFrom(version)
+        stored.version = str(number)
+        stored.create_time.FromNanoseconds(time.time_ns())
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={f"v:{number}": stored.SerializeToString()})
+            # latest only moves forward, even if two registrations race.
+            pipe.eval("local cur = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') "
+                      "if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'latest', "
+                      "ARGV[1]) end return 1", 1, key, number)
+            pipe.sadd(keys.models(), version.model)
+            await pipe.execute()
+        self._versions[(stored.model, stored.version)] = stored
+        self._latest[stored.model] = (time.monotonic(), stored.version)
+        return stored
+
+    async def resolve(self, model: str, version: str = "") -> ModelVersion:
+        """The version asked for (latest when empty); NOT_FOUND naming what exists."""
+        if not version:
+            version = await self._latest_version(model)
+        cached = self._versions.get((model, version))
+        if cached is not None:
+            return cached
+        raw = await self._redis.hget(keys.model_record(model), f"v:{version}")
+        if raw is None:
+            if not await self._redis.exists(keys.model_record(model)):
+                raise ModelNotFound(f"model {model!r} is not registered")
+            raise ModelVersionNotFound(
+                f"model {model!r} has no version {version!r}; "
+                f"versions: {', '.join(await self.version_numbers(model))}")
+        found = ModelVersion.FromString(raw)
+        self._versions[(model, version)] = found
+        return found
+
+    async def _latest_version(self, model: str) -> str:
+        hit = self._latest.get(model)
+        if hit and time.monotonic() - hit[0] < LATEST_CACHE_S:
+            return hit[1]
+        raw = await self._redis.hget(keys.model_record(model), "latest")
+        if raw is None:
+            raise ModelNotFound(f"model {model!r} is not registered")
+        latest = raw.decode()
+        self._latest[model] = (time.monotonic(), latest)
+        return latest
+
+    async def version_numbers(self, model: str) -> list[str]:
+        fields = await self._redis.hkeys(keys.model_record(model))
+        return sorted((f.decode()[2:] for f in fields if f.startswith(b"v:")), key=int)
+
+    async def get_model(self, model: str) -> Model:
+        record = await self._redis.hgetall(keys.model_record(model))
+        if not record:
+            raise ModelNotFound(f"model {model!r} is not registered")
+        versions = sorted((ModelVersion.FromString(v) for k, v in record.items()
+                           if k.startswith(b"v:")), key=lambda v: int(v.version))
+        return Model(name=model, versions=versions, latest_version=record[b"latest"].decode())
+
+    async def model_names(self) -> list[str]:
+        return sorted(m.decode() for m in await self._redis.smembers(keys.models()))

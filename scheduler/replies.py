@@ -1,0 +1,49 @@
+"""The per-gateway reply stream: workers and queue scripts write outcomes, one gateway reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState
+from scheduler import keys
+
+
+@dataclass(frozen=True)
+class Reply:
+    job_id: str
+    result: JobResult
+
+
+def _decode(fields: dict[bytes, bytes]) -> Reply:
+    job_id = fields[b"job"].decode()
+    if b"result" in fields:
+        return Reply(job_id, JobResult.FromString(fields[b"result"]))
+    state = JobState.Value("JOB_STATE_" + fields[b"state"].decode())
+    error = JobError(code=fields.get(b"code", b"").decode(),
+                     reason=fields.get(b"reason", b"").decode(),
+                     message=fields.get(b"message", b"").decode())
+    return Reply(job_id, JobResult(job_id=job_id, state=state, error=error))
+
+
+class ReplyStream:
+    """Reads one gateway's reply stream in order, from where it last stopped."""
+
+    def __init__(self, client: aioredis.Redis, gateway_id: str) -> None:
+        self._redis = client
+        self.key = keys.reply_stream(gateway_id)
+        self._last_id = "0-0"
+
+    async def read(self, block_ms: int, count: int = 1024) -> list[Reply]:
+        """Replies after the last one read; waits up to block_ms for one to arrive."""
+        reply = await self._redis.xread({self.key: self._last_id}, count=count, block=block_ms)
+        out: list[Reply] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._last_id = entry_id.decode()
+                out.append(_decode(fields))
+        if out:
+            # Read once by its only reader: trim what has been read.
+            await self._redis.xtrim(self.key, minid=self._last_id, approximate=True)
+        return out

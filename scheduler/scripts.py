@@ -1,0 +1,30 @@
+"""The queue's Lua scripts, each loaded with the shared prelude `lua/common.lua`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+
+def _source(name: str) -> str:
+    lua = files("scheduler") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The registered scripts (EVALSHA, reloaded by redis-py on NOSCRIPT)."""
+
+    submit: AsyncScript
+    start: AsyncScript
+    extend: AsyncScript
+    complete: AsyncScript
+    reap: AsyncScript
+
+    @classmethod
+    def register(cls, client: aioredis.Redis) -> Scripts:
+        return cls(**{name: client.register_script(_source(name))
+                      for name in ("submit", "start", "extend", "complete", "reap")})

@@ -1,0 +1,1 @@
+"""Pulls work from the queue and runs torch: model cache, batching executor, heartbeats."""

@@ -1,0 +1,35 @@
+"""`python -m worker`: run one worker process until SIGTERM/SIGINT (then drain)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from maas.logs import configure_logging
+from maas.process import on_stop_signals
+from maas.settings import Settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker")
+    parser.add_argument("--id", help="worker id (default: host-pid-random)")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    # Before torch is imported: one intra-op thread pool sized to this worker's cores.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(settings.torch_threads, 1)))
+    configure_logging(settings, "worker")
+    from worker.loop import Worker, configure_torch
+
+    configure_torch(settings.torch_threads)
+
+    async def run() -> None:
+        worker = Worker(settings, args.id)
+        on_stop_signals(worker.stop)
+        await worker.run()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

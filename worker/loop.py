@@ -1,0 +1,177 @@
+"""Worker: the claim loop (dynamic batching on the stream), heartbeats, and drain.
+
+A read of up to `max_batch_size` entries *is* the batch: when a read brings more than one
+job but fewer than the maximum, the worker waits up to `max_queue_delay_microseconds` for
+more (Triton's meaning). A lone job runs at once: nothing else is queued to wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from maas.artifacts import ArtifactStore
+from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState, WorkerHeartbeat
+from maas.settings import Settings
+from scheduler.connection import TRANSIENT_ERRORS, connect
+from scheduler.queue import Delivery, JobQueue, Started
+from scheduler.registry import ModelRegistry
+from scheduler.workers import WorkerDirectory
+from worker.cache import ModelCache, pick_device
+from worker.executor import run_batch
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.id = worker_id or f"w-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._redis = connect(settings.redis_url, max_connections=8)
+        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
+        self._registry = ModelRegistry(self._redis)
+        self._directory = WorkerDirectory(self._redis)
+        self.cache = ModelCache(ArtifactStore(settings.artifact_dir),
+                                pick_device(settings.worker_device))
+        self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+        self._models: list[str] = []
+        self._inflight: dict[str, set[str]] = defaultdict(set)
+        self._stopping = asyncio.Event()
+        self.batches = 0
+        self.jobs = 0
+        self._started_ms = int(time.time() * 1000)
+
+    def stop(self) -> None:
+        """Drain: stop reading, finish the batch in hand, then return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("worker %s on %s", self.id, self.cache.device)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                beat = tasks.create_task(self._heartbeat_loop())
+                refresh = tasks.create_task(self._refresh_loop())
+                await self._claim_loop()
+                beat.cancel()
+                refresh.cancel()
+        finally:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._directory.leave(self.id)
+            await self._redis.aclose()
+            self._torch.shutdown(wait=True)
+            log.info("worker %s stopped after %d batches, %d jobs", self.id, self.batches,
+                     self.jobs)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            try:
+                names = await self._registry.model_names()
+                for name in set(names) - set(self._models):
+                    await self.queue.ensure_group(name)
+                self._models = names
+            except TRANSIENT_ERRORS as exc:
+                log.warning("cannot list models: %s", exc)
+            await asyncio.sleep(1.0)
+
+    async def _heartbeat_loop(self) -> None:
+        period_s = self.settings.infer_lease_ms / 3000
+        while True:
+            try:
+                await self._directory.beat(self._heartbeat(), ttl_ms=3 * int(period_s * 1000))
+                for model, entries in list(self._inflight.items()):
+                    lost = await self.queue.extend(self.id, model, sorted(entries))
+                    if lost:
+                        log.warning("lost the lease of %d %s jobs", len(lost), model)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(period_s)
+
+    def _heartbeat(self) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
+            device=str(self.cache.device), models=self.cache.loaded_names(),
+            started_unix_ms=self._started_ms, batches=self.batches, jobs=self.jobs)
+
+    async def _claim_loop(self) -> None:
+        backoff_s = 0.05
+        while not self._stopping.is_set():
+            if not self._models:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                deliveries = await self.queue.read(
+                    self.id, self._models, self.settings.max_batch_size, block_ms=500)
+                by_model: dict[str, list[Delivery]] = defaultdict(list)
+                for d in deliveries:
+                    by_model[d.model].append(d)
+                for model, batch in by_model.items():
+                    await self._process(model, await self._top_up(model, batch))
+                backoff_s = 0.05
+            except TRANSIENT_ERRORS as exc:
+                log.warning("queue unreachable (%s); retrying in %.2fs", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(2 * backoff_s, 2.0)
+
+    async def _top_up(self, model: str, batch: list[Delivery]) -> list[Delivery]:
+        room = self.settings.max_batch_size - len(batch)
+        delay_s = self.settings.max_queue_delay_microseconds / 1e6
+        if len(batch) < 2 or room <= 0 or delay_s <= 0:
+            return batch
+        self._inflight[model].update(d.entry_id for d in batch)
+        await asyncio.sleep(delay_s)
+        return batch + await self.queue.read(self.id, [model], room, block_ms=None)
+
+    async def _process(self, model: str, batch: Sequence[Delivery]) -> None:
+        inflight = self._inflight[model]
+        inflight.update(d.entry_id for d in batch)
+        try:
+            outcome = await self.queue.start(self.id, batch)
+            by_version: dict[str, list[Started]] = defaultdict(list)
+            for s in outcome.runnable:
+                by_version[s.envelope.model_version].append(s)
+            for version, started in by_version.items():
+                try:
+                    results = await self._execute(model, version, started)
+                except Exception as exc:  # the per-job boundary: a load failure fails the jobs
+                    log.exception("cannot run %s:%s", model, version)
+                    results = [_failed(s, f"the worker could not load {model}:{version}: {exc}")
+                               for s in started]
+                recorded = await self.queue.complete(
+                    self.id, [(s.delivery, r) for s, r in zip(started, results, strict=True)])
+                if not all(recorded):
+                    log.warning("%d results dropped: lease lost", recorded.count(False))
+                self.batches += 1
+                self.jobs += len(started)
+        finally:
+            inflight.difference_update(d.entry_id for d in batch)
+
+    async def _execute(self, model: str, version: str,
+                       started: Sequence[Started]) -> list[JobResult]:
+        meta = await self._registry.resolve(model, version)
+        loop = asyncio.get_running_loop()
+        loaded = self.cache.cached(model, version) or await loop.run_in_executor(
+            self._torch, self.cache.load, meta)
+        jobs = [(s.delivery.job_id, s.attempt, s.envelope.enqueue_unix_ms, s.envelope.infer)
+                for s in started]
+        return await loop.run_in_executor(self._torch, run_batch, loaded, jobs, self.id)
+
+
+def _failed(started: Started, message: str) -> JobResult:
+    return JobResult(job_id=started.delivery.job_id, attempt=started.attempt,
+                     state=JobState.JOB_STATE_FAILED,
+                     error=JobError(code="INTERNAL", reason="MODEL_LOAD_FAILED", message=message))
+
+
+def configure_torch(threads: int) -> None:
+    """Intra-op threads to fit the cores this worker owns (oversubscription kills latency)."""
+    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
