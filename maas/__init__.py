@@ -5,4 +5,32 @@
 
 from __future__ import annotations
 
+from maas.client import AsyncClient, Client
+from maas.errors import (
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidArgument,
+    MaasError,
+    MessageTooLarge,
+    ModelNotFound,
+    ModelVersionNotFound,
+    NotFound,
+    Unavailable,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DeadlineExceeded",
+    "FieldViolation",
+    "InvalidArgument",
+    "MaasError",
+    "MessageTooLarge",
+    "ModelNotFound",
+    "ModelVersionNotFound",
+    "NotFound",
+    "Unavailable",
+    "__version__",
+]

@@ -76,12 +76,23 @@ class Worker:
         while True:
             try:
                 names = await self._registry.model_names()
-                for name in set(names) - set(self._models):
+                new = sorted(set(names) - set(self._models))
+                for name in new:
                     await self.queue.ensure_group(name)
                 self._models = names
+                for name in new:
+                    await self._preload(name)
             except TRANSIENT_ERRORS as exc:
                 log.warning("cannot list models: %s", exc)
             await asyncio.sleep(1.0)
+
+    async def _preload(self, model: str) -> None:
+        """Loads a model's latest version before its first request needs it."""
+        try:
+            meta = await self._registry.resolve(model)
+            await asyncio.get_running_loop().run_in_executor(self._torch, self.cache.load, meta)
+        except Exception as exc:  # a broken version fails its jobs later, not the worker
+            log.warning("cannot preload %s: %s", model, exc)
 
     async def _heartbeat_loop(self) -> None:
         period_s = self.settings.infer_lease_ms / 3000

@@ -1,0 +1,51 @@
+"""`maas`: the command line. Client commands talk to a gateway; `up` runs a local cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from maas.cli import commands, up
+from maas.errors import MaasError
+
+
+def _service(module: str) -> None:
+    import runpy
+
+    sys.argv = [f"maas {module}", *sys.argv[2:]]
+    runpy.run_module(module, run_name="__main__")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maas", description="Model-as-a-Service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up.add_parser(sub)
+    commands.add_parsers(sub)
+    for name, text in (("gateway", "run a gateway process"),
+                       ("scheduler", "run the scheduler daemon"),
+                       ("worker", "run a worker process")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.set_defaults(service=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("gateway", "scheduler", "worker"):
+        _service(argv[0])
+        return 0
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return int(args.func(args))
+    except MaasError as err:
+        return commands.fail(f"{err.code.name}: {err.message}")
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the CLI's boundary: one line, not a traceback
+        return commands.fail(f"{type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""`maas up`: a local cluster — its own redis-server, the scheduler, a gateway and N workers,
+each a separate process with prefixed logs, restarted with backoff when it dies."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from maas.client import Client
+from maas.errors import ModelNotFound
+
+READY_TIMEOUT_S = 90.0
+MAX_BACKOFF_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when `maas up` itself dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    restart_at: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class LocalCluster:
+    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
+        self.env = env
+        self.data_dir = data_dir
+        self.services: list[Service] = []
+        self.stopping = False
+
+    def start(self, service: Service) -> None:
+        service.proc = subprocess.Popen(
+            service.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)  # noqa: PLW1509
+        service.started_at = time.monotonic()
+        threading.Thread(target=_prefix, args=(service.name, service.proc), daemon=True).start()
+
+    def add(self, name: str, argv: list[str]) -> Service:
+        service = Service(name, argv)
+        self.services.append(service)
+        self.start(service)
+        return service
+
+    def supervise_once(self) -> None:
+        """Restarts dead services with exponential backoff (reset after a minute of life)."""
+        now = time.monotonic()
+        for s in self.services:
+            if s.proc is None or s.proc.poll() is None:
+                continue
+            if s.restart_at == 0.0:
+                lived_s = now - s.started_at
+                s.restarts = 0 if lived_s > 60 else s.restarts + 1
+                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** s.restarts)
+                print(f"[maas] {s.name} exited with {s.proc.returncode}; "
+                      f"restarting in {delay:.1f}s", flush=True)
+                s.restart_at = now + delay
+            elif now >= s.restart_at:
+                s.restart_at = 0.0
+                self.start(s)
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM every service (redis last), wait for the grace, then SIGKILL."""
+        self.stopping = True
+        ordered = sorted(self.services, key=lambda s: s.name == "redis")
+        for group in ([s for s in ordered if s.name != "redis"],
+                      [s for s in ordered if s.name == "redis"]):
+            for s in group:
+                if s.proc and s.proc.poll() is None:
+                    s.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            for s in group:
+                if s.proc is None:
+                    continue
+                try:
+                    s.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    s.proc.kill()
+                    s.proc.wait()
+
+
+def _prefix(name: str, proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
+        sys.stdout.flush()
+
+
+def start_redis(cluster: LocalCluster) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("maas up: redis-server is not on PATH. Install it "
+                         "(Debian/Ubuntu: sudo apt-get install -y redis-server), "
+                         "or pass --redis-url of a Redis 7 server.")
+    port = free_port()
+    redis_dir = cluster.data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    cluster.add("redis", [binary, "--port", str(port), "--bind", "127.0.0.1",
+                          "--dir", str(redis_dir), "--appendonly", "yes",
+                          "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+                          "--save", "", "--protected-mode", "yes"])
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return url
+        time.sleep(0.1)
+    raise SystemExit("maas up: redis-server did not start; see its log above")
+
+
+def wait_ready(target: str, cluster: LocalCluster) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            cluster.supervise_once()
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.2)
+    raise SystemExit(f"maas up: the gateway did not become ready on {target}")
+
+
+def register_demo_models(target: str) -> None:
+    """Demo models `mlp` and `cnn` with seeded random weights, unless already registered."""
+    import torch
+    from safetensors.torch import save
+
+    from maas.architectures import get_architecture
+
+    with Client(target, timeout_s=60) as client:
+        for name in ("mlp", "cnn"):
+            try:
+                client.get_model(name)
+                continue
+            except ModelNotFound:
+                pass
+            arch = get_architecture(name)
+            torch.manual_seed(0)
+            weights = save(arch.build(arch.resolve_config(None)).state_dict())
+            v = client.register_model(name, name, weights)
+            print(f"[maas] registered demo model {name} v{v.version}", flush=True)
+
+
+def run_demo(target: str) -> None:
+    import numpy as np
+
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    with Client(target, timeout_s=60) as client:
+        started = time.perf_counter()
+        logits = client.infer("cnn", {"input": x})["output"]
+        ms = (time.perf_counter() - started) * 1000
+    print(f"[maas] demo: cnn on 4 random images → classes {logits.argmax(1).tolist()} "
+          f"in {ms:.1f} ms (through gateway → Redis → worker)", flush=True)
+
+
+def service_env(args: argparse.Namespace, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=str(args.data_dir),
+               MAAS_GATEWAY_PORT=str(args.port), MAAS_GATEWAY_HOST=args.host,
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    args.data_dir = Path(args.data_dir).resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(dict(os.environ), args.data_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        redis_url = args.redis_url or start_redis(cluster)
+        cluster.env = service_env(args, redis_url)
+        py = sys.executable
+        cluster.add("scheduler", [py, "-m", "scheduler"])
+        cluster.add("gateway", [py, "-m", "gateway"])
+        for i in range(args.workers):
+            cluster.add(f"worker-{i + 1}", [py, "-m", "worker", "--id", f"worker-{i + 1}"])
+        target = f"{args.host}:{args.port}"
+        wait_ready(target, cluster)
+        register_demo_models(target)
+        print(f"maas ready: gateway {target}", flush=True)
+        if not args.no_demo:
+            run_demo(target)
+        while not stop.is_set() and not args.exit_after_demo:
+            cluster.supervise_once()
+            stop.wait(0.2)
+    finally:
+        print("[maas] stopping", flush=True)
+        cluster.stop()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    up = sub.add_parser("up", help="start a local cluster (redis, scheduler, gateway, workers)")
+    up.add_argument("--port", type=int, default=50051, help="gateway port")
+    up.add_argument("--host", default="127.0.0.1", help="gateway listen address")
+    up.add_argument("--workers", type=int, default=1, help="number of worker processes")
+    up.add_argument("--redis-url", default=None,
+                    help="use this Redis instead of starting a redis-server")
+    up.add_argument("--data-dir", default="maas-data", help="artifacts and Redis AOF live here")
+    up.add_argument("--no-demo", action="store_true", help="skip the demo inference")
+    up.add_argument("--exit-after-demo", action="store_true",
+                    help="stop everything once ready and the demo ran (smoke tests)")
+    up.set_defaults(func=cmd_up)

@@ -1,0 +1,214 @@
+"""The maas SDK: `Client` (blocking) and `AsyncClient` (asyncio) over one gRPC channel.
+
+    with maas.Client("127.0.0.1:50051") as c:
+        out = c.infer("cnn", {"input": x})          # {"output": ndarray}
+
+Inference speaks KServe v2 with raw tensor contents; errors come back as the same
+`maas.errors` classes the server raised, matched by their ErrorInfo reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from google.rpc import error_details_pb2, status_pb2
+
+from maas import errors, tensors
+from maas.inference import grpc_service_pb2 as v2
+from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from maas.v1 import model_service_pb2 as mpb
+from maas.v1.model_service_pb2_grpc import ModelServiceStub
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def default_target() -> str:
+    """MAAS_TARGET, else 127.0.0.1:50051."""
+    return os.environ.get("MAAS_TARGET") or DEFAULT_TARGET
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+
+
+def from_rpc_error(err: grpc.RpcError) -> errors.MaasError:
+    """The maas error a failed call carries (ErrorInfo reason, BadRequest, RetryInfo)."""
+    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+    message: str = err.details() or ""  # type: ignore[attr-defined]
+    reason, violations, retry_s = code.name, [], None
+    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key != _DETAILS_KEY:
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = [errors.FieldViolation(v.field, v.description)
+                              for v in bad.field_violations]
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_s = retry.retry_delay.ToMilliseconds() / 1000
+    cls = errors.error_class_for(code, reason)
+    exc = cls(message, reason=reason, violations=tuple(violations), retry_delay_s=retry_s)
+    exc.code = code
+    return exc
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        return value.detach().cpu().numpy()  # type: ignore[no-any-return]
+    return np.asarray(value)
+
+
+def infer_request(model: str, inputs: Mapping[str, Any], version: str = "",
+                  outputs: Sequence[str] = (), priority: int = 0,
+                  request_id: str = "") -> v2.ModelInferRequest:
+    """A v2 request with raw contents (the fast path)."""
+    request = v2.ModelInferRequest(model_name=model, model_version=version, id=request_id,
+                                   outputs=[v2.ModelInferRequest.InferRequestedOutputTensor(
+                                       name=n) for n in outputs])
+    if priority:
+        request.parameters["priority"].uint64_param = priority
+    for name, value in inputs.items():
+        array = _as_array(value)
+        request.inputs.add(name=name, datatype=tensors.datatype_of(array), shape=array.shape)
+        request.raw_input_contents.append(tensors.to_raw(array))
+    return request
+
+
+def infer_outputs(response: v2.ModelInferResponse) -> dict[str, np.ndarray]:
+    return {t.name: tensors.from_raw(raw, t.datatype, t.shape)
+            for t, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
+
+
+def register_request(name: str, architecture: str, weights: bytes | Path | str,
+                     config: Mapping[str, Any] | str | None) -> mpb.RegisterModelRequest:
+    import json
+
+    data = weights if isinstance(weights, bytes) else Path(weights).read_bytes()
+    config_json = config if isinstance(config, str) else json.dumps(dict(config or {}))
+    return mpb.RegisterModelRequest(name=name, architecture=architecture,
+                                    config_json=config_json, weights=data)
+
+
+class Client:
+    """Blocking client. Every call has a deadline (`timeout_s`, default 30 s)."""
+
+    def __init__(self, target: str | None = None, *, timeout_s: float = 30.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.target = target or default_target()
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(self.target, channel_options(max_message_bytes))
+        self._v2 = GRPCInferenceServiceStub(self._channel)
+        self._models = ModelServiceStub(self._channel)
+
+    def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def infer(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+              outputs: Sequence[str] = (), priority: int = 0,
+              timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """Runs the model on named inputs (ndarray or torch tensors); returns named outputs."""
+        request = infer_request(model, inputs, version, outputs, priority)
+        return infer_outputs(self._call(self._v2.ModelInfer, request, timeout_s))
+
+    def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
+        request = v2.ModelMetadataRequest(name=model, version=version)
+        return self._call(self._v2.ModelMetadata, request, None)  # type: ignore[no-any-return]
+
+    def is_ready(self) -> bool:
+        return bool(self._call(self._v2.ServerReady, v2.ServerReadyRequest(), None).ready)
+
+    def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
+                       config: Mapping[str, Any] | str | None = None) -> mpb.ModelVersion:
+        request = register_request(name, architecture, weights, config)
+        return self._call(self._models.RegisterModel, request, None).model_version  # type: ignore[no-any-return]
+
+    def get_model(self, name: str) -> mpb.Model:
+        return self._call(self._models.GetModel, mpb.GetModelRequest(name=name), None).model  # type: ignore[no-any-return]
+
+    def list_models(self) -> list[mpb.Model]:
+        found: list[mpb.Model] = []
+        token = ""
+        while True:
+            page = self._call(self._models.ListModels, mpb.ListModelsRequest(page_token=token),
+                              None)
+            found += page.models
+            token = page.next_page_token
+            if not token:
+                return found
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client with the same methods as `Client`, awaited."""
+
+    def __init__(self, target: str | None = None, *, timeout_s: float = 30.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.target = target or default_target()
+        self.timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(self.target,
+                                                  options=channel_options(max_message_bytes))
+        self._v2 = GRPCInferenceServiceStub(self._channel)
+        self._models = ModelServiceStub(self._channel)
+
+    async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        try:
+            return await method(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    async def infer(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+                    outputs: Sequence[str] = (), priority: int = 0,
+                    timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        request = infer_request(model, inputs, version, outputs, priority)
+        return infer_outputs(await self._call(self._v2.ModelInfer, request, timeout_s))
+
+    async def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
+        request = v2.ModelMetadataRequest(name=model, version=version)
+        return await self._call(self._v2.ModelMetadata, request, None)  # type: ignore[no-any-return]
+
+    async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
+                             config: Mapping[str, Any] | str | None = None) -> mpb.ModelVersion:
+        request = register_request(name, architecture, weights, config)
+        return (await self._call(self._models.RegisterModel, request, None)).model_version  # type: ignore[no-any-return]
+
+    async def get_model(self, name: str) -> mpb.Model:
+        request = mpb.GetModelRequest(name=name)
+        return (await self._call(self._models.GetModel, request, None)).model  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
