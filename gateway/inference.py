@@ -111,9 +111,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 def _response(request: pb.ModelInferRequest, version: str,
               result: JobResult) -> pb.ModelInferResponse:
     outputs = result.infer.outputs
-    return pb.ModelInferResponse(
+    response = pb.ModelInferResponse(
         model_name=request.model_name, model_version=version, id=request.id,
         outputs=[pb.ModelInferResponse.InferOutputTensor(
             name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
         raw_output_contents=[t.raw for t in outputs],
     )
+    # How the job ran, for dashboards and tests: clients that don't know them ignore them.
+    response.parameters["maas_batch_size"].int64_param = result.batch_size
+    response.parameters["maas_queue_us"].int64_param = result.queue_us
+    response.parameters["maas_compute_us"].int64_param = result.compute_us
+    response.parameters["maas_attempt"].int64_param = result.attempt
+    return response

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.errors import ErrorInterceptor
 from gateway.inference import InferenceServicer
@@ -49,6 +51,26 @@ class Gateway:
         await self.server.stop(grace_s)
 
 
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """One pool with every served file (the v2 contract lives in a private pool)."""
+    pool = descriptor_pool.DescriptorPool()
+
+    def add(fd: FileDescriptor) -> None:
+        for dep in fd.dependencies:
+            add(dep)
+        try:
+            pool.FindFileByName(fd.name)
+        except KeyError:
+            proto = descriptor_pb2.FileDescriptorProto()
+            fd.CopyToProto(proto)
+            pool.Add(proto)
+
+    for fd in (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR,
+               reflection_pb2.DESCRIPTOR):
+        add(fd)
+    return pool
+
+
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
     # gRPC's hard limit sits above the setting so that the servicers, not the transport,
     # refuse a request that is too large, with a message that names the setting.
@@ -84,7 +106,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server,
+        pool=reflection_pool())
     bound = server.add_insecure_port(
         f"{settings.gateway_host}:{settings.gateway_port if port is None else port}")
     await server.start()

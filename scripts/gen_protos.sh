@@ -22,3 +22,9 @@ for d in maas/inference maas/v1 maas/queue/v1; do
   [ -f "$d/__init__.py" ] || : > "$d/__init__.py"
 done
 [ -f maas/queue/__init__.py ] || : > maas/queue/__init__.py
+# The v2 contract's package `inference` is also defined by tritonclient (with more messages);
+# two different files defining the same symbols cannot share protobuf's default pool, so
+# ours lives in a private pool and `import maas` works next to `import tritonclient.grpc`.
+sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = POOL.AddSerializedFile(/' \
+  maas/inference/grpc_service_pb2.py
+grep -q '^POOL = ' maas/inference/grpc_service_pb2.py

@@ -47,6 +47,7 @@ class Service:
     restarts: int = 0
     restart_at: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
+    printer: threading.Thread | None = None
 
 
 class LocalCluster:
@@ -61,7 +62,9 @@ class LocalCluster:
             service.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)  # noqa: PLW1509
         service.started_at = time.monotonic()
-        threading.Thread(target=_prefix, args=(service.name, service.proc), daemon=True).start()
+        service.printer = threading.Thread(target=_prefix, args=(service.name, service.proc),
+                                           daemon=True)
+        service.printer.start()
 
     def add(self, name: str, argv: list[str]) -> Service:
         service = Service(name, argv)
@@ -104,13 +107,16 @@ class LocalCluster:
                 except subprocess.TimeoutExpired:
                     s.proc.kill()
                     s.proc.wait()
+                if s.printer is not None:
+                    s.printer.join(5)
 
 
 def _prefix(name: str, proc: subprocess.Popen[bytes]) -> None:
     assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
-        sys.stdout.flush()
+    with proc.stdout:
+        for line in proc.stdout:
+            sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
+            sys.stdout.flush()
 
 
 def start_redis(cluster: LocalCluster) -> str:
@@ -149,6 +155,25 @@ def wait_ready(target: str, cluster: LocalCluster) -> None:
                     return
             time.sleep(0.2)
     raise SystemExit(f"maas up: the gateway did not become ready on {target}")
+
+
+def wait_models_ready(target: str, names: list[str], cluster: LocalCluster) -> None:
+    """Waits until v2 ModelReady says yes for each model (a live worker serves it)."""
+    from maas.inference import grpc_service_pb2 as v2
+    from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with grpc.insecure_channel(target) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for name in names:
+            while time.monotonic() < deadline:
+                cluster.supervise_once()
+                with contextlib.suppress(grpc.RpcError):
+                    if stub.ModelReady(v2.ModelReadyRequest(name=name), timeout=1.0).ready:
+                        break
+                time.sleep(0.2)
+            else:
+                raise SystemExit(f"maas up: model {name} did not become ready (no live worker?)")
 
 
 def register_demo_models(target: str) -> None:
@@ -210,6 +235,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         target = f"{args.host}:{args.port}"
         wait_ready(target, cluster)
         register_demo_models(target)
+        wait_models_ready(target, ["mlp", "cnn"], cluster)
         print(f"maas ready: gateway {target}", flush=True)
         if not args.no_demo:
             run_demo(target)

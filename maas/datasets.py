@@ -1,0 +1,205 @@
+"""Training datasets: named arrays `features` (float32) and `labels` (int64 class ids).
+
+Uploaded datasets arrive as .npz (loaded with allow_pickle=False) or safetensors bytes and
+are validated here; every problem is an INVALID_ARGUMENT naming the field. The built-in
+`digits` ships with scikit-learn. numpy only: no torch, so the gateway can validate too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from maas.errors import FieldViolation, InvalidArgument
+
+MAX_DATASET_BYTES = 512 * 1024 * 1024
+BUILTIN_DATASETS = ("digits",)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """features[i] is one sample (any shape), labels[i] its class id."""
+
+    name: str
+    features: FloatArray
+    labels: IntArray
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.features.shape[1:])
+
+
+def _invalid(field: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"dataset {field}: {why}", violations=(FieldViolation(field, why),))
+
+
+def _check_size(nbytes: int) -> None:
+    if nbytes > MAX_DATASET_BYTES:
+        raise _invalid("dataset", f"{nbytes} bytes exceed the limit of {MAX_DATASET_BYTES}")
+
+
+def from_arrays(name: str, arrays: Mapping[str, np.ndarray]) -> Dataset:
+    """A validated Dataset from raw arrays; INVALID_ARGUMENT naming the first bad field."""
+    for key in ("features", "labels"):
+        if key not in arrays:
+            raise _invalid(key, f"missing; the dataset has arrays {sorted(arrays)}")
+    features, labels = arrays["features"], arrays["labels"]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise _invalid("labels", f"must be a 1-D integer array, got {labels.dtype} "
+                                 f"of shape {list(labels.shape)}")
+    if features.ndim < 2 or not np.issubdtype(features.dtype, np.floating):
+        raise _invalid("features", f"must be a float array of shape [N, ...], got "
+                                   f"{features.dtype} of shape {list(features.shape)}")
+    if features.shape[0] != labels.shape[0]:
+        raise _invalid("labels", f"{labels.shape[0]} labels for {features.shape[0]} samples")
+    if labels.shape[0] < 2:
+        raise _invalid("features", "a dataset needs at least 2 samples")
+    if features.size == 0:
+        raise _invalid("features", "samples are empty")
+    if labels.min() < 0 or labels.max() >= 2**31:
+        raise _invalid("labels", "class ids must be in 0..2**31-1")
+    features32 = np.ascontiguousarray(features, dtype=np.float32)
+    if not np.isfinite(features32).all():
+        raise _invalid("features", "contains NaN or Inf (or values beyond float32)")
+    return Dataset(name, features32, np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def load_npz_bytes(data: bytes, name: str = "uploaded") -> Dataset:
+    """A dataset from .npz bytes with arrays `features` and `labels` (never unpickles)."""
+    _check_size(len(data))
+    if not data.startswith(b"PK"):
+        raise _invalid("dataset", "not an .npz archive (no zip signature)")
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _invalid("dataset", f"not a readable .npz archive ({exc})") from exc
+    with npz:
+        _check_size(sum(info.file_size for info in npz.zip.infolist()))
+        arrays = {key: _read_npz_array(npz, key) for key in ("features", "labels")
+                  if key in npz.files}
+        for key in ("features", "labels"):
+            if key not in arrays:
+                raise _invalid(key, f"missing; the archive has arrays {sorted(npz.files)}")
+    return from_arrays(name, arrays)
+
+
+def _read_npz_array(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    try:
+        return np.asarray(npz[key])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _invalid(key, f"cannot be read ({exc})") from exc
+
+
+def load_safetensors_bytes(data: bytes, name: str = "uploaded") -> Dataset:
+    """A dataset from safetensors bytes with tensors `features` and `labels`."""
+    from safetensors.numpy import load
+
+    _check_size(len(data))
+    try:
+        arrays = load(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError for any bad input
+        raise _invalid("dataset", f"not a readable safetensors file ({exc})") from exc
+    return from_arrays(name, arrays)
+
+
+def builtin_dataset(name: str) -> Dataset:
+    """A dataset that ships with maas; `digits`: 1,797 8x8 images in [0, 1], 10 classes."""
+    if name != "digits":
+        raise _invalid("dataset", f"unknown built-in dataset {name!r}; known: "
+                                  f"{list(BUILTIN_DATASETS)}")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    features = (np.asarray(digits.images, dtype=np.float64) / 16.0).astype(np.float32)
+    return Dataset("digits", features, np.asarray(digits.target, dtype=np.int64))
+
+
+def check_labels(dataset: Dataset, num_classes: int) -> None:
+    """INVALID_ARGUMENT on `labels` when a class id is outside 0..num_classes-1."""
+    top = int(dataset.labels.max())
+    if top >= num_classes:
+        raise _invalid("labels", f"class id {top} is out of range for {num_classes} classes")
+
+
+def present(dataset: Dataset, input_shape: Sequence[int]) -> Dataset:
+    """The dataset with samples shaped as an architecture's input ([-1, ...] TensorSpec).
+
+    Same element count → reshape (8x8 → 64); a 2-D image (optionally [1, H, W]) and an
+    image input [C, H, W] with C = 1 → bilinear resize (8x8 → 1x28x28).
+    """
+    target = tuple(int(d) for d in input_shape[1:])
+    source = dataset.sample_shape
+    if source == target:
+        return dataset
+    if int(np.prod(source)) == int(np.prod(target)):
+        features = dataset.features.reshape((-1, *target))
+    elif _is_image(source) and _is_image(target) and (len(target) == 2 or target[0] == 1):
+        images = dataset.features.reshape((-1, *source[-2:]))
+        features = resize_bilinear(images, target[-2], target[-1]).reshape((-1, *target))
+    else:
+        raise _invalid("dataset", f"features of shape {list(source)} do not fit "
+                                  f"architecture input {[-1, *target]}")
+    return Dataset(dataset.name, np.ascontiguousarray(features), dataset.labels)
+
+
+def _is_image(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 or (len(shape) == 3 and shape[0] == 1)
+
+
+def _interpolation_matrix(n_out: int, n_in: int) -> npt.NDArray[np.float64]:
+    """Rows of weights mapping n_in samples to n_out (half-pixel centres, edge clamped)."""
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    centres = np.clip(centres, 0.0, n_in - 1)
+    low = np.floor(centres).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = centres - low
+    matrix = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    np.add.at(matrix, (rows, low), 1.0 - frac)
+    np.add.at(matrix, (rows, high), frac)
+    return matrix
+
+
+def resize_bilinear(images: np.ndarray, height: int, width: int) -> FloatArray:
+    """[N, H, W] → [N, height, width], bilinear like torch's align_corners=False; float32."""
+    rows = _interpolation_matrix(height, images.shape[1])
+    cols = _interpolation_matrix(width, images.shape[2])
+    out = np.einsum("ih,nhw,jw->nij", rows, images.astype(np.float64), cols)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def split(n: int, validation_fraction: float, seed: int) -> tuple[IntArray, IntArray]:
+    """(train, validation) sample indices, fixed by seed; each sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(n * validation_fraction)
+    if validation_fraction > 0:
+        n_val = min(max(n_val, 1), n - 1)
+    val, train = order[:n_val], order[n_val:]
+    return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
+
+
+def dataset_sha256(dataset: Dataset) -> str:
+    """sha256 of a canonical form: a JSON header of dtypes/shapes, then little-endian bytes."""
+    digest = hashlib.sha256()
+    header = {
+        "features": {"dtype": "<f4", "shape": list(dataset.features.shape)},
+        "labels": {"dtype": "<i8", "shape": list(dataset.labels.shape)},
+    }
+    digest.update(json.dumps(header, sort_keys=True).encode() + b"\n")
+    digest.update(np.ascontiguousarray(dataset.features, dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(dataset.labels, dtype="<i8").tobytes())
+    return digest.hexdigest()

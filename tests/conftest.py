@@ -1,0 +1,124 @@
+"""Shared fixtures: a real redis-server on a free port, and the real processes of a cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from maas.cli.up import (
+    LocalCluster,
+    free_port,
+    register_demo_models,
+    wait_models_ready,
+    wait_ready,
+)
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    dir: Path
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def start_redis_server(directory: Path, port: int | None = None,
+                       appendonly: bool = False) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:  # a missing binary fails, never skips
+        pytest.fail("redis-server is not on PATH; install it (apt-get install redis-server)")
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "yes" if appendonly else "no",
+         "--appendfsync", "always", "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, directory)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if server.client().ping():
+                return server
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"redis-server did not start on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """Our own server (never the shared one on 6379), emptied for each test."""
+    server_client = redis_server.client()
+    server_client.flushall()
+    server_client.close()
+    return redis_server.url
+
+
+@dataclass
+class Cluster:
+    target: str
+    local: LocalCluster
+    redis: RedisServer
+
+    def service(self, name: str) -> subprocess.Popen[bytes]:
+        found = next(s for s in self.local.services if s.name == name)
+        assert found.proc is not None
+        return found.proc
+
+
+def start_cluster(tmp: Path, workers: int = 2, **settings: str) -> Cluster:
+    """Scheduler, gateway and workers as `maas up` starts them, on a private redis-server."""
+    server = start_redis_server(tmp / "redis")
+    port = free_port()
+    env = dict(os.environ)
+    env.update(MAAS_REDIS_URL=server.url, MAAS_DATA_DIR=str(tmp / "data"),
+               MAAS_GATEWAY_PORT=str(port), MAAS_INFER_LEASE_MS="1000",
+               MAAS_REAPER_INTERVAL_MS="200", MAAS_SHUTDOWN_GRACE_S="2",
+               MAAS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    env.update({f"MAAS_{k.upper()}": v for k, v in settings.items()})
+    local = LocalCluster(env, tmp / "data")
+    py = sys.executable
+    local.add("scheduler", [py, "-m", "scheduler"])
+    local.add("gateway", [py, "-m", "gateway"])
+    for i in range(workers):
+        local.add(f"worker-{i + 1}", [py, "-m", "worker", "--id", f"worker-{i + 1}"])
+    target = f"127.0.0.1:{port}"
+    wait_ready(target, local)
+    register_demo_models(target)
+    wait_models_ready(target, ["mlp", "cnn"], local)
+    return Cluster(target, local, server)
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    cluster.local.stop(grace_s=5)
+    cluster.redis.proc.terminate()
+    cluster.redis.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A running cluster with demo models `mlp` and `cnn` (seeded weights, as `maas up`)."""
+    running = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield running
+    stop_cluster(running)
