@@ -80,10 +80,8 @@ def _check_batch(p: _Problems, inputs: Sequence[Tensor], specs: dict[str, Tensor
         p.add("inputs", f"inputs disagree on the batch dimension: {sorted(batches)}")
 
 
-def infer_task(request: ModelInferRequest, version: ModelVersion) -> InferTask:
-    """The queue task of a valid request; INVALID_ARGUMENT listing every problem otherwise."""
-    p = _Problems()
-    specs = {s.name: s for s in version.inputs}
+def _check_inputs(p: _Problems, request: ModelInferRequest, version: ModelVersion,
+                  specs: dict[str, TensorSpec]) -> list[Tensor]:
     raws: Sequence[bytes | None] = request.raw_input_contents or [None] * len(request.inputs)
     if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
         p.add("raw_input_contents", f"has {len(request.raw_input_contents)} blobs for "
@@ -92,24 +90,29 @@ def infer_task(request: ModelInferRequest, version: ModelVersion) -> InferTask:
     converted: list[Tensor] = []
     seen: set[str] = set()
     for i, inp in enumerate(request.inputs):
+        spec = specs.get(inp.name)
         if inp.name in seen:
             p.add(f"inputs[{i}].name", f"input {inp.name!r} is given twice")
-            continue
-        seen.add(inp.name)
-        spec = specs.get(inp.name)
-        if spec is None:
+        elif spec is None:
             p.add(f"inputs[{i}].name", f"model {version.model!r} has no input {inp.name!r}; "
                   f"its inputs: {sorted(specs)}")
-            continue
-        if request.raw_input_contents and inp.HasField("contents"):
+        elif request.raw_input_contents and inp.HasField("contents"):
             p.add(f"inputs[{i}].contents",
                   "set together with raw_input_contents: send one or the other")
-            continue
-        tensor = _check_input(p, i, inp, spec, raws[i])
-        if tensor is not None:
+        elif (tensor := _check_input(p, i, inp, spec, raws[i])) is not None:
             converted.append(tensor)
+        seen.add(inp.name)
     for name in sorted(set(specs) - seen):
-        p.add("inputs", f"missing input {name!r} ({specs[name].datatype} {list(specs[name].shape)})")
+        spec = specs[name]
+        p.add("inputs", f"missing input {name!r} ({spec.datatype} {list(spec.shape)})")
+    return converted
+
+
+def infer_task(request: ModelInferRequest, version: ModelVersion) -> InferTask:
+    """The queue task of a valid request; INVALID_ARGUMENT listing every problem otherwise."""
+    p = _Problems()
+    specs = {s.name: s for s in version.inputs}
+    converted = _check_inputs(p, request, version, specs)
     outputs = {s.name for s in version.outputs}
     for j, out in enumerate(request.outputs):
         if out.name not in outputs:

@@ -6,6 +6,7 @@ torch; the worker calls `build` (which imports torch) to get the module.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def _mlp_widths(c: Config) -> list[int]:
 def _mlp_param_shapes(c: Config) -> Shapes:
     widths = _mlp_widths(c)
     shapes: Shapes = {}
-    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         shapes[f"layers.{2 * i}.weight"] = (n_out, n_in)
         shapes[f"layers.{2 * i}.bias"] = (n_out,)
     return shapes
@@ -143,7 +144,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         Architecture(
             name="cnn",
-            description="The seed CNN: [B,1,28,28] → conv-pool-relu ×2 → fc 320→50→classes",
+            description="The seed CNN: [B,1,28,28] → (conv, max-pool, relu) x2 → fc 320→50→classes",
             defaults={"num_classes": 10},
             inputs=lambda c: [TensorSpec("input", "FP32", (-1, 1, 28, 28))],
             outputs=_logits,

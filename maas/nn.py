@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -31,7 +33,7 @@ class MLP(nn.Module):
     def __init__(self, widths: list[int]) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        for n_in, n_out in zip(widths, widths[1:], strict=False):
+        for n_in, n_out in itertools.pairwise(widths):
             blocks += [nn.Linear(n_in, n_out), nn.ReLU()]
         self.layers = nn.Sequential(*blocks[:-1])  # no ReLU after the logits
 

@@ -29,42 +29,43 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _bad(why: str) -> InvalidArgument:
+    return InvalidArgument(f"weights are not a valid safetensors file: {why}",
+                           reason="INVALID_WEIGHTS", violations=(FieldViolation("weights", why),))
+
+
+def _entry(name: str, info: object, body_bytes: int) -> TensorEntry:
+    try:
+        dtype = str(info["dtype"])  # type: ignore[index]
+        shape = tuple(int(d) for d in info["shape"])  # type: ignore[index]
+        begin, end = (int(x) for x in info["data_offsets"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise _bad(f"tensor {name!r} has a malformed entry") from exc
+    count = 1
+    for d in shape:
+        count *= d
+    size = _ITEMSIZE.get(dtype, 0)
+    if not (0 <= begin <= end <= body_bytes) or (size and end - begin != size * count):
+        raise _bad(f"tensor {name!r} has data offsets that do not fit its shape")
+    return TensorEntry(dtype, shape)
+
+
 def read_header(data: bytes) -> dict[str, TensorEntry]:
     """The tensors of a safetensors file; INVALID_ARGUMENT when it is not one."""
-    def bad(why: str) -> InvalidArgument:
-        return InvalidArgument(f"weights are not a valid safetensors file: {why}",
-                               reason="INVALID_WEIGHTS",
-                               violations=(FieldViolation("weights", why),))
-
     if len(data) < 8:
-        raise bad("shorter than its 8-byte header length")
+        raise _bad("shorter than its 8-byte header length")
     (n,) = struct.unpack("<Q", data[:8])
     if n > min(_MAX_HEADER_BYTES, len(data) - 8):
-        raise bad(f"header length {n} exceeds the file")
+        raise _bad(f"header length {n} exceeds the file")
     try:
         header = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad(f"header is not JSON ({exc})") from exc
+        raise _bad(f"header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
-        raise bad("header is not a JSON object")
-    body = len(data) - 8 - n
-    entries: dict[str, TensorEntry] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (TypeError, KeyError, ValueError) as exc:
-            raise bad(f"tensor {name!r} has a malformed entry") from exc
-        size = _ITEMSIZE.get(dtype, 0)
-        count = 1
-        for d in shape:
-            count *= d
-        if not (0 <= begin <= end <= body) or (size and end - begin != size * count):
-            raise bad(f"tensor {name!r} has data offsets that do not fit its shape")
-        entries[name] = TensorEntry(dtype, shape)
-    return entries
+        raise _bad("header is not a JSON object")
+    body_bytes = len(data) - 8 - n
+    return {name: _entry(name, info, body_bytes) for name, info in header.items()
+            if name != "__metadata__"}
 
 
 def check_weights(arch: Architecture, config: Config, data: bytes) -> None:
@@ -80,7 +81,8 @@ def check_weights(arch: Architecture, config: Config, data: bytes) -> None:
             violations.append(FieldViolation(
                 f"weights.{name}", f"shape {list(entry.shape)}, expected {list(shape)}"))
         elif entry.dtype not in ("F32", "F16", "BF16", "F64"):
-            violations.append(FieldViolation(f"weights.{name}", f"dtype {entry.dtype} is not float"))
+            violations.append(FieldViolation(f"weights.{name}",
+                                             f"dtype {entry.dtype} is not float"))
     violations += [FieldViolation(f"weights.{name}", "not a parameter of the architecture")
                    for name in sorted(set(found) - set(expected))]
     if violations:

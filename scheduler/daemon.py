@@ -7,6 +7,7 @@ split the work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from maas.settings import Settings
@@ -51,9 +52,7 @@ class Daemon:
                     await self.reap_once()
                 except TRANSIENT_ERRORS as exc:
                     log.warning("Redis unreachable: %s", exc)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), period_s)
-                except TimeoutError:
-                    pass
         finally:
             await self._redis.aclose()

@@ -3,16 +3,15 @@
 Keys of one model share the hash tag `{m:<model>}` so a Redis Cluster keeps each model's
 queue in one slot (the Lua scripts touch several of them at once).
 
-| key                               | type   | owner              | TTL                          |
-|-----------------------------------|--------|--------------------|------------------------------|
-| maas:{m:M}:stream                 | STREAM | gateway (XADD via SUBMIT), worker group `workers` | none; entries XDEL'd once done |
-| maas:{m:M}:job:ID                 | HASH   | queue scripts      | none while live; result_ttl after a terminal state |
-| maas:{m:M}:idem:TENANT:KEY        | STRING | SUBMIT             | 24 h                         |
-| maas:{m:M}:dead                   | STREAM | REAP / START (dead letters) | MAXLEN ~ 10000       |
-| maas:{m:M}:model                  | HASH   | registry: `next`, `latest`, `v:N` → ModelVersion bytes | none |
-| maas:models                       | SET    | registry: every model name | none                 |
-| maas:reply:GATEWAY                | STREAM | COMPLETE / START / REAP write; one gateway reads | refreshed 1 h; MAXLEN ~ 10000 |
-| maas:worker:ID                    | STRING | worker heartbeat (WorkerHeartbeat bytes) | 3 heartbeats |
+Key (type) — writer — TTL:
+- maas:{m:M}:stream (STREAM) — SUBMIT adds, group `workers` consumes — none; done entries XDEL'd
+- maas:{m:M}:job:ID (HASH) — queue scripts — none while live; result TTL once terminal
+- maas:{m:M}:idem:TENANT:KEY (STRING) — SUBMIT — 24 h
+- maas:{m:M}:dead (STREAM) — START/REAP dead letters — MAXLEN ~ 10000
+- maas:{m:M}:model (HASH) — registry: `next`, `latest`, `v:N` → ModelVersion — none
+- maas:models (SET) — registry: every model name — none
+- maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
+- maas:worker:ID (STRING) — worker heartbeat (WorkerHeartbeat) — 3 heartbeat periods
 """
 
 from __future__ import annotations

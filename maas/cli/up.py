@@ -60,7 +60,7 @@ class LocalCluster:
     def start(self, service: Service) -> None:
         service.proc = subprocess.Popen(
             service.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)  # noqa: PLW1509
+            preexec_fn=_die_with_parent)
         service.started_at = time.monotonic()
         service.printer = threading.Thread(target=_prefix, args=(service.name, service.proc),
                                            daemon=True)

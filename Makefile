@@ -1,0 +1,40 @@
+# The two commands a new user needs: `make run` and `make test`. Both install what they need.
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup run test test-fast check lint typecheck protos protos-check clean
+
+setup:
+	@scripts/bootstrap.sh
+
+## Start a local cluster (redis-server, scheduler, gateway, 2 workers) and run a short demo.
+run: setup
+	$(VENV)/bin/maas up --workers 2
+
+## Every test, fault-injection ones included (what CI runs).
+test: setup
+	$(PY) -m pytest -q
+
+## The fast subset while developing (skips tests marked slow).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+check: lint protos-check
+
+lint: setup
+	$(VENV)/bin/ruff check maas gateway scheduler worker tests
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+## Regenerate the Python stubs of protos/ (the only generator).
+protos: setup
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+## Fails when the committed stubs differ from what protos/ generates.
+protos-check: protos
+	git diff --exit-code -- maas/inference maas/v1 maas/queue
+
+clean:
+	rm -rf $(VENV) maas-data .pytest_cache

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what maas needs, idempotently: redis-server (apt-get when root), a virtual
+# environment in .venv with torch 2.13.0 first (the CPU wheel on this kind of machine), then
+# the project with its worker and dev extras. Re-runs are quick: a stamp records what was
+# installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing redis-server with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "bootstrap: redis-server is missing; install it: sudo apt-get install -y redis-server" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3.12 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PY=$candidate; break; fi
+  done
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+
+stamp=.venv/.maas-installed
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and pinned: any other version is a multi-GB download here.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[worker,dev]"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,73 @@
+"""A worker killed with SIGKILL while it holds requests: every request still gets its one
+correct result within its deadline (the reaper re-queues the dead worker's jobs)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+import maas
+from scheduler import keys
+from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.models import reference_model, run_reference
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path, workers=2)
+    yield cluster
+    stop_cluster(cluster)
+
+
+def wait_until_holding(r: redis.Redis, consumer: str, timeout_s: float = 20) -> int:
+    """Waits until the worker has leased entries of the cnn stream; returns how many."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for c in r.xinfo_consumers(keys.stream("cnn"), keys.GROUP):
+            if c["name"].decode() == consumer and c["pending"] > 0:
+                return int(c["pending"])
+        time.sleep(0.002)
+    raise AssertionError(f"{consumer} never held a job")
+
+
+async def test_sigkill_worker_mid_batch_loses_nothing(two_workers: Cluster) -> None:
+    rng = np.random.default_rng(0)
+    xs = [rng.random((64, 1, 28, 28), dtype=np.float32) for _ in range(96)]
+    model = reference_model("cnn")
+    r = two_workers.redis.client()
+
+    async with maas.AsyncClient(two_workers.target, timeout_s=60) as client:
+        requests = [maas.client.infer_request("cnn", {"input": x}, request_id=f"r{i}")
+                    for i, x in enumerate(xs)]
+        calls = [asyncio.ensure_future(client._v2.ModelInfer(req, timeout=60))
+                 for req in requests]
+        held = await asyncio.to_thread(wait_until_holding, r, "worker-1")
+        two_workers.service("worker-1").send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        responses = await asyncio.gather(*calls)
+        elapsed_s = time.monotonic() - started
+
+    attempts = [resp.parameters["maas_attempt"].int64_param for resp in responses]
+    for i, (x, resp) in enumerate(zip(xs, responses, strict=True)):
+        assert resp.id == f"r{i}"
+        out = maas.client.infer_outputs(resp)["output"]
+        assert np.abs(out - run_reference(model, x)).max() <= 1e-5
+    print(f"killed worker-1 holding {held} jobs; {len(responses)} answered in {elapsed_s:.1f}s, "
+          f"{attempts.count(2)} on a second attempt")
+    assert max(attempts) == 2, "the kill hit no job in flight"
+    # Nothing is left pending or queued, and each job has exactly one terminal record.
+    assert r.xlen(keys.stream("cnn")) == 0
+    assert r.xpending(keys.stream("cnn"), keys.GROUP)["pending"] == 0
+    states = [r.hget(k, "state") for k in r.scan_iter(match=keys.job("cnn", "*"))]
+    assert len(states) == len(xs) and all(s == b"SUCCEEDED" for s in states)
+    assert two_workers.service("worker-2").poll() is None
+    r.close()

@@ -1,0 +1,112 @@
+"""`python -m worker.training --spec spec.json --dataset digits --out DIR`: one training job.
+
+stdout carries one JSON object per line: the runner's events, then a `result` (or `error`)
+object. Exit status: 0 succeeded, 2 invalid argument, 3 stopped by SIGTERM/SIGINT (the
+checkpoint is kept; run again with the same --out to resume), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from maas.datasets import (
+    BUILTIN_DATASETS,
+    Dataset,
+    builtin_dataset,
+    load_npz_bytes,
+    load_safetensors_bytes,
+)
+from maas.errors import MaasError
+from maas.logs import configure_logging
+from maas.settings import Settings
+from maas.training_spec import TrainingSpec
+
+logger = logging.getLogger(__name__)
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def load_dataset(ref: str) -> Dataset:
+    """A built-in dataset by name, or a .npz / .safetensors file by path."""
+    if ref in BUILTIN_DATASETS:
+        return builtin_dataset(ref)
+    path = Path(ref)
+    data = path.read_bytes()
+    if path.suffix == ".safetensors":
+        return load_safetensors_bytes(data, name=path.name)
+    return load_npz_bytes(data, name=path.name)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker.training")
+    parser.add_argument("--spec", required=True, type=Path, help="TrainingSpec as JSON")
+    parser.add_argument("--dataset", required=True, help="built-in name or .npz/.safetensors")
+    parser.add_argument("--out", required=True, type=Path, help="job directory (resumed)")
+    parser.add_argument("--init-weights", type=Path, help="safetensors to start from")
+    parser.add_argument("--threads", type=int, help="torch threads (default MAAS_TORCH_THREADS)")
+    parser.add_argument("--device", help="auto, cpu, cuda:0 (default MAAS_WORKER_DEVICE)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    settings = Settings.from_env(torch_threads=args.threads, worker_device=args.device)
+    threads = settings.torch_threads if settings.torch_threads > 0 else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch is imported
+    configure_logging(settings, "trainer")
+    stop = {"requested": False}
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        return _run(args, settings, threads, lambda: stop["requested"])
+    except MaasError as exc:
+        _emit({"type": "error", "code": exc.code.name, "reason": exc.reason,
+               "message": exc.message,
+               "violations": [{"field": v.field, "description": v.description}
+                              for v in exc.violations]})
+        return 2 if exc.code.name == "INVALID_ARGUMENT" else 1
+    except Exception as exc:
+        logger.exception("training failed")
+        _emit({"type": "error", "code": "INTERNAL", "reason": "INTERNAL",
+               "message": f"{type(exc).__name__}: {exc}", "violations": []})
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings, threads: int,
+         should_stop: Callable[[], bool]) -> int:
+    import safetensors.torch
+    import torch
+
+    from worker.training.runner import run_training
+
+    torch.set_num_threads(threads)
+    spec = TrainingSpec.from_json(args.spec.read_bytes())
+    dataset = load_dataset(args.dataset)
+    init = safetensors.torch.load_file(args.init_weights) if args.init_weights else None
+    outcome = run_training(spec, dataset, args.out, _emit, init_state_dict=init,
+                           should_stop=should_stop, device=settings.worker_device)
+    _emit({"type": "result", "status": outcome.status, "sha256": outcome.sha256,
+           "weights_path": outcome.weights_path, "steps": outcome.steps,
+           "epochs": outcome.epochs, "best_epoch": outcome.best_epoch,
+           "metrics": outcome.metrics})
+    return 0 if outcome.status == "SUCCEEDED" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
