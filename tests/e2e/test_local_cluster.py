@@ -1,0 +1,102 @@
+"""`maas up` as a user runs it: ready line, CLI commands, worker restart, clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from maas.cli.up import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+MAAS = [sys.executable, "-m", "maas.cli.main"]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class Output:
+    """Collects a process's stdout lines on a thread, so the pipe never fills."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                self.lines.append(line)
+
+    def join(self) -> None:
+        self._thread.join(10)
+
+    def wait_for(self, text: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if text in line:
+                    return line
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not seen; output:\n{''.join(self.lines[-40:])}")
+
+
+def cli(target: str, *args: str) -> dict:
+    done = subprocess.run([*MAAS, *args, "--target", target, "--json"], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+def test_maas_up_serves_restarts_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([*MAAS, "up", "--port", str(port), "--workers", "2",
+                             "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = Output(proc)
+    try:
+        assert out.wait_for("maas ready:", 120).strip() == f"maas ready: gateway 127.0.0.1:{port}"
+        out.wait_for("demo: cnn", 60)
+        target = f"127.0.0.1:{port}"
+        result = cli(target, "infer", "cnn", "--input", "input=random")
+        assert result["outputs"]["output"]["shape"] == [1, 10]
+        model = cli(target, "models", "get", "cnn")
+        assert len(model["versions"][0]["weights_sha256"]) == 64
+        # redis, scheduler, gateway and two workers, each its own process.
+        kids = children_of(proc.pid)
+        assert len(kids) == 5
+        worker_pid = next(p for p in kids
+                          if b"worker-1" in Path(f"/proc/{p}/cmdline").read_bytes())
+        os.kill(worker_pid, signal.SIGKILL)
+        out.wait_for("worker-1 exited with -9; restarting", 30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(children_of(proc.pid)) < 5:
+            time.sleep(0.2)
+        assert len(children_of(proc.pid)) == 5
+        assert cli(target, "infer", "mlp")["outputs"]["output"]["shape"] == [1, 10]
+        kids = children_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        out.join()
+    assert proc.returncode == 0
+    assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
