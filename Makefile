@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast check lint typecheck protos protos-check clean
+.PHONY: setup run test test-fast check lint typecheck protos protos-check buf-lint clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -20,7 +20,13 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-check: lint protos-check
+BUF := npx --yes @bufbuild/buf@1.75.0
+
+check: lint protos-check buf-lint
+
+## buf STANDARD lint and format of our own protos (the v2 contract is excluded).
+buf-lint:
+	cd protos && $(BUF) lint && $(BUF) format --exit-code > /dev/null
 
 lint: setup
 	$(VENV)/bin/ruff check maas gateway scheduler worker tests
