@@ -14,6 +14,8 @@ $PY -m grpc_tools.protoc \
   --mypy_out="$out" --mypy_grpc_out="$out" \
   maas/inference/grpc_service.proto \
   maas/v1/model_service.proto \
+  maas/v1/training_service.proto \
+  maas/v1/dataset_service.proto \
   maas/queue/v1/queue.proto
 for d in maas/inference maas/v1 maas/queue/v1; do
   mkdir -p "$d"

@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from maas.v1 import training_service_pb2 as _training_service_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -30,12 +31,14 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_KIND_UNSPECIFIED: _JobKind.ValueType  # 0
     JOB_KIND_INFER: _JobKind.ValueType  # 1
+    JOB_KIND_TRAIN: _JobKind.ValueType  # 2
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
     """What kind of work a job is."""
 
 JOB_KIND_UNSPECIFIED: JobKind.ValueType  # 0
 JOB_KIND_INFER: JobKind.ValueType  # 1
+JOB_KIND_TRAIN: JobKind.ValueType  # 2
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
 
 class _JobState:
@@ -131,6 +134,30 @@ class InferTask(_message.Message):
 Global___InferTask: _TypeAlias = InferTask  # noqa: Y015
 
 @_typing.final
+class TrainTask(_message.Message):
+    """The work of one training job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> _training_service_pb2.TrainingSpec:
+        """Validated, defaults filled in."""
+
+    def __init__(
+        self,
+        *,
+        spec: _training_service_pb2.TrainingSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainTask: _TypeAlias = TrainTask  # noqa: Y015
+
+@_typing.final
 class JobEnvelope(_message.Message):
     """One queued job; stored once in the job hash, never copied into the stream."""
 
@@ -169,6 +196,7 @@ class JobEnvelope(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     INFER_FIELD_NUMBER: _builtins.int
+    TRAIN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     kind: Global___JobKind.ValueType
     model: _builtins.str
@@ -192,6 +220,8 @@ class JobEnvelope(_message.Message):
 
     @_builtins.property
     def infer(self) -> Global___InferTask: ...
+    @_builtins.property
+    def train(self) -> Global___TrainTask: ...
     def __init__(
         self,
         *,
@@ -208,12 +238,13 @@ class JobEnvelope(_message.Message):
         max_attempts: _builtins.int = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         infer: Global___InferTask | None = ...,
+        train: Global___TrainTask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["infer", b"infer", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer"]  # noqa: Y015
+    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_task) -> _WhichOneofReturnType_task | None: ...
 
