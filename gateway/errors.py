@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -40,29 +40,47 @@ def to_status(err: MaasError) -> grpc.Status:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamHandler = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+async def _abort_for(exc: BaseException, method: str, context: grpc.aio.ServicerContext) -> None:
+    """Aborts the call with the status that `exc` stands for."""
+    if isinstance(exc, MaasError):
+        await context.abort_with_status(to_status(exc))
+    if isinstance(exc, TRANSIENT_ERRORS):
+        log.warning("%s: Redis unavailable: %s", method, exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            "the queue (Redis) is unreachable right now; retry shortly")
+    log.error("%s failed", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL,
+                        "internal error in the gateway; the traceback is in its log")
 
 
 def _guard(inner: Handler, method: str) -> Handler:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await inner(request, context)
-        except MaasError as err:
-            await context.abort_with_status(to_status(err))
-        except TRANSIENT_ERRORS as exc:
-            log.warning("%s: Redis unavailable: %s", method, exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                "the queue (Redis) is unreachable right now; retry shortly")
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception:
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                "internal error in the gateway; the traceback is in its log")
+        except Exception as exc:
+            await _abort_for(exc, method, context)
+    return guarded
+
+
+def _guard_stream(inner: StreamHandler, method: str) -> StreamHandler:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in inner(request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort_for(exc, method, context)
     return guarded
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary method so no exception leaves as a bare INTERNAL."""
+    """Wraps every method so that no exception leaves as a bare, unexplained INTERNAL."""
 
     async def intercept_service(
         self,
@@ -70,10 +88,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        method = handler_call_details.method
+        codecs = {"request_deserializer": handler.request_deserializer,
+                  "response_serializer": handler.response_serializer} if handler else {}
+        if handler is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _guard(handler.unary_unary, handler_call_details.method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(_guard(handler.unary_unary, method),
+                                                       **codecs)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(_guard(handler.stream_unary, method),
+                                                        **codecs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_stream(handler.unary_stream, method), **codecs)
+        return handler

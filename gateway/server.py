@@ -15,18 +15,29 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from gateway.datasets import DatasetServicer
 from gateway.errors import ErrorInterceptor
 from gateway.inference import InferenceServicer
 from gateway.models import ModelServicer
 from gateway.replies import ReplyDispatcher
+from gateway.training import TrainingServicer
 from maas.artifacts import ArtifactStore
 from maas.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from maas.settings import Settings
-from maas.v1 import model_service_pb2, model_service_pb2_grpc
+from maas.v1 import (
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    training_service_pb2,
+    training_service_pb2_grpc,
+)
 from scheduler.connection import connect
+from scheduler.datasets import DatasetStore
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 from scheduler.replies import ReplyStream
+from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
 
 log = logging.getLogger(__name__)
@@ -34,6 +45,8 @@ log = logging.getLogger(__name__)
 SERVICES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
 )
 
 
@@ -65,8 +78,9 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
             fd.CopyToProto(proto)
             pool.Add(proto)
 
-    for fd in (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR,
-               reflection_pb2.DESCRIPTOR):
+    for fd in (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
+               training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
+               health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         add(fd)
     return pool
 
@@ -98,9 +112,14 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     server = grpc.aio.server(interceptors=[ErrorInterceptor()],
                              options=grpc_options(settings.max_message_bytes))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+    artifacts = ArtifactStore(settings.artifact_dir)
+    datasets = DatasetStore(redis)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(registry, queue, ArtifactStore(settings.artifact_dir),
-                      settings.max_message_bytes), server)
+        ModelServicer(registry, queue, artifacts, settings.max_message_bytes), server)
+    training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
+        TrainingServicer(settings, TrainingStore(redis, queue), registry, datasets), server)
+    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
+        DatasetServicer(datasets, artifacts), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):

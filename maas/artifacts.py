@@ -19,6 +19,13 @@ class ArtifactStore:
     def weights_path(self, sha256: str) -> Path:
         return self.root / "weights" / f"{sha256}.safetensors"
 
+    def dataset_path(self, sha256: str, file_format: str) -> Path:
+        return self.root / "datasets" / f"{sha256}.{file_format}"
+
+    def job_dir(self, job_id: str) -> Path:
+        """Checkpoints and outputs of one training job (resume reads them back)."""
+        return self.root / "jobs" / job_id
+
     def put_weights(self, data: bytes) -> tuple[str, Path]:
         """Stores weights (idempotent); returns (sha256, path)."""
         digest = hashlib.sha256(data).hexdigest()

@@ -32,6 +32,11 @@ class Settings:
     default_deadline_s: float = 60.0
     # How long a finished job's result stays readable.
     result_ttl_s: float = 3600.0
+    # Training lease (renewed by the worker's heartbeat) and attempts (a resume counts).
+    train_lease_ms: int = 30000
+    train_max_attempts: int = 5
+    # Training jobs a worker runs at once (each in its own subprocess); 0 = serve only.
+    training_slots: int = 1
     # The scheduler daemon's reaper period.
     reaper_interval_ms: int = 500
     # Triton's batching knobs, for every model a worker serves.

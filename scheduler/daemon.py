@@ -11,6 +11,7 @@ import contextlib
 import logging
 
 from maas.settings import Settings
+from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, connect
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
@@ -32,9 +33,11 @@ class Daemon:
     async def reap_once(self) -> int:
         """One pass over every model; returns how many entries it reclaimed."""
         total = 0
-        for model in await self._registry.model_names():
+        queues = [(m, self.settings.infer_lease_ms) for m in await self._registry.model_names()]
+        queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms))
+        for model, lease_ms in queues:
             await self.queue.ensure_group(model)
-            counts = await self.queue.reap(model, self.settings.infer_lease_ms)
+            counts = await self.queue.reap(model, lease_ms)
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
             if moved:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",

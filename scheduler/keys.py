@@ -11,12 +11,17 @@ Key (type) — writer — TTL:
 - maas:{m:M}:model (HASH) — registry: `next`, `latest`, `v:N` → ModelVersion — none
 - maas:models (SET) — registry: every model name — none
 - maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
+- maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
+- maas:{m:_train}:index (ZSET) — training job ids by creation time — none
+- maas:datasets (HASH) — dataset name → Dataset — none
 - maas:worker:ID (STRING) — worker heartbeat (WorkerHeartbeat) — 3 heartbeat periods
 """
 
 from __future__ import annotations
 
 PREFIX = "maas"
+# The queue of training jobs; model names start with a letter or digit, so it cannot clash.
+TRAINING_QUEUE = "_train"
 GROUP = "workers"  # the consumer group of every model stream
 REAPER_CONSUMER = "reaper"
 
@@ -60,3 +65,15 @@ def worker(worker_id: str) -> str:
 
 def workers_pattern() -> str:
     return f"{PREFIX}:worker:*"
+
+
+def training_events(job_id: str) -> str:
+    return f"{model_tag(TRAINING_QUEUE)}:events:{job_id}"
+
+
+def training_index() -> str:
+    return f"{model_tag(TRAINING_QUEUE)}:index"
+
+
+def datasets() -> str:
+    return f"{PREFIX}:datasets"

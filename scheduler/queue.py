@@ -183,6 +183,17 @@ class JobQueue:
             args=args)
         return [bool(r) for r in recorded]
 
+    async def release(self, consumer: str, delivery: Delivery, *, refund: bool) -> bool:
+        """Hands a held job back to the queue; refund=True does not count the attempt."""
+        done = await self._scripts.release(
+            keys=[keys.stream(delivery.model), keys.job(delivery.model, delivery.job_id)],
+            args=[keys.GROUP, consumer, delivery.entry_id, int(refund), delivery.job_id])
+        return bool(done)
+
+    @property
+    def scripts(self) -> Scripts:
+        return self._scripts
+
     # --- daemon side -----------------------------------------------------------------------
 
     async def reap(self, model: str, lease_ms: int, count: int = 100) -> ReapCounts:

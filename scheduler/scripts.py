@@ -23,8 +23,13 @@ class Scripts:
     extend: AsyncScript
     complete: AsyncScript
     reap: AsyncScript
+    release: AsyncScript
+    train_create: AsyncScript
+    train_update: AsyncScript
+    train_cancel: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
         return cls(**{name: client.register_script(_source(name))
-                      for name in ("submit", "start", "extend", "complete", "reap")})
+                      for name in ("submit", "start", "extend", "complete", "reap", "release",
+                                   "train_create", "train_update", "train_cancel")})

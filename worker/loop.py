@@ -23,12 +23,16 @@ import torch
 from maas.artifacts import ArtifactStore
 from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState, WorkerHeartbeat
 from maas.settings import Settings
+from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, connect
+from scheduler.datasets import DatasetStore
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry
+from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
 from worker.cache import ModelCache, pick_device
 from worker.executor import run_batch
+from worker.trainer import TrainingExecutor
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,11 @@ class Worker:
         self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
         self._registry = ModelRegistry(self._redis)
         self._directory = WorkerDirectory(self._redis)
-        self.cache = ModelCache(ArtifactStore(settings.artifact_dir),
-                                pick_device(settings.worker_device))
+        artifacts = ArtifactStore(settings.artifact_dir)
+        self.cache = ModelCache(artifacts, pick_device(settings.worker_device))
+        self._trainer = TrainingExecutor(
+            self.id, self.queue, TrainingStore(self._redis, self.queue), self._registry,
+            DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1))
         self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
         self._inflight: dict[str, set[str]] = defaultdict(set)
@@ -61,7 +68,11 @@ class Worker:
             async with asyncio.TaskGroup() as tasks:
                 beat = tasks.create_task(self._heartbeat_loop())
                 refresh = tasks.create_task(self._refresh_loop())
+                training = (tasks.create_task(self._training_loop())
+                            if self.settings.training_slots > 0 else None)
                 await self._claim_loop()
+                if training is not None:
+                    await training  # drains: the job is checkpointed and handed back
                 beat.cancel()
                 refresh.cancel()
         finally:
@@ -132,6 +143,27 @@ class Worker:
                 log.warning("queue unreachable (%s); retrying in %.2fs", exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(2 * backoff_s, 2.0)
+
+    async def _training_loop(self) -> None:
+        """Leases one training job at a time and runs it to an end (or hands it back)."""
+        await self.queue.ensure_group(keys.TRAINING_QUEUE)
+        while not self._stopping.is_set():
+            try:
+                deliveries = await self.queue.read(self.id, [keys.TRAINING_QUEUE], 1,
+                                                   block_ms=500)
+                if not deliveries:
+                    continue
+                inflight = self._inflight[keys.TRAINING_QUEUE]
+                inflight.update(d.entry_id for d in deliveries)
+                try:
+                    outcome = await self.queue.start(self.id, deliveries)
+                    for started in outcome.runnable:
+                        await self._trainer.run(started, self._stopping)
+                finally:
+                    inflight.difference_update(d.entry_id for d in deliveries)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("training queue unreachable: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def _top_up(self, model: str, batch: list[Delivery]) -> list[Delivery]:
         room = self.settings.max_batch_size - len(batch)

@@ -54,6 +54,26 @@ class ModelVersion(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MODEL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ARCHITECTURE_FIELD_NUMBER: _builtins.int
@@ -64,6 +84,10 @@ class ModelVersion(_message.Message):
     INPUTS_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     PLATFORM_FIELD_NUMBER: _builtins.int
+    TRAINING_JOB_ID_FIELD_NUMBER: _builtins.int
+    DATASET_SHA256_FIELD_NUMBER: _builtins.int
+    TRAINING_SPEC_JSON_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model's name."""
     version: _builtins.str
@@ -78,6 +102,11 @@ class ModelVersion(_message.Message):
     """Size of the weights file in bytes."""
     platform: _builtins.str
     """The v2 platform string, e.g. "pytorch"."""
+    training_job_id: _builtins.str
+    """Lineage of a version produced by training (empty for uploaded weights)."""
+    dataset_sha256: _builtins.str
+    training_spec_json: _builtins.str
+    """The TrainingSpec as JSON."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the version was registered."""
@@ -89,6 +118,10 @@ class ModelVersion(_message.Message):
     @_builtins.property
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorSpec]:
         """Output tensors."""
+
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Final metrics of the job: train_loss, val_loss, val_accuracy, ..."""
 
     def __init__(
         self,
@@ -103,10 +136,14 @@ class ModelVersion(_message.Message):
         inputs: _abc.Iterable[Global___TensorSpec] | None = ...,
         outputs: _abc.Iterable[Global___TensorSpec] | None = ...,
         platform: _builtins.str = ...,
+        training_job_id: _builtins.str = ...,
+        dataset_sha256: _builtins.str = ...,
+        training_spec_json: _builtins.str = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "create_time", b"create_time", "inputs", b"inputs", "model", b"model", "outputs", b"outputs", "platform", b"platform", "version", b"version", "weights_bytes", b"weights_bytes", "weights_sha256", b"weights_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "inputs", b"inputs", "metrics", b"metrics", "model", b"model", "outputs", b"outputs", "platform", b"platform", "training_job_id", b"training_job_id", "training_spec_json", b"training_spec_json", "version", b"version", "weights_bytes", b"weights_bytes", "weights_sha256", b"weights_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

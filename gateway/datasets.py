@@ -1,0 +1,125 @@
+"""maas.v1.DatasetService: client-streaming upload with a checksum, list, get, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from maas import datasets
+from maas.artifacts import ArtifactStore
+from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
+from maas.v1 import dataset_service_pb2 as pb
+from maas.v1.dataset_service_pb2_grpc import DatasetServiceServicer
+from scheduler.datasets import DatasetStore
+from scheduler.registry import check_model_name
+
+FORMATS = {"npz": datasets.load_npz_bytes, "safetensors": datasets.load_safetensors_bytes}
+# Facts of the built-in datasets (a unit test checks them against maas.datasets).
+BUILTIN = {"digits": pb.Dataset(name="digits", num_samples=1797, feature_shape=[8, 8],
+                                num_classes=10, format="builtin")}
+
+
+def _bad(field: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"{field}: {why}", violations=(FieldViolation(field, why),))
+
+
+def _check_header(header: pb.UploadDatasetHeader) -> None:
+    try:
+        check_model_name(header.name)
+    except InvalidArgument:
+        raise _bad("header.name", f"{header.name!r} is not a valid dataset name (1-64 letters, "
+                   "digits, '-', '_', '.')") from None
+    if header.name in BUILTIN:
+        raise _bad("header.name", f"{header.name!r} is a built-in dataset")
+    if header.format not in FORMATS:
+        raise _bad("header.format", f"{header.format!r}; use one of {sorted(FORMATS)}")
+    if not 0 < header.size_bytes <= datasets.MAX_DATASET_BYTES:
+        raise _bad("header.size_bytes",
+                   f"must be 1..{datasets.MAX_DATASET_BYTES} bytes, got {header.size_bytes}")
+    if len(header.sha256) != 64:
+        raise _bad("header.sha256", "must be the hex sha256 of the whole file")
+
+
+class DatasetServicer(DatasetServiceServicer):
+    def __init__(self, store: DatasetStore, artifacts: ArtifactStore) -> None:
+        self._store = store
+        self._artifacts = artifacts
+
+    async def UploadDataset(self, request_iterator: AsyncIterator[pb.UploadDatasetRequest],
+                            context: grpc.aio.ServicerContext) -> pb.UploadDatasetResponse:
+        header: pb.UploadDatasetHeader | None = None
+        digest = hashlib.sha256()
+        spool_dir = self._artifacts.root / "uploads"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=spool_dir, prefix=".upload-")
+        received = 0
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                async for part in request_iterator:
+                    if header is None:
+                        if not part.HasField("header"):
+                            raise _bad("header", "the first message must be the header")
+                        header = part.header
+                        _check_header(header)
+                        continue
+                    received += len(part.chunk)
+                    if received > header.size_bytes:
+                        raise MessageTooLarge(f"upload exceeds its declared size_bytes "
+                                              f"{header.size_bytes}")
+                    digest.update(part.chunk)
+                    spool.write(part.chunk)
+                spool.flush()
+                os.fsync(spool.fileno())
+            if header is None:
+                raise _bad("header", "empty upload: send a header, then chunks")
+            return pb.UploadDatasetResponse(
+                dataset=await self._register(header, Path(tmp), received, digest.hexdigest()))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    async def _register(self, header: pb.UploadDatasetHeader, tmp: Path, received: int,
+                        sha256: str) -> pb.Dataset:
+        if received != header.size_bytes:
+            raise _bad("chunk", f"got {received} bytes of the declared {header.size_bytes}")
+        if sha256 != header.sha256.lower():
+            raise _bad("header.sha256", f"the upload's sha256 is {sha256}, not {header.sha256}")
+        data = tmp.read_bytes()
+        loaded = FORMATS[header.format](data, header.name)
+        path = self._artifacts.dataset_path(sha256, header.format)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+        record = pb.Dataset(name=header.name, sha256=sha256, num_samples=loaded.num_samples,
+                            feature_shape=loaded.sample_shape,
+                            num_classes=int(loaded.labels.max()) + 1, size_bytes=received,
+                            format=header.format)
+        record.create_time.GetCurrentTime()
+        await self._store.put(record)
+        return record
+
+    async def GetDataset(self, request: pb.GetDatasetRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetDatasetResponse:
+        found = BUILTIN.get(request.name) or await self._store.get(request.name)
+        return pb.GetDatasetResponse(dataset=found)
+
+    async def ListDatasets(self, request: pb.ListDatasetsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
+        names = sorted({*BUILTIN, *await self._store.names()})
+        size = request.page_size if request.page_size > 0 else 100
+        page = [n for n in names if n > request.page_token][:size]
+        found = [BUILTIN.get(n) or await self._store.get(n) for n in page]
+        more = bool(page) and page[-1] != names[-1]
+        return pb.ListDatasetsResponse(datasets=found, next_page_token=page[-1] if more else "")
+
+    async def DeleteDataset(self, request: pb.DeleteDatasetRequest,
+                            context: grpc.aio.ServicerContext) -> pb.DeleteDatasetResponse:
+        if request.name in BUILTIN:
+            raise _bad("name", f"{request.name!r} is built in and cannot be deleted")
+        await self._store.get(request.name)
+        await self._store.delete(request.name)
+        return pb.DeleteDatasetResponse()

@@ -1,0 +1,141 @@
+"""maas.v1.TrainingService: validate specs at the door, queue jobs, stream their events."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+
+from gateway.datasets import BUILTIN
+from maas import datasets
+from maas.architectures import get_architecture
+from maas.errors import FieldViolation, IdempotencyKeyReused, InvalidArgument, MaasError
+from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
+from maas.settings import Settings
+from maas.training_proto import from_proto, to_proto
+from maas.training_spec import TrainingSpec
+from maas.v1 import training_service_pb2 as pb
+from maas.v1.training_service_pb2_grpc import TrainingServiceServicer
+from scheduler import keys
+from scheduler.datasets import DatasetStore
+from scheduler.queue import SubmitStatus
+from scheduler.registry import ModelRegistry, check_model_name
+from scheduler.training import TERMINAL, EventCursor, TrainingStore
+
+
+def _prefixed(err: MaasError) -> InvalidArgument:
+    violations = tuple(FieldViolation(f"spec.{v.field}", v.description) for v in err.violations)
+    return InvalidArgument(err.message, reason=err.reason, violations=violations)
+
+
+class TrainingServicer(TrainingServiceServicer):
+    def __init__(self, settings: Settings, store: TrainingStore, registry: ModelRegistry,
+                 datasets_store: DatasetStore) -> None:
+        self._settings = settings
+        self._store = store
+        self._registry = registry
+        self._datasets = datasets_store
+
+    async def _validated(self, request: pb.CreateTrainingJobRequest) -> tuple[TrainingSpec, str]:
+        try:
+            check_model_name(request.spec.model_name)
+            spec = from_proto(request.spec).with_config_resolved()
+        except InvalidArgument as err:
+            if err.violations and err.violations[0].field == "name":
+                raise InvalidArgument(err.message, violations=(
+                    FieldViolation("spec.model_name", err.message),)) from None
+            raise _prefixed(err) from None
+        dataset_sha = await self._check_dataset(spec)
+        if spec.init_from:
+            await self._check_init_from(spec)
+        return spec, dataset_sha
+
+    async def _check_dataset(self, spec: TrainingSpec) -> str:
+        record = BUILTIN.get(spec.dataset)
+        if record is None:
+            try:
+                record = await self._datasets.get(spec.dataset)
+            except MaasError:
+                raise InvalidArgument(f"unknown dataset {spec.dataset!r}", violations=(
+                    FieldViolation("spec.dataset", "no such dataset (upload it first; "
+                                   "built-in: digits)"),)) from None
+        arch = get_architecture(spec.architecture)
+        probe = datasets.Dataset(spec.dataset, np.zeros((1, *record.feature_shape), np.float32),
+                                 np.zeros(1, np.int64))
+        try:
+            datasets.present(probe, arch.inputs(spec.config)[0].shape)
+        except InvalidArgument as err:
+            raise _prefixed(err) from None
+        classes = arch.outputs(spec.config)[0].shape[-1]
+        if record.num_classes > classes:
+            raise InvalidArgument(
+                f"dataset {spec.dataset!r} has labels up to {record.num_classes - 1}, out of "
+                f"range for the model's {classes} classes",
+                violations=(FieldViolation("spec.dataset.labels", "label out of range"),))
+        return record.sha256
+
+    async def _check_init_from(self, spec: TrainingSpec) -> None:
+        name, _, version = spec.init_from.partition(":")
+        try:
+            base = await self._registry.resolve(name, version)
+        except MaasError as err:
+            raise InvalidArgument(err.message, violations=(
+                FieldViolation("spec.init_from", err.message),)) from None
+        if base.architecture != spec.architecture or json.loads(base.config_json) != spec.config:
+            raise InvalidArgument(
+                f"init_from {spec.init_from} is a {base.architecture} {base.config_json}, not "
+                f"the spec's {spec.architecture} {json.dumps(spec.config)}",
+                violations=(FieldViolation("spec.init_from", "architecture mismatch"),))
+
+    async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest,
+                                context: grpc.aio.ServicerContext) -> pb.CreateTrainingJobResponse:
+        spec, dataset_sha = await self._validated(request)
+        job = pb.TrainingJob(job_id=uuid.uuid4().hex, spec=to_proto(request.spec.model_name, spec),
+                             state=pb.TrainingJob.QUEUED, request_id=request.request_id,
+                             dataset_sha256=dataset_sha)
+        job.create_time.GetCurrentTime()
+        envelope = JobEnvelope(job_id=job.job_id, kind=JobKind.JOB_KIND_TRAIN,
+                               model=keys.TRAINING_QUEUE, idempotency_key=request.request_id,
+                               max_attempts=self._settings.train_max_attempts,
+                               enqueue_unix_ms=int(time.time() * 1000),
+                               train=TrainTask(spec=job.spec))
+        status, job_id = await self._store.create(job, envelope)
+        if status == SubmitStatus.MISMATCH:
+            raise IdempotencyKeyReused(f"request_id {request.request_id!r} was used for a "
+                                       f"different spec (job {job_id})")
+        return pb.CreateTrainingJobResponse(job=await self._store.get(job_id))
+
+    async def GetTrainingJob(self, request: pb.GetTrainingJobRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GetTrainingJobResponse:
+        return pb.GetTrainingJobResponse(job=await self._store.get(request.job_id))
+
+    async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListTrainingJobsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0",
+                                  violations=(FieldViolation("page_size", "negative"),))
+        jobs, token = await self._store.list(request.page_size or 50, request.page_token)
+        return pb.ListTrainingJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest,
+                                context: grpc.aio.ServicerContext) -> pb.CancelTrainingJobResponse:
+        return pb.CancelTrainingJobResponse(job=await self._store.cancel(request.job_id))
+
+    async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest,
+                               context: grpc.aio.ServicerContext,
+                               ) -> AsyncIterator[pb.WatchTrainingJobResponse]:
+        job = await self._store.get(request.job_id)
+        cursor = EventCursor()
+        while True:
+            events, cursor = await self._store.events(job.job_id, cursor, block_ms=1000)
+            for event in events:
+                if event.sequence > request.after_sequence:
+                    yield pb.WatchTrainingJobResponse(event=event)
+                if event.WhichOneof("event") == "state" and event.state in TERMINAL:
+                    return
+            if not events and (await self._store.get(job.job_id)).state in TERMINAL:
+                return  # ended without an event (dead-lettered by the reaper)

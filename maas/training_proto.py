@@ -1,0 +1,42 @@
+"""TrainingSpec (the validated dataclass) ↔ maas.v1.TrainingSpec (the wire message)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from maas.errors import FieldViolation, InvalidArgument
+from maas.training_spec import TrainingSpec
+from maas.v1 import training_service_pb2 as pb
+
+# Fields with a non-zero default travel as proto3 `optional`: unset means "the default".
+_OPTIONAL = ("validation_fraction", "lr", "momentum", "weight_decay", "batch_size", "epochs",
+             "checkpoint_every")
+_PLAIN = ("architecture", "dataset", "init_from", "loss", "optimizer", "max_steps", "seed", "keep")
+
+
+def spec_fields(spec: pb.TrainingSpec) -> dict[str, Any]:
+    """The fields a client set, by TrainingSpec's names (unset ones take the defaults)."""
+    out: dict[str, Any] = {n: getattr(spec, n) for n in _PLAIN if getattr(spec, n)}
+    out.update({n: getattr(spec, n) for n in _OPTIONAL if spec.HasField(n)})
+    out.setdefault("architecture", spec.architecture)
+    out.setdefault("dataset", spec.dataset)
+    if spec.config_json:
+        try:
+            out["config"] = json.loads(spec.config_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"spec.config_json is not JSON: {exc}", violations=(
+                FieldViolation("config_json", "not JSON"),)) from exc
+    return out
+
+
+def from_proto(spec: pb.TrainingSpec) -> TrainingSpec:
+    """The validated spec (INVALID_ARGUMENT naming every bad field)."""
+    return TrainingSpec.from_dict(spec_fields(spec))
+
+
+def to_proto(model_name: str, spec: TrainingSpec) -> pb.TrainingSpec:
+    fields = spec.to_dict()
+    config = fields.pop("config")
+    return pb.TrainingSpec(model_name=model_name, config_json=json.dumps(config, sort_keys=True),
+                           **fields)

@@ -1,0 +1,19 @@
+-- RELEASE: a worker hands a job it holds back to the queue (drain on SIGTERM, or a retryable
+-- failure). With refund = 1 the attempt is not counted (the job never really ran).
+-- KEYS[1] stream  KEYS[2] job hash
+-- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] refund (0 | 1)  ARGV[5] job id
+-- Returns 1 when requeued, 0 when the lease was already lost.
+local f = redis.call('HMGET', KEYS[2], 'state', 'entry', 'owner', 'attempt')
+if f[1] ~= 'RUNNING' or f[2] ~= ARGV[3] or f[3] ~= ARGV[2]
+    or not is_owner(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then
+  return 0
+end
+local fresh = redis.call('XADD', KEYS[1], '*', 'job', ARGV[5])
+local attempt = tonumber(f[4])
+if ARGV[4] == '1' and attempt > 0 then
+  attempt = attempt - 1
+end
+redis.call('HSET', KEYS[2], 'state', 'QUEUED', 'entry', fresh, 'owner', '', 'attempt', attempt)
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1

@@ -1,0 +1,132 @@
+"""Training jobs in Redis: record, ordered events, cancellation — on the training queue.
+
+The job hash holds the queue's fields (state, attempt, owner, cancel) and `record`, a
+TrainingJob protobuf the worker rewrites as it goes. The state a client sees is the hash's
+(Lua changes it atomically); the record adds spec, metrics and progress.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from maas.errors import FailedPrecondition, NotFound
+from maas.queue.v1.queue_pb2 import JobEnvelope
+from maas.v1.training_service_pb2 import TrainingEvent, TrainingJob
+from scheduler import keys
+from scheduler.queue import IDEMPOTENCY_TTL_S, Delivery, JobQueue, SubmitStatus, fingerprint
+
+Q = keys.TRAINING_QUEUE
+_STATES = {
+    "QUEUED": TrainingJob.QUEUED, "RUNNING": TrainingJob.RUNNING,
+    "SUCCEEDED": TrainingJob.SUCCEEDED, "FAILED": TrainingJob.FAILED,
+    "CANCELLED": TrainingJob.CANCELLED, "DEAD_LETTERED": TrainingJob.FAILED,
+    "EXPIRED": TrainingJob.FAILED,
+}
+TERMINAL = {TrainingJob.SUCCEEDED, TrainingJob.FAILED, TrainingJob.CANCELLED}
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job: another worker may be running it."""
+
+
+class TrainingJobNotFound(NotFound):
+    reason = "TRAINING_JOB_NOT_FOUND"
+
+
+def state_event(state: TrainingJob.State.ValueType, message: str = "") -> TrainingEvent:
+    event = TrainingEvent(state=state, message=message)
+    event.time.FromNanoseconds(time.time_ns())
+    return event
+
+
+@dataclass(frozen=True)
+class EventCursor:
+    """Where a watcher is in a job's event stream."""
+
+    stream_id: str = "0-0"
+
+
+class TrainingStore:
+    def __init__(self, client: aioredis.Redis, queue: JobQueue) -> None:
+        self._redis = client
+        self._scripts = queue.scripts
+
+    async def create(self, job: TrainingJob, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
+        job_keys = [keys.stream(Q), keys.job(Q, job.job_id), keys.training_events(job.job_id),
+                    keys.training_index()]
+        if job.request_id:
+            job_keys.append(keys.idempotency(Q, envelope.tenant, job.request_id))
+        status, job_id = await self._scripts.train_create(keys=job_keys, args=[
+            job.job_id, envelope.SerializeToString(), envelope.max_attempts,
+            job.SerializeToString(), state_event(TrainingJob.QUEUED).SerializeToString(),
+            fingerprint(envelope), IDEMPOTENCY_TTL_S])
+        return SubmitStatus(status.decode()), job_id.decode()
+
+    async def get(self, job_id: str) -> TrainingJob:
+        f = await self._redis.hmget(keys.job(Q, job_id), "record", "state", "attempt", "cancel",
+                                    "error_message")
+        if f[0] is None:
+            raise TrainingJobNotFound(f"no training job {job_id!r}")
+        job = TrainingJob.FromString(f[0])
+        raw_state = f[1].decode()
+        job.state = _STATES.get(raw_state, TrainingJob.STATE_UNSPECIFIED)
+        if job.state == TrainingJob.RUNNING and f[3] == b"1":
+            job.state = TrainingJob.CANCELLING
+        job.attempts = int(f[2] or 0)
+        if raw_state in ("DEAD_LETTERED", "EXPIRED") and f[4]:
+            job.error = f[4].decode()
+        return job
+
+    async def list(self, page_size: int, page_token: str) -> tuple[list[TrainingJob], str]:
+        """Newest first; the token is the creation score to continue below."""
+        top = f"({page_token}" if page_token else "+inf"
+        rows = await self._redis.zrevrangebyscore(keys.training_index(), top, "-inf",
+                                                  start=0, num=page_size + 1, withscores=True)
+        jobs = [await self.get(job_id.decode()) for job_id, _ in rows[:page_size]]
+        token = str(int(rows[page_size - 1][1])) if len(rows) > page_size else ""
+        return jobs, token
+
+    async def cancel(self, job_id: str) -> TrainingJob:
+        state = (await self._scripts.train_cancel(
+            keys=[keys.job(Q, job_id), keys.training_events(job_id)],
+            args=[state_event(TrainingJob.CANCELLED, "cancelled while queued").SerializeToString(),
+                  state_event(TrainingJob.CANCELLING).SerializeToString()])).decode()
+        if not state:
+            raise TrainingJobNotFound(f"no training job {job_id!r}")
+        if state not in ("CANCELLED", "CANCELLING"):
+            raise FailedPrecondition(f"training job {job_id} already ended ({state}); "
+                                     "only queued or running jobs can be cancelled",
+                                     reason="JOB_ALREADY_FINISHED")
+        return await self.get(job_id)
+
+    async def update(self, consumer: str, delivery: Delivery, *, record: TrainingJob | None = None,
+                     events: tuple[TrainingEvent, ...] = (), terminal: str = "") -> bool:
+        """Records events (and the record) while holding the lease; True = cancel requested."""
+        flag = await self._scripts.train_update(
+            keys=[keys.stream(Q), keys.job(Q, delivery.job_id),
+                  keys.training_events(delivery.job_id)],
+            args=[keys.GROUP, consumer, delivery.entry_id, terminal,
+                  record.SerializeToString() if record is not None else "",
+                  *(e.SerializeToString() for e in events)])
+        if int(flag) < 0:
+            raise LeaseLost(f"lost the lease of training job {delivery.job_id}")
+        return int(flag) == 1
+
+    async def events(self, job_id: str, cursor: EventCursor,
+                     block_ms: int) -> tuple[list[TrainingEvent], EventCursor]:
+        reply = await self._redis.xread({keys.training_events(job_id): cursor.stream_id},
+                                        count=500, block=block_ms)
+        found: list[TrainingEvent] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                event = TrainingEvent.FromString(fields[b"ev"])
+                event.sequence = int(fields[b"seq"])
+                found.append(event)
+                cursor = EventCursor(entry_id.decode())
+        return found, cursor
+
+    async def exists(self, job_id: str) -> bool:
+        return bool(await self._redis.exists(keys.job(Q, job_id)))
