@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -80,7 +81,17 @@ class DatasetServicer(DatasetServiceServicer):
             return pb.UploadDatasetResponse(
                 dataset=await self._register(header, Path(tmp), received, digest.hexdigest()))
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
+
+    def _store_file(self, header: pb.UploadDatasetHeader, tmp: Path,
+                    sha256: str) -> datasets.Dataset:
+        """Validates the spooled file and moves it into the artifact store (blocking)."""
+        loaded = FORMATS[header.format](tmp.read_bytes(), header.name)
+        path = self._artifacts.dataset_path(sha256, header.format)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+        return loaded
 
     async def _register(self, header: pb.UploadDatasetHeader, tmp: Path, received: int,
                         sha256: str) -> pb.Dataset:
@@ -88,12 +99,7 @@ class DatasetServicer(DatasetServiceServicer):
             raise _bad("chunk", f"got {received} bytes of the declared {header.size_bytes}")
         if sha256 != header.sha256.lower():
             raise _bad("header.sha256", f"the upload's sha256 is {sha256}, not {header.sha256}")
-        data = tmp.read_bytes()
-        loaded = FORMATS[header.format](data, header.name)
-        path = self._artifacts.dataset_path(sha256, header.format)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)
+        loaded = await asyncio.to_thread(self._store_file, header, tmp, sha256)
         record = pb.Dataset(name=header.name, sha256=sha256, num_samples=loaded.num_samples,
                             feature_shape=loaded.sample_shape,
                             num_classes=int(loaded.labels.max()) + 1, size_bytes=received,

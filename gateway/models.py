@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -59,7 +60,7 @@ class ModelServicer(ModelServiceServicer):
             raise InvalidArgument("weights_sha256 does not match the uploaded weights",
                                   violations=(FieldViolation("weights_sha256", "mismatch"),))
         check_weights(arch, config, request.weights)
-        digest, _ = self._store.put_weights(request.weights)
+        digest, _ = await asyncio.to_thread(self._store.put_weights, request.weights)
         await self._queue.ensure_group(request.name)
         stored = await self._registry.add_version(pb.ModelVersion(
             model=request.name, architecture=arch.name,

@@ -21,8 +21,13 @@ from google.rpc import error_details_pb2, status_pb2
 from maas import errors, tensors
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from maas.training_client import TrainingJobHandle, training_spec, upload_requests
+from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import model_service_pb2 as mpb
+from maas.v1 import training_service_pb2 as tpb
+from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
+from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -117,6 +122,8 @@ class Client:
         self._channel = grpc.insecure_channel(self.target, channel_options(max_message_bytes))
         self._v2 = GRPCInferenceServiceStub(self._channel)
         self._models = ModelServiceStub(self._channel)
+        self._training = TrainingServiceStub(self._channel)
+        self._datasets = DatasetServiceStub(self._channel)
 
     def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         try:
@@ -156,6 +163,38 @@ class Client:
             token = page.next_page_token
             if not token:
                 return found
+
+    def train(self, spec: Mapping[str, Any] | tpb.TrainingSpec,
+              request_id: str = "") -> TrainingJobHandle:
+        """Queues a training job and returns at once; `.wait(progress=True)` follows it."""
+        request = tpb.CreateTrainingJobRequest(spec=training_spec(spec), request_id=request_id)
+        job = self._call(self._training.CreateTrainingJob, request, None).job
+        return TrainingJobHandle(job, self._training, self._call)
+
+    def training_job(self, job_id: str) -> TrainingJobHandle:
+        job = self._call(self._training.GetTrainingJob, tpb.GetTrainingJobRequest(job_id=job_id),
+                         None).job
+        return TrainingJobHandle(job, self._training, self._call)
+
+    def list_training_jobs(self, page_size: int = 50) -> list[tpb.TrainingJob]:
+        request = tpb.ListTrainingJobsRequest(page_size=page_size)
+        return list(self._call(self._training.ListTrainingJobs, request, None).jobs)
+
+    def upload_dataset(self, path: str | Path, name: str, *, file_format: str | None = None,
+                       progress: bool = False, timeout_s: float = 3600) -> dpb.Dataset:
+        """Streams an .npz or .safetensors file (features, labels) in chunks, checksummed."""
+        requests = upload_requests(Path(path), name, file_format, progress)
+        return self._call(self._datasets.UploadDataset, requests, timeout_s).dataset  # type: ignore[no-any-return]
+
+    def get_dataset(self, name: str) -> dpb.Dataset:
+        return self._call(self._datasets.GetDataset, dpb.GetDatasetRequest(name=name), None).dataset  # type: ignore[no-any-return]
+
+    def list_datasets(self) -> list[dpb.Dataset]:
+        return list(self._call(self._datasets.ListDatasets, dpb.ListDatasetsRequest(),
+                               None).datasets)
+
+    def delete_dataset(self, name: str) -> None:
+        self._call(self._datasets.DeleteDataset, dpb.DeleteDatasetRequest(name=name), None)
 
     def close(self) -> None:
         self._channel.close()

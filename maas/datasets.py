@@ -44,12 +44,13 @@ class Dataset:
 
 
 def _invalid(field: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"dataset {field}: {why}", violations=(FieldViolation(field, why),))
+    return InvalidArgument(f"invalid dataset, {field}: {why}",
+                           violations=(FieldViolation(field, why),))
 
 
-def _check_size(nbytes: int) -> None:
-    if nbytes > MAX_DATASET_BYTES:
-        raise _invalid("dataset", f"{nbytes} bytes exceed the limit of {MAX_DATASET_BYTES}")
+def _check_size(nbytes: int, max_bytes: int) -> None:
+    if nbytes > max_bytes:
+        raise _invalid("dataset", f"{nbytes} bytes exceed the limit of {max_bytes}")
 
 
 def from_arrays(name: str, arrays: Mapping[str, np.ndarray]) -> Dataset:
@@ -78,9 +79,13 @@ def from_arrays(name: str, arrays: Mapping[str, np.ndarray]) -> Dataset:
     return Dataset(name, features32, np.ascontiguousarray(labels, dtype=np.int64))
 
 
-def load_npz_bytes(data: bytes, name: str = "uploaded") -> Dataset:
-    """A dataset from .npz bytes with arrays `features` and `labels` (never unpickles)."""
-    _check_size(len(data))
+def load_npz_bytes(data: bytes, name: str = "uploaded",
+                   max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
+    """A dataset from .npz bytes with arrays `features` and `labels` (never unpickles).
+
+    max_bytes bounds both the archive and its arrays uncompressed (no zip bombs).
+    """
+    _check_size(len(data), max_bytes)
     if not data.startswith(b"PK"):
         raise _invalid("dataset", "not an .npz archive (no zip signature)")
     try:
@@ -88,7 +93,7 @@ def load_npz_bytes(data: bytes, name: str = "uploaded") -> Dataset:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise _invalid("dataset", f"not a readable .npz archive ({exc})") from exc
     with npz:
-        _check_size(sum(info.file_size for info in npz.zip.infolist()))
+        _check_size(sum(info.file_size for info in npz.zip.infolist()), max_bytes)
         arrays = {key: _read_npz_array(npz, key) for key in ("features", "labels")
                   if key in npz.files}
         for key in ("features", "labels"):
@@ -104,11 +109,12 @@ def _read_npz_array(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
         raise _invalid(key, f"cannot be read ({exc})") from exc
 
 
-def load_safetensors_bytes(data: bytes, name: str = "uploaded") -> Dataset:
+def load_safetensors_bytes(data: bytes, name: str = "uploaded",
+                           max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
     """A dataset from safetensors bytes with tensors `features` and `labels`."""
     from safetensors.numpy import load
 
-    _check_size(len(data))
+    _check_size(len(data), max_bytes)
     try:
         arrays = load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError for any bad input

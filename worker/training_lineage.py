@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ async def register_result(registry: ModelRegistry, queue: JobQueue, artifacts: A
     spec = job.spec
     arch = get_architecture(spec.architecture)
     config = arch.resolve_config(spec.config_json)
-    data = Path(result["weights_path"]).read_bytes()
+    data = await asyncio.to_thread(Path(result["weights_path"]).read_bytes)
     check_weights(arch, config, data)
-    digest, _ = artifacts.put_weights(data)
+    digest, _ = await asyncio.to_thread(artifacts.put_weights, data)
     await queue.ensure_group(spec.model_name)
     spec_doc = MessageToDict(spec, preserving_proto_field_name=True)
     return await registry.add_version(ModelVersion(

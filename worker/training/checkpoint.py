@@ -152,7 +152,7 @@ def capture_rng() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
     cuda = []
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         cuda = [_b64(s.numpy().tobytes()) for s in torch.cuda.get_rng_state_all()]
     return {
         "torch_cpu": _b64(torch.get_rng_state().numpy().tobytes()),

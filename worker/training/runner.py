@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 from maas.architectures import get_architecture
 from maas.artifacts import write_atomic
 from maas.datasets import Dataset, check_labels, dataset_sha256, present, split
+from maas.errors import FieldViolation, InvalidArgument
 from maas.training_spec import TrainingSpec
 from worker.training.checkpoint import (
     Checkpoint,
@@ -38,6 +37,7 @@ from worker.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from worker.training.determinism import configure_determinism, epoch_seed, pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -85,29 +85,13 @@ def run_training(
     out_dir.mkdir(parents=True, exist_ok=True)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        _configure_determinism(spec.seed, target)
+        configure_determinism(spec.seed, target)
         trainer = _Trainer(spec, data, out_dir, target, on_event, should_stop)
         identity = _identity(spec, dataset, target)
         trainer.start(load_checkpoint(out_dir, identity), init_state_dict, identity)
         return trainer.run()
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """CUDA when present (for "auto"), else CPU; or exactly the device named."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _configure_determinism(seed: int, device: torch.device) -> None:
-    if device.type == "cuda":
-        # cuBLAS is deterministic only with a fixed workspace; read when CUDA first uses it.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
 
 
 def _identity(spec: TrainingSpec, dataset: Dataset, device: torch.device) -> dict[str, Any]:
@@ -117,12 +101,6 @@ def _identity(spec: TrainingSpec, dataset: Dataset, device: torch.device) -> dic
                    "threads": torch.get_num_threads(), "machine": platform.machine()}
     normalized: dict[str, Any] = json.loads(json.dumps({"job": job, "environment": environment}))
     return normalized
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The data-order seed of one epoch: a hash of (seed, epoch), independent of other RNG."""
-    words = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
-    return int(words[0]) << 32 | int(words[1])
 
 
 def build_optimizer(spec: TrainingSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -138,6 +116,15 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> tuple[str, bytes]:
     """(sha256, bytes) of the safetensors form of a state dict (no metadata: content only)."""
     data = safetensors.torch.save({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
     return hashlib.sha256(data).hexdigest(), data
+
+
+def _load_init(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InvalidArgument(f"init_from weights do not fit the architecture: {exc}",
+                              violations=(FieldViolation("init_from", "weights do not fit"),),
+                              ) from exc
 
 
 class _Trainer:
@@ -168,7 +155,7 @@ class _Trainer:
         self.identity = identity
         if checkpoint is None:
             if init_state_dict is not None:
-                self.model.load_state_dict(init_state_dict)
+                _load_init(self.model, init_state_dict)
             return
         self.model.load_state_dict(checkpoint.model)
         restore_optimizer(self.optimizer, checkpoint.optimizer_state)
@@ -213,7 +200,7 @@ class _Trainer:
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(self.train_x[idx]), self.train_y[idx])
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         batch_loss = float(loss.item()) * len(idx)
         loop = self.loop
