@@ -43,8 +43,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
-        await self._registry.resolve(request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.is_ready and bool(await self._workers.live()))
+        version = await self._registry.resolve(request.name, request.version)
+        loaded = f"{version.model}:{version.version}"
+        workers = await self._workers.live()
+        return pb.ModelReadyResponse(
+            ready=self.is_ready and any(loaded in w.models for w in workers))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:

@@ -197,16 +197,35 @@ def register_demo_models(target: str) -> None:
             print(f"[maas] registered demo model {name} v{v.version}", flush=True)
 
 
+DEMO_SPEC = {"model_name": "digits-cnn", "architecture": "cnn", "dataset": "digits",
+             "optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "batch_size": 16, "epochs": 10,
+             "seed": 0, "keep": "best"}
+
+
 def run_demo(target: str) -> None:
+    """Infers with the demo cnn, trains the seed CNN on digits, infers with the result."""
     import numpy as np
+
+    from maas.datasets import builtin_dataset, present
 
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     with Client(target, timeout_s=60) as client:
         started = time.perf_counter()
         logits = client.infer("cnn", {"input": x})["output"]
         ms = (time.perf_counter() - started) * 1000
-    print(f"[maas] demo: cnn on 4 random images → classes {logits.argmax(1).tolist()} "
-          f"in {ms:.1f} ms (through gateway → Redis → worker)", flush=True)
+        print(f"[maas] demo: cnn on 4 random images → classes {logits.argmax(1).tolist()} "
+              f"in {ms:.1f} ms (gateway → Redis → worker)", flush=True)
+        started = time.perf_counter()
+        job = client.train(DEMO_SPEC).wait()
+        best = max((e.val_accuracy for e in job.epochs), default=0.0)
+        print(f"[maas] demo: trained {job.model_version} on digits in "
+              f"{time.perf_counter() - started:.1f}s: best validation accuracy {best:.3f} "
+              f"({len(job.epochs)} epochs, job {job.job_id})", flush=True)
+        digits = present(builtin_dataset("digits"), (-1, 1, 28, 28))
+        name, _, version = job.model_version.partition(":")
+        out = client.infer(name, {"input": digits.features[:12]}, version=version)["output"]
+        print(f"[maas] demo: {job.model_version} reads digits {digits.labels[:12].tolist()} "
+              f"as {out.argmax(1).tolist()}", flush=True)
 
 
 def service_env(args: argparse.Namespace, redis_url: str) -> dict[str, str]:
