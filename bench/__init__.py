@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `make bench`. Ratios against baselines measured in the same run."""

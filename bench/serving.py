@@ -1,0 +1,168 @@
+"""`make bench`: maas against its baselines, all measured in this run.
+
+Baselines: in-process torch (the compute limit) and a bare grpc.aio v2 echo server (the gRPC
+floor). Server-side processes (echo, or redis + scheduler + gateway + worker) are pinned to
+core 0 together, like a peer server would be; this load generator runs on core 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.loadgen import Result, request_for, run_closed
+from bench.plots import plot_results
+from maas.cli.up import (
+    LocalCluster,
+    free_port,
+    register_demo_models,
+    start_redis,
+    wait_models_ready,
+    wait_ready,
+)
+from maas.client import infer_outputs
+
+SERVER_CORE, CLIENT_CORE = 0, 1
+INPUTS = {"mlp": (1, 64), "cnn": (1, 1, 28, 28)}
+
+
+def pinned(argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(SERVER_CORE), *argv] if (os.cpu_count() or 1) > 1 else argv
+
+
+def in_process(model_name: str, duration_s: float) -> dict[str, float]:
+    """Samples/s of the model run in this process, one thread, per batch size."""
+    import torch
+
+    from tests.models import reference_model
+
+    torch.set_num_threads(1)
+    model = reference_model(model_name)
+    out: dict[str, float] = {}
+    for batch in (1, 8, 32, 64):
+        x = torch.rand(batch, *INPUTS[model_name][1:])
+        with torch.inference_mode():
+            model(x)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < duration_s / 4:
+                model(x)
+                n += batch
+        out[str(batch)] = n / (time.perf_counter() - start)
+    return out
+
+
+def _checker(model_name: str, x: np.ndarray) -> Any:
+    from tests.models import reference_model, run_reference
+
+    expected = run_reference(reference_model(model_name), x)
+    return lambda response: float(np.abs(infer_outputs(response)["output"] - expected).max())
+
+
+async def _sweep(target: str, label: str, models: list[str], concurrencies: list[int],
+                 duration_s: float, check: bool) -> list[Result]:
+    results = []
+    for model in models:
+        x = np.random.default_rng(0).random(INPUTS[model], dtype=np.float32)
+        checker = _checker(model, x) if check else None
+        for c in concurrencies:
+            r = await run_closed(target, model, request_for(model, x), c, duration_s,
+                                 check=checker)
+            r.target = label
+            results.append(r)
+            print(f"  {label:5} {model:4} c={c:<3} {r.req_per_s:8.0f} req/s  p50 {r.p50_ms:6.2f} "
+                  f"ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}  batch {r.mean_batch_size:.1f}",
+                  flush=True)
+    return results
+
+
+def bench_echo(concurrencies: list[int], duration_s: float) -> list[Result]:
+    port = free_port()
+    proc = subprocess.Popen(pinned([sys.executable, "-m", "bench.echo_server", "--port",
+                                    str(port)]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        return asyncio.run(_sweep(f"127.0.0.1:{port}", "echo", ["cnn"], concurrencies,
+                                  duration_s, check=False))
+    finally:
+        proc.terminate()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
+               env: dict[str, str]) -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster(dict(os.environ), Path(tmp))
+        port = free_port()
+        try:
+            redis_url = start_redis(cluster, argv_prefix=pinned([]))
+            cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=tmp,
+                               MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
+            for name, module in (("scheduler", "scheduler"), ("gateway", "gateway"),
+                                 ("worker-1", "worker")):
+                cluster.add(name, pinned([sys.executable, "-m", module]))
+            target = f"127.0.0.1:{port}"
+            wait_ready(target, cluster)
+            register_demo_models(target)
+            wait_models_ready(target, models, cluster)
+            return asyncio.run(_sweep(target, "maas", models, concurrencies, duration_s, True))
+        finally:
+            cluster.stop()
+
+
+def ratios(results: list[Result]) -> dict[str, float]:
+    by = {(r.target, r.model, r.concurrency): r for r in results}
+    out: dict[str, float] = {}
+    for c in sorted({r.concurrency for r in results}):
+        echo, cnn = by.get(("echo", "cnn", c)), by.get(("maas", "cnn", c))
+        if echo and cnn:
+            out[f"cnn_c{c}_throughput_vs_echo"] = cnn.req_per_s / echo.req_per_s
+            out[f"cnn_c{c}_p50_minus_echo_ms"] = cnn.p50_ms - echo.p50_ms
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per point")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {CLIENT_CORE})
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    models = args.models.split(",")
+    print("in-process torch (samples/s by batch size):", flush=True)
+    compute = {m: in_process(m, args.duration) for m in models}
+    for m, by_batch in compute.items():
+        print(f"  {m}: " + "  ".join(f"b{b} {v:,.0f}" for b, v in by_batch.items()))
+    print("bare grpc.aio echo server:", flush=True)
+    results = bench_echo(concurrencies, args.duration)
+    print("maas (redis + scheduler + gateway + 1 worker, pinned to one core):", flush=True)
+    results += bench_maas(models, concurrencies, args.duration, {})
+    summary = ratios(results)
+    print("ratios:", json.dumps(summary, indent=2))
+    stamp = time.strftime("%Y-%m-%d-%H%M%S")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stamp}.json").write_text(json.dumps({
+        "when": stamp, "cpu_count": os.cpu_count(), "in_process_samples_per_s": compute,
+        "results": [r.summary() for r in results], "ratios": summary}, indent=2))
+    plot_results(results, out / f"{stamp}-throughput.png", out / f"{stamp}-latency-cdf.png")
+    print(f"wrote {out}/{stamp}.json and plots")
+
+
+if __name__ == "__main__":
+    main()
