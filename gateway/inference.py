@@ -8,6 +8,7 @@ import time
 import grpc
 
 from gateway.replies import ReplyDispatcher
+from gateway.submitter import SubmitCoalescer
 from gateway.validation import infer_task, priority_of
 from maas import __version__
 from maas.errors import DeadlineExceeded, MessageTooLarge, by_code_name
@@ -15,7 +16,7 @@ from maas.inference import grpc_service_pb2 as pb
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from maas.settings import Settings
-from scheduler.queue import JobQueue, new_job_id
+from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry
 from scheduler.workers import WorkerDirectory
 
@@ -23,10 +24,10 @@ PLATFORM = "pytorch"
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
-    def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry,
+    def __init__(self, settings: Settings, submitter: SubmitCoalescer, registry: ModelRegistry,
                  workers: WorkerDirectory, replies: ReplyDispatcher, reply_key: str) -> None:
         self._settings = settings
-        self._queue = queue
+        self._submitter = submitter
         self._registry = registry
         self._workers = workers
         self._replies = replies
@@ -96,10 +97,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         """Submits the job and waits for its one result until the deadline."""
         future = self._replies.expect(envelope.job_id)
         try:
-            await self._queue.submit(envelope)
+            await self._submitter.submit(envelope)
             timeout_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
             try:
-                result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+                async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
+                    result = await future
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"no result within the deadline ({timeout_s:.3f}s left at submit); "

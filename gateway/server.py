@@ -20,6 +20,7 @@ from gateway.errors import ErrorInterceptor
 from gateway.inference import InferenceServicer
 from gateway.models import ModelServicer
 from gateway.replies import ReplyDispatcher
+from gateway.submitter import SubmitCoalescer
 from gateway.training import TrainingServicer
 from maas.artifacts import ArtifactStore
 from maas.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -107,7 +108,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     registry = ModelRegistry(redis)
     stream = ReplyStream(redis, gateway_id)
     replies = ReplyDispatcher(stream)
-    inference = InferenceServicer(settings, queue, registry, WorkerDirectory(redis), replies,
+    submitter = SubmitCoalescer(queue)
+    inference = InferenceServicer(settings, submitter, registry, WorkerDirectory(redis), replies,
                                   stream.key)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()],
                              options=grpc_options(settings.max_message_bytes))
@@ -131,12 +133,14 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         f"{settings.gateway_host}:{settings.gateway_port if port is None else port}")
     await server.start()
     reader = asyncio.create_task(replies.run(), name="reply-dispatcher")
+    sender = asyncio.create_task(submitter.run(), name="submit-coalescer")
     log.info("gateway %s listening on %s:%d", gateway_id, settings.gateway_host, bound)
     try:
         yield Gateway(server, bound, health_servicer, inference)
     finally:
         await server.stop(settings.shutdown_grace_s)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in (reader, sender):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await redis.aclose()

@@ -1,7 +1,8 @@
 """Checks a v2 ModelInferRequest against a model version and converts it to raw tensors.
 
 Every problem becomes a google.rpc.BadRequest field violation; all of them are reported
-at once, so a client fixes its request in one go.
+at once (up to MAX_VIOLATIONS), so a client fixes its request in one go. Names and shapes
+from the request are shortened in messages: the status must fit in gRPC's trailers.
 """
 
 from __future__ import annotations
@@ -9,25 +10,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maas import tensors
-from maas.errors import FieldViolation, InvalidArgument
+from maas.errors import FieldViolation, InvalidArgument, shown
 from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
 from maas.queue.v1.queue_pb2 import InferTask, Tensor
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
 
 MAX_DIM = 1 << 31
+# Violations listed one by one; a request with thousands of bad inputs is told how many more.
+MAX_VIOLATIONS = 10
 
 
 class _Problems:
     def __init__(self) -> None:
         self.items: list[FieldViolation] = []
+        self.count = 0
 
     def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
+        self.count += 1
+        if len(self.items) < MAX_VIOLATIONS:
+            self.items.append(FieldViolation(field, description))
+
+    def summary(self) -> str:
+        listed = "; ".join(f"{v.field}: {v.description}" for v in self.items[:3])
+        more = self.count - min(self.count, 3)
+        return f"{listed} (and {more} more)" if more else listed
+
+
+def _shape(shape: Sequence[int]) -> str:
+    """A request's shape for a message: at most 8 dims are written out."""
+    dims = list(shape)
+    return str(dims) if len(dims) <= 8 else f"[{', '.join(map(str, dims[:8]))}, …]"
 
 
 def _check_shape(p: _Problems, where: str, shape: Sequence[int], spec: TensorSpec) -> bool:
     if len(shape) != len(spec.shape):
-        p.add(f"{where}.shape", f"shape {list(shape)} has {len(shape)} dims; "
+        p.add(f"{where}.shape", f"shape {_shape(shape)} has {len(shape)} dims; "
               f"{spec.name!r} takes {list(spec.shape)} (-1 = any size)")
         return False
     ok = True
@@ -48,25 +65,31 @@ def _raw_from_contents(p: _Problems, where: str, inp: ModelInferRequest.InferInp
     values = getattr(inp.contents, field)
     if len(values) != count:
         p.add(f"{where}.contents.{field}",
-              f"has {len(values)} values; shape {list(inp.shape)} needs {count}")
+              f"has {len(values)} values; shape {_shape(inp.shape)} needs {count}")
         return None
-    return tensors.contents_to_raw(values, inp.datatype)
+    try:
+        return tensors.contents_to_raw(values, inp.datatype)
+    except ValueError as exc:  # a value the datatype cannot hold, e.g. 300 as INT8
+        p.add(f"{where}.contents.{field}", str(exc))
+        return None
 
 
 def _check_input(p: _Problems, i: int, inp: ModelInferRequest.InferInputTensor,
-                 spec: TensorSpec, raw: bytes | None) -> Tensor | None:
+                 spec: TensorSpec, raw: bytes | None, *, has_bytes: bool) -> Tensor | None:
+    """The input as a raw tensor. Without `has_bytes` (blobs that cannot be matched to
+    inputs) only its datatype and shape are checked: its size is unknowable."""
     where = f"inputs[{i}]"
     if inp.datatype != spec.datatype:
-        p.add(f"{where}.datatype", f"{inp.name!r} is {spec.datatype}, got {inp.datatype!r}")
+        p.add(f"{where}.datatype", f"{inp.name!r} is {spec.datatype}, got {shown(inp.datatype)}")
         return None
-    if not _check_shape(p, where, inp.shape, spec):
+    if not _check_shape(p, where, inp.shape, spec) or not has_bytes:
         return None
     count = tensors.element_count(inp.shape)
     if raw is None:
         raw = _raw_from_contents(p, where, inp, count)
     elif len(raw) != count * tensors.ITEMSIZE[spec.datatype]:
         p.add(f"raw_input_contents[{i}]",
-              f"has {len(raw)} bytes; {spec.datatype} {list(inp.shape)} needs "
+              f"has {len(raw)} bytes; {spec.datatype} {_shape(inp.shape)} needs "
               f"{count * tensors.ITEMSIZE[spec.datatype]}")
         return None
     if raw is None:
@@ -83,23 +106,24 @@ def _check_batch(p: _Problems, inputs: Sequence[Tensor], specs: dict[str, Tensor
 def _check_inputs(p: _Problems, request: ModelInferRequest, version: ModelVersion,
                   specs: dict[str, TensorSpec]) -> list[Tensor]:
     raws: Sequence[bytes | None] = request.raw_input_contents or [None] * len(request.inputs)
-    if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
-        p.add("raw_input_contents", f"has {len(request.raw_input_contents)} blobs for "
-              f"{len(request.inputs)} inputs (one blob per input, in order)")
-        raws = [None] * len(request.inputs)
+    has_bytes = len(raws) == len(request.inputs)
+    if not has_bytes:
+        p.add("raw_input_contents", f"has {len(raws)} blobs for {len(request.inputs)} inputs "
+              "(one blob per input, in order)")
     converted: list[Tensor] = []
     seen: set[str] = set()
     for i, inp in enumerate(request.inputs):
         spec = specs.get(inp.name)
         if inp.name in seen:
-            p.add(f"inputs[{i}].name", f"input {inp.name!r} is given twice")
+            p.add(f"inputs[{i}].name", f"input {shown(inp.name)} is given twice")
         elif spec is None:
-            p.add(f"inputs[{i}].name", f"model {version.model!r} has no input {inp.name!r}; "
-                  f"its inputs: {sorted(specs)}")
+            p.add(f"inputs[{i}].name", f"model {version.model!r} has no input "
+                  f"{shown(inp.name)}; its inputs: {sorted(specs)}")
         elif request.raw_input_contents and inp.HasField("contents"):
             p.add(f"inputs[{i}].contents",
                   "set together with raw_input_contents: send one or the other")
-        elif (tensor := _check_input(p, i, inp, spec, raws[i])) is not None:
+        elif (tensor := _check_input(p, i, inp, spec, raws[i] if has_bytes else None,
+                                     has_bytes=has_bytes)) is not None:
             converted.append(tensor)
         seen.add(inp.name)
     for name in sorted(set(specs) - seen):
@@ -116,14 +140,13 @@ def infer_task(request: ModelInferRequest, version: ModelVersion) -> InferTask:
     outputs = {s.name for s in version.outputs}
     for j, out in enumerate(request.outputs):
         if out.name not in outputs:
-            p.add(f"outputs[{j}].name", f"model {version.model!r} has no output {out.name!r}; "
-                  f"its outputs: {sorted(outputs)}")
+            p.add(f"outputs[{j}].name", f"model {version.model!r} has no output "
+                  f"{shown(out.name)}; its outputs: {sorted(outputs)}")
     if not p.items:
         _check_batch(p, converted, specs)
     if p.items:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in p.items[:3])
         raise InvalidArgument(f"bad request for model {version.model!r} version "
-                              f"{version.version}: {summary}", violations=tuple(p.items))
+                              f"{version.version}: {p.summary()}", violations=tuple(p.items))
     return InferTask(request_id=request.id, inputs=converted,
                      output_names=[o.name for o in request.outputs])
 

@@ -12,13 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from maas.errors import FieldViolation, InvalidArgument
+from maas.errors import FieldViolation, InvalidArgument, shown
 
 if TYPE_CHECKING:
     import torch
 
 Config = dict[str, Any]
 Shapes = dict[str, tuple[int, ...]]
+
+MAX_WIDTH = 65536  # largest value of any config width
+MAX_REPORTED = 10  # unknown config keys given a violation each (the message lists them short)
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,19 @@ class Architecture:
         unknown = sorted(set(given) - set(self.defaults))
         if unknown:
             raise InvalidArgument(
-                f"architecture {self.name!r} has no config keys {unknown}; "
+                f"architecture {self.name!r} has no config keys {shown(unknown)}; "
                 f"it takes {sorted(self.defaults)}",
-                violations=tuple(FieldViolation(f"config.{k}", "unknown key") for k in unknown),
+                violations=tuple(FieldViolation(f"config.{_cut(k)}", "unknown key")
+                                 for k in unknown[:MAX_REPORTED]),
             )
         resolved = {**self.defaults, **given}
         for key, value in resolved.items():
-            _check_positive_ints(key, value)
+            _check_like_default(key, value, self.defaults[key])
         return resolved
+
+
+def _cut(key: str) -> str:
+    return key if len(key) <= 64 else key[:64] + "…"
 
 
 def _parse_config(config: Mapping[str, Any] | str | None) -> Config:
@@ -78,14 +86,24 @@ def _parse_config(config: Mapping[str, Any] | str | None) -> Config:
     return dict(config)
 
 
-def _check_positive_ints(key: str, value: Any) -> None:
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536
-                            for v in items):
-        raise InvalidArgument(
-            f"config.{key} must be a positive integer (or a non-empty list of them), got {value!r}",
-            violations=(FieldViolation(f"config.{key}", "not a positive integer"),),
-        )
+def _is_width(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_WIDTH
+
+
+def _check_like_default(key: str, value: Any, default: Any) -> None:
+    """Every config value is a width: one integer, or a list of them where the default is."""
+    if isinstance(default, list):
+        if isinstance(value, list) and value and all(_is_width(v) for v in value):
+            return
+        wanted = f"a non-empty list of integers from 1 to {MAX_WIDTH}"
+    else:
+        if _is_width(value):
+            return
+        wanted = f"one integer from 1 to {MAX_WIDTH}"
+    raise InvalidArgument(
+        f"config.{key} must be {wanted} (default {default}); got {shown(value)}",
+        violations=(FieldViolation(f"config.{key}", f"not {wanted}"),),
+    )
 
 
 # --- mlp: [B, in_features] → hidden layers with ReLU → [B, num_classes] -----------------
@@ -161,7 +179,7 @@ def get_architecture(name: str) -> Architecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise InvalidArgument(
-            f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}",
+            f"unknown architecture {shown(name)}; known: {sorted(ARCHITECTURES)}",
             reason="UNKNOWN_ARCHITECTURE",
             violations=(FieldViolation("architecture", "not a registered architecture"),),
         ) from None

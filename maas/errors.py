@@ -19,11 +19,31 @@ The gateway's interceptor turns a MaasError into a google.rpc.Status with an Err
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 
 import grpc
 
 ERROR_DOMAIN = "maas.dev"
+
+# Long user-supplied text must not reach a message whole: statuses travel in gRPC trailers,
+# which a peer refuses past 8-16 KiB (the client then sees RESOURCE_EXHAUSTED instead).
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 64
+
+
+def shown(value: object, limit: int = 64) -> str:
+    """The repr of a value from a request, cut short to fit in an error message.
+
+    A string over `limit` characters keeps its start and says how long it was:
+    `'xxxx'… (10000 characters)`; other values are shortened by `reprlib`.
+    """
+    if not isinstance(value, str):
+        return _SHORT.repr(value)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -156,7 +176,8 @@ def by_code_name(code_name: str, message: str, reason: str) -> MaasError:
     """Rebuilds an error that crossed a process as (code name, reason, message) data."""
     code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.INTERNAL)
     cls = error_class_for(code, reason)
-    err = cls(message, reason=reason or None)
+    # As from_rpc_error does: with no reason given, the reason is the code's name.
+    err = cls(message, reason=reason or code.name)
     if cls is MaasError:
         err.code = code
     return err

@@ -6,12 +6,24 @@ and pass the result down. README.md's settings table lists the same names.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 MIB = 1024 * 1024
+LOG_FORMATS = ("text", "json")
+
+# Numeric settings that may be 0; the other integers must be >= 1 and floats > 0.
+_MINIMUM: dict[str, float] = {
+    "gateway_port": 0,  # 0: any free port
+    "training_slots": 0,  # 0: serve only
+    "max_queue_delay_microseconds": 0,  # 0: never wait to fill a batch
+    "torch_threads": 0,  # 0: one per core
+    "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,20 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        """ValueError naming the variable of the first value out of range."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and (wanted := _out_of_range(f.name, value)):
+                raise ValueError(f"MAAS_{f.name.upper()}={value!r}: must be {wanted}")
+        if self.gateway_port > 65535:
+            raise ValueError(f"MAAS_GATEWAY_PORT={self.gateway_port}: a port is 0-65535")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"MAAS_LOG_FORMAT={self.log_format!r}: must be one of {LOG_FORMATS}")
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"MAAS_LOG_LEVEL={self.log_level!r}: must be DEBUG, INFO, WARNING, "
+                             "ERROR or CRITICAL")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from `MAAS_*` variables, then explicit overrides (e.g. CLI flags)."""
@@ -76,3 +102,13 @@ class Settings:
     @property
     def gateway_target(self) -> str:
         return f"{self.gateway_host}:{self.gateway_port}"
+
+
+def _out_of_range(name: str, value: float) -> str | None:
+    """What a numeric setting must be, when `value` is not that; else None."""
+    low = _MINIMUM.get(name, 1 if isinstance(value, int) else 0)
+    is_strict = name not in _MINIMUM and isinstance(value, float)
+    if math.isfinite(value) and (value > low if is_strict else value >= low):
+        return None
+    bound = f"{'>' if is_strict else '>='} {low}"
+    return bound if math.isfinite(value) else f"a finite number {bound}"

@@ -59,8 +59,9 @@ def byte_size(datatype: str, shape: Sequence[int]) -> int:
 
 def datatype_of(array: np.ndarray) -> str:
     """The v2 datatype name of a numpy array."""
+    little = array.dtype.newbyteorder("<")  # byte order is to_raw's business, not the type's
     for name, dt in NUMPY_DTYPES.items():
-        if array.dtype == dt or array.dtype == dt.newbyteorder("="):
+        if little == dt:
             return name
     raise TypeError(f"no v2 datatype for numpy dtype {array.dtype}")
 
@@ -77,5 +78,21 @@ def from_raw(raw: bytes, datatype: str, shape: Sequence[int]) -> np.ndarray:
 
 
 def contents_to_raw(values: Sequence[object], datatype: str) -> bytes:
-    """Raw bytes from the values of a typed contents field."""
-    return np.asarray(values, dtype=NUMPY_DTYPES[datatype]).tobytes()
+    """Raw bytes from the values of a typed contents field.
+
+    Integer fields are wider than most datatypes (INT8 travels in an int32 field); a value
+    the datatype cannot hold is a ValueError naming it, never wrapped around (300 → 44).
+    """
+    dtype = NUMPY_DTYPES[datatype]
+    if dtype.kind not in "iu":
+        return np.asarray(values, dtype=dtype).tobytes()
+    info = np.iinfo(dtype)
+    try:
+        wide = np.asarray(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+    except OverflowError:  # beyond even 64 bits, so beyond the datatype too
+        wide = None
+    if wide is None or (wide.size and (wide.min() < info.min or wide.max() > info.max)):
+        bad = next(v for v in np.asarray(values, dtype=object).ravel()
+                   if not info.min <= v <= info.max)
+        raise ValueError(f"value {bad} out of range for {datatype} ({info.min} to {info.max})")
+    return wide.astype(dtype).tobytes()

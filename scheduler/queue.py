@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult, JobState
@@ -92,19 +94,35 @@ class JobQueue:
 
     # --- producer side ---------------------------------------------------------------------
 
-    async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
-        """Stores the job and its stream entry in one script call; returns (status, job id)."""
+    def _submit_call(self, envelope: JobEnvelope,
+                      client: aioredis.Redis | Pipeline | None = None) -> Any:
         model = envelope.model
         job_keys = [keys.stream(model), keys.job(model, envelope.job_id)]
         if envelope.idempotency_key:
             job_keys.append(keys.idempotency(model, envelope.tenant, envelope.idempotency_key))
-        status, job_id = await self._scripts.submit(
+        return self._scripts.submit(
             keys=job_keys,
             args=[envelope.job_id, envelope.SerializeToString(), envelope.deadline_unix_ms,
-                  envelope.max_attempts, envelope.reply_to, fingerprint(envelope),
+                  envelope.max_attempts, envelope.reply_to,
+                  fingerprint(envelope) if envelope.idempotency_key else "",
                   IDEMPOTENCY_TTL_S],
-        )
+            client=client)
+
+    async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
+        """Stores the job and its stream entry in one script call; returns (status, job id)."""
+        status, job_id = await self._submit_call(envelope)
         return SubmitStatus(_s(status)), _s(job_id)
+
+    async def submit_many(self, envelopes: Sequence[JobEnvelope],
+                          ) -> list[tuple[SubmitStatus, str] | Exception]:
+        """Many submits in one round trip (a pipeline of SUBMIT scripts, not a transaction:
+        each job is accepted or refused on its own)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for envelope in envelopes:
+            await self._submit_call(envelope, pipe)  # queues EVALSHA on the pipeline
+        replies = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, Exception) else (SubmitStatus(_s(r[0])), _s(r[1]))
+                for r in replies]
 
     async def ensure_group(self, model: str) -> None:
         """Creates the model's stream and consumer group (idempotent)."""

@@ -10,20 +10,36 @@ import time
 
 import redis.asyncio as aioredis
 
-from maas.errors import FieldViolation, InvalidArgument, ModelNotFound, ModelVersionNotFound
+from maas.errors import (
+    FieldViolation,
+    InvalidArgument,
+    ModelNotFound,
+    ModelVersionNotFound,
+    shown,
+)
 from maas.v1.model_service_pb2 import Model, ModelVersion
 from scheduler import keys
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_VERSION = re.compile(r"[1-9][0-9]{0,18}")  # versions are 1, 2, 3, ...
 LATEST_CACHE_S = 1.0
+MAX_VERSIONS_SHOWN = 10
 
 
-def check_model_name(name: str) -> None:
-    if not _NAME.match(name):
+def check_model_name(name: str, field: str = "name") -> None:
+    """INVALID_ARGUMENT (violation on `field`) unless `name` can be a model's name."""
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(
-            f"model name {name!r} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
+            f"model name {shown(name)} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit",
-            violations=(FieldViolation("name", "invalid model name"),))
+            violations=(FieldViolation(field, "invalid model name"),))
+
+
+def _listed(versions: list[str]) -> str:
+    if len(versions) <= MAX_VERSIONS_SHOWN:
+        return ", ".join(versions)
+    half = MAX_VERSIONS_SHOWN // 2
+    return f"{', '.join(versions[:half])}, …, {', '.join(versions[-half:])}"
 
 
 class ModelRegistry:
@@ -55,7 +71,16 @@ class ModelRegistry:
         return stored
 
     async def resolve(self, model: str, version: str = "") -> ModelVersion:
-        """The version asked for (latest when empty); NOT_FOUND naming what exists."""
+        """The version asked for (latest when empty); NOT_FOUND naming what exists.
+
+        A name no model can have is INVALID_ARGUMENT (field `model_name`), and a version that
+        is not a positive integer is NOT_FOUND, both without a round trip to Redis.
+        """
+        check_model_name(model, field="model_name")
+        if version and not _VERSION.fullmatch(version):
+            raise ModelVersionNotFound(
+                f"model {model!r} has no version {shown(version)}: versions are 1, 2, 3, ... "
+                "(empty = latest)")
         if not version:
             version = await self._latest_version(model)
         cached = self._versions.get((model, version))
@@ -66,8 +91,8 @@ class ModelRegistry:
             if not await self._redis.exists(keys.model_record(model)):
                 raise ModelNotFound(f"model {model!r} is not registered")
             raise ModelVersionNotFound(
-                f"model {model!r} has no version {version!r}; "
-                f"versions: {', '.join(await self.version_numbers(model))}")
+                f"model {model!r} has no version {version}; "
+                f"versions: {_listed(await self.version_numbers(model))}")
         found = ModelVersion.FromString(raw)
         self._versions[(model, version)] = found
         return found
@@ -90,7 +115,7 @@ class ModelRegistry:
     async def get_model(self, model: str) -> Model:
         record = await self._redis.hgetall(keys.model_record(model))
         if not record:
-            raise ModelNotFound(f"model {model!r} is not registered")
+            raise ModelNotFound(f"model {shown(model)} is not registered")
         versions = sorted((ModelVersion.FromString(v) for k, v in record.items()
                            if k.startswith(b"v:")), key=lambda v: int(v.version))
         return Model(name=model, versions=versions, latest_version=record[b"latest"].decode())

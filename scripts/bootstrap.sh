@@ -16,6 +16,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+if ! command -v kubectl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || apt-get install -y -qq kubectl >/dev/null 2>&1 || true
+  fi
+  command -v kubectl >/dev/null 2>&1 || echo "bootstrap: kubectl is missing; tests/deploy will fail until it is installed (it renders deploy/k8s offline)" >&2
+fi
+
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   for candidate in python3.11 python3.12 python3; do

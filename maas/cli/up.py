@@ -119,7 +119,7 @@ def _prefix(name: str, proc: subprocess.Popen[bytes]) -> None:
             sys.stdout.flush()
 
 
-def start_redis(cluster: LocalCluster) -> str:
+def start_redis(cluster: LocalCluster, argv_prefix: list[str] | None = None) -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("maas up: redis-server is not on PATH. Install it "
@@ -128,7 +128,7 @@ def start_redis(cluster: LocalCluster) -> str:
     port = free_port()
     redis_dir = cluster.data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    cluster.add("redis", [binary, "--port", str(port), "--bind", "127.0.0.1",
+    cluster.add("redis", [*(argv_prefix or []), binary, "--port", str(port), "--bind", "127.0.0.1",
                           "--dir", str(redis_dir), "--appendonly", "yes",
                           "--appendfsync", "always", "--maxmemory-policy", "noeviction",
                           "--save", "", "--protected-mode", "yes"])

@@ -13,6 +13,7 @@ local function reply(job_key, job_id, state, extra)
   if reply_to and reply_to ~= '' then
     redis.call('XADD', reply_to, 'MAXLEN', '~', 10000, '*', 'job', job_id, 'state', state,
       unpack(extra))
+    -- A dead gateway's stream goes away an hour after its last reply.
     redis.call('PEXPIRE', reply_to, 3600000)
   end
 end

@@ -1,5 +1,6 @@
 -- COMPLETE: record the outcome of each job of a batch, reply, ack. Fenced and idempotent:
--- a worker that lost its lease (the entry is no longer its own) writes nothing.
+-- a worker that lost its lease writes nothing. The job hash is the fence: REAP rewrites
+-- `entry` and `owner` in the same script that reclaims the stream entry.
 -- KEYS[1] stream  KEYS[1+i] job hash of item i
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] result TTL ms
 -- then per item: entry id, job id, state (SUCCEEDED | FAILED), JobResult bytes
@@ -10,8 +11,7 @@ for i = 1, #KEYS - 1 do
   local base = 3 + 4 * (i - 1)
   local entry, job_id, state, result = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'owner')
-  if f[1] == 'RUNNING' and f[2] == entry and f[3] == ARGV[2]
-      and is_owner(KEYS[1], ARGV[1], entry, ARGV[2]) then
+  if f[1] == 'RUNNING' and f[2] == entry and f[3] == ARGV[2] then
     redis.call('HSET', job_key, 'state', state, 'result', result, 'owner', '')
     redis.call('HDEL', job_key, 'env')
     redis.call('PEXPIRE', job_key, ARGV[3])

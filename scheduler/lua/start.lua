@@ -1,4 +1,5 @@
--- START: a worker takes the entries it has just read. Fenced: only the owner may start one.
+-- START: a worker takes the entries it has just read. Fenced by the job hash: REAP rewrites
+-- `entry` in the same script that reclaims an entry, so a stale entry id no longer matches.
 -- KEYS[1] stream  KEYS[2] dead-letter stream  KEYS[2+i] job hash of item i
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] result TTL ms  ARGV[3+2i-1] entry id, ARGV[3+2i] job id
 -- Returns one {status, attempt, envelope} per item; status is RUN (go), SKIP (not ours, or
@@ -10,9 +11,7 @@ for i = 1, #KEYS - 2 do
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
     'max_attempts', 'env')
   local deadline, attempt = tonumber(f[3]), tonumber(f[4])
-  if not is_owner(KEYS[1], ARGV[1], entry, ARGV[2]) then
-    out[i] = {'SKIP', 0, ''}
-  elseif f[1] ~= 'QUEUED' or f[2] ~= entry then
+  if f[1] ~= 'QUEUED' or f[2] ~= entry then
     -- Terminal, cancelled, or a stale entry of a requeued job: drop the entry only.
     redis.call('XACK', KEYS[1], ARGV[1], entry)
     redis.call('XDEL', KEYS[1], entry)
@@ -27,8 +26,7 @@ for i = 1, #KEYS - 2 do
     out[i] = {'DEAD', attempt, ''}
   else
     attempt = attempt + 1
-    redis.call('HSET', job_key, 'state', 'RUNNING', 'owner', ARGV[2], 'attempt', attempt,
-      'started_ms', now)
+    redis.call('HSET', job_key, 'state', 'RUNNING', 'owner', ARGV[2], 'attempt', attempt)
     out[i] = {'RUN', attempt, f[6]}
   end
 end

@@ -111,11 +111,17 @@ async def test_heartbeat_keeps_the_lease(queue: JobQueue) -> None:
     assert await queue.complete("w1", [(d, succeeded(d))]) == [True]
 
 
-async def test_only_the_owner_may_start(queue: JobQueue) -> None:
-    await queue.submit(envelope())
-    [d] = await take(queue, "w1")
-    outcome = await queue.start("intruder", [d])
+async def test_a_reclaimed_delivery_cannot_start(queue: JobQueue) -> None:
+    """A worker too slow to start what it read finds the entry requeued under a new id."""
+    job = envelope()
+    await queue.submit(job)
+    [slow] = await take(queue, "w1")
+    await asyncio.sleep(LEASE_MS * 1.5 / 1000)
+    assert (await queue.reap(MODEL, LEASE_MS)).requeued == 1
+    outcome = await queue.start("w1", [slow])
     assert outcome.runnable == [] and outcome.skipped == 1
+    [fresh] = await take(queue, "w2")
+    assert (await queue.start("w2", [fresh])).runnable[0].attempt == 1
 
 
 async def test_dead_letter_after_max_attempts(queue: JobQueue, client: aioredis.Redis) -> None:

@@ -1,0 +1,220 @@
+"""deploy/k8s, rendered per overlay: strict schemas first, then what schemas cannot see:
+every MAAS_* name is a field of maas.settings.Settings, ports and probes agree with the
+settings, grace periods cover the drains, GPUs are whole, KEDA reads the streams the code
+writes (scheduler/keys.py), and each image runs the entry point its role needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from cloudcoil.models.keda import v1alpha1 as keda
+from kubernetes_validate.utils import latest_version
+
+from maas.settings import Settings
+from scheduler import keys
+
+if TYPE_CHECKING:
+    from conftest import Rendered
+
+SETTINGS = {"MAAS_" + f.name.upper() for f in dataclasses.fields(Settings)}
+# Oldest Kubernetes the manifests are for: native gRPC probes are GA in 1.27, the preStop
+# `sleep` action is on by default from 1.30. And the newest that kubernetes-validate knows.
+K8S_VERSIONS = ("1.30", ".".join(latest_version().split(".")[:2]))
+ROLES = ("gateway", "scheduler", "worker")
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")  # the kubelet's $(VAR) in env values
+GPU = "nvidia.com/gpu"
+# A batch taken just before SIGTERM ends by its calls' default deadline; then ack and exit.
+DRAIN_MARGIN_S = 10
+KEDA_MODELS = {"ScaledObject": keda.ScaledObject, "ScaledJob": keda.ScaledJob,
+               "TriggerAuthentication": keda.TriggerAuthentication}
+# redis-streams trigger metadata that KEDA reads (pkg/scalers/redis_streams_scaler.go); the
+# CRD types it as map[string]string, so a misspelt key would otherwise pass unnoticed.
+REDIS_STREAMS_KEYS = {
+    "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv",
+    "usernameFromEnv", "passwordFromEnv", "databaseIndex", "enableTLS", "unsafeSsl",
+    "stream", "consumerGroup", "pendingEntriesCount", "streamLength", "lagCount",
+    "activationLagCount",
+}
+
+
+def test_overlays_cpu_and_gpu_exist() -> None:
+    overlays = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "overlays"
+    assert {"cpu", "gpu"} <= {p.name for p in overlays.iterdir()}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_builtin_objects_pass_strict_schemas(rendered: Rendered, version: str,
+                                             tmp_path: Path) -> None:
+    builtin = [d for d in rendered.docs if not d["apiVersion"].startswith("keda.sh/")]
+    path = tmp_path / f"{rendered.overlay}.yaml"
+    path.write_text(yaml.safe_dump_all(builtin))
+    done = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, str(path)],
+        capture_output=True, text=True, timeout=120, check=False)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    # An unknown kind or apiVersion is only a WARN with exit code 0: count the passes.
+    assert out.count(" passed for resource ") == len(builtin), out
+
+
+def _unknown_fields(given: Any, kept: Any, path: str = "") -> list[str]:
+    """Keys in `given` that the pydantic model dropped (pydantic ignores extra keys)."""
+    if isinstance(given, dict):
+        return [x for k, v in given.items() for x in (
+            [f"{path}.{k}"] if not isinstance(kept, dict) or k not in kept
+            else _unknown_fields(v, kept[k], f"{path}.{k}"))]
+    if isinstance(given, list) and isinstance(kept, list):
+        return [x for i, (g, k) in enumerate(zip(given, kept, strict=False))
+                for x in _unknown_fields(g, k, f"{path}[{i}]")]
+    return []
+
+
+def test_keda_objects_match_their_schema(rendered: Rendered) -> None:
+    for doc in (d for d in rendered.docs if d["apiVersion"].startswith("keda.sh/")):
+        where = f"{rendered.overlay}: {doc['kind']}/{doc['metadata']['name']}"
+        assert doc["apiVersion"] == "keda.sh/v1alpha1", where
+        obj = KEDA_MODELS[doc["kind"]].model_validate(doc)
+        kept = obj.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        assert _unknown_fields(doc, kept) == [], where
+        for trigger in doc["spec"].get("triggers", []):
+            assert trigger["type"] == "redis-streams", where
+            assert set(trigger["metadata"]) <= REDIS_STREAMS_KEYS, where
+
+
+def test_every_maas_env_name_is_a_setting(rendered: Rendered) -> None:
+    for where, _, container in rendered.containers():
+        env = rendered.env(container)
+        names = {n for n in env if n.startswith("MAAS_")}
+        assert names <= SETTINGS, f"{where}: unknown settings {sorted(names - SETTINGS)}"
+        Settings.from_env(env)  # and each value parses as its field's type
+        defined: set[str] = set()
+        for var in container.get("env", []):  # $(VAR) expands only from earlier variables
+            refs = set(VAR_REF.findall(var.get("value", "")))
+            assert refs <= defined, f"{where}: {var['name']} uses undefined {refs - defined}"
+            defined.add(var["name"])
+    for ref in {s["configMapRef"]["name"] for _, _, c in rendered.containers()
+                for s in c.get("envFrom", [])}:
+        stray = set(rendered.get("ConfigMap", ref)["data"]) - SETTINGS
+        assert not stray, f"{rendered.overlay}: ConfigMap {ref} holds non-settings {stray}"
+
+
+def test_every_setting_is_set_explicitly(rendered: Rendered) -> None:
+    """Every Settings field is spelled out for each process (deploy/k8s/base/maas.env),
+    so a deployment never runs on a default that suits a laptop (e.g. 127.0.0.1)."""
+    for role in ROLES:
+        missing = SETTINGS - set(rendered.env(rendered.container(role)))
+        assert not missing, f"{rendered.overlay}: {role} lacks {sorted(missing)}: add to maas.env"
+
+
+def test_gateway_listens_where_service_and_probes_look(rendered: Rendered) -> None:
+    settings = rendered.settings("gateway")
+    gateway = rendered.container("gateway")
+    assert settings.gateway_host == "0.0.0.0", "a gateway on 127.0.0.1 is unreachable"
+    (port,) = [p for p in gateway["ports"] if p["name"] == "grpc"]
+    assert port["containerPort"] == settings.gateway_port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert set(gateway[probe]) & {"exec", "httpGet", "tcpSocket"} == set(), probe
+        assert gateway[probe]["grpc"] == {"port": settings.gateway_port, "service": ""}, probe
+    service = rendered.get("Service", "maas-gateway")
+    assert rendered.selected(service["spec"]["selector"]) == [rendered.workload("gateway")]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["grpc"]
+
+
+def test_artifact_store_is_shared_read_write_many(rendered: Rendered) -> None:
+    claim = rendered.get("PersistentVolumeClaim", "maas-artifacts")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for role in ("gateway", "worker"):
+        pod = rendered.workload(role)["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"]
+                     if v.get("persistentVolumeClaim", {}).get("claimName") == "maas-artifacts"]
+        mounts = {m["name"]: m["mountPath"] for m in rendered.container(role)["volumeMounts"]}
+        assert Path(mounts[volume["name"]]) == rendered.settings(role).data_dir, role
+
+
+def test_grace_periods_cover_the_drains(rendered: Rendered) -> None:
+    worker = rendered.workload("worker")["spec"]["template"]["spec"]
+    settings = rendered.settings("worker")
+    assert worker["terminationGracePeriodSeconds"] >= (
+        settings.default_deadline_s + DRAIN_MARGIN_S)
+    gateway = rendered.workload("gateway")["spec"]["template"]["spec"]
+    pre_stop = rendered.container("gateway")["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert gateway["terminationGracePeriodSeconds"] > (
+        pre_stop + rendered.settings("gateway").shutdown_grace_s)
+
+
+def test_gpus_are_whole_and_only_on_gpu_workers(rendered: Rendered) -> None:
+    for where, _, container in rendered.containers():
+        resources = container.get("resources", {})
+        for kind in ("limits", "requests"):
+            count = resources.get(kind, {}).get(GPU)
+            assert count is None or (type(count) is int and count >= 1), f"{where}: {count!r}"
+        if GPU in resources.get("requests", {}):
+            assert resources["requests"][GPU] == resources["limits"][GPU], where
+    worker = rendered.container("worker")
+    pod = rendered.workload("worker")["spec"]["template"]["spec"]
+    device = rendered.settings("worker").worker_device
+    if rendered.overlay == "gpu":
+        assert worker["resources"]["limits"][GPU] == 1
+        assert device == "cuda:0"
+        assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        assert pod.get("nodeSelector")
+    else:
+        assert GPU not in worker["resources"].get("limits", {})
+        assert device == "cpu"
+
+
+def test_each_role_runs_its_entry_point_from_its_image(rendered: Rendered) -> None:
+    images = {}
+    for role in ROLES:
+        container = rendered.container(role)
+        assert container["command"] in (["python", "-m", role], ["maas", role]), role
+        assert not container.get("args"), role
+        images[role] = container["image"]
+        name, _, tag = images[role].rpartition(":")
+        assert name and tag not in ("", "latest"), f"{role}: pin a tag, not {images[role]}"
+    assert images["scheduler"] == images["gateway"], "the scheduler runs the torch-free image"
+    assert "maas-gateway" in images["gateway"] and "maas-worker" in images["worker"]
+
+
+def test_keda_scales_workers_on_the_streams_the_code_writes(rendered: Rendered) -> None:
+    scaled = rendered.of_kind("ScaledObject")
+    if rendered.overlay == "gpu":
+        assert scaled, "the gpu overlay autoscales workers with KEDA"
+    redis = rendered.get("Service", "maas-redis")
+    (redis_port,) = [p["port"] for p in redis["spec"]["ports"]]
+    url = urlsplit(rendered.settings("worker").redis_url)
+    assert (url.hostname, url.port) == ("maas-redis", redis_port)
+    for obj in scaled:
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == rendered.workload("worker")["metadata"]["name"]
+        modes: dict[str, set[str]] = {}
+        for trigger in spec["triggers"]:
+            meta = trigger["metadata"]
+            assert meta["address"] == f"maas-redis.{rendered.namespace}.svc:{redis_port}"
+            assert meta["databaseIndex"] == url.path.lstrip("/")
+            assert meta["consumerGroup"] == keys.GROUP
+            model = meta["stream"].removeprefix(keys.PREFIX + ":{m:").removesuffix("}:stream")
+            assert meta["stream"] == keys.stream(model)
+            mode = "lag" if "lagCount" in meta else "pending"
+            if mode == "lag":
+                assert int(meta["lagCount"]) > 0, "lagCount 0 silently means pending mode"
+                assert "activationLagCount" in meta
+            else:
+                assert "pendingEntriesCount" in meta
+            modes.setdefault(meta["stream"], set()).add(mode)
+            auth = rendered.get("TriggerAuthentication", trigger["authenticationRef"]["name"])
+            assert auth["spec"]["secretTargetRef"] == [
+                {"parameter": "password", "name": "maas-redis", "key": "password"}]
+        # lag alone lets a busy fleet (nothing unread, all leased) scale to zero mid-job.
+        assert all(m == {"lag", "pending"} for m in modes.values()), modes
+        assert keys.stream(keys.TRAINING_QUEUE) in modes, "training jobs need workers too"
+        assert spec.get("minReplicaCount", 0) == 0

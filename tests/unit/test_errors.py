@@ -1,0 +1,204 @@
+"""The error tree: (code, reason) → class, and the gateway's status → the SDK's error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import pytest
+
+from gateway.errors import to_status
+from maas import errors
+from maas.client import from_rpc_error
+from maas.errors import (
+    FieldViolation,
+    InvalidArgument,
+    MaasError,
+    ModelNotFound,
+    Unavailable,
+    by_code_name,
+    error_class_for,
+    shown,
+)
+
+SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
+              errors.ModelVersionNotFound, errors.MessageTooLarge, errors.DeadlineExceeded,
+              errors.Unavailable, errors.Cancelled, errors.FailedPrecondition,
+              errors.IdempotencyKeyReused, errors.JobFailed]
+
+
+def test_the_tree_is_complete() -> None:
+    """Every error class in the module is listed here, rooted at MaasError."""
+    found = {v for v in vars(errors).values()
+             if isinstance(v, type) and issubclass(v, MaasError) and v is not MaasError}
+    assert found == set(SUBCLASSES)
+
+
+def test_reasons_are_unique_and_upper_snake() -> None:
+    reasons = [cls.reason for cls in (MaasError, *SUBCLASSES)]
+    assert len(set(reasons)) == len(reasons)
+    assert all(r.isupper() and " " not in r for r in reasons)
+
+
+@pytest.mark.parametrize("cls", SUBCLASSES, ids=lambda c: c.__name__)
+def test_error_class_for_each_class(cls: type[MaasError]) -> None:
+    assert error_class_for(cls.code, cls.reason) is cls
+    # The reason decides, even when it travelled with another code.
+    assert error_class_for(grpc.StatusCode.UNKNOWN, cls.reason) is cls
+
+
+@pytest.mark.parametrize(("code", "reason", "expected"), [
+    (grpc.StatusCode.NOT_FOUND, "SOMETHING_ELSE", errors.NotFound),
+    (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_WEIGHTS", errors.InvalidArgument),
+    (grpc.StatusCode.FAILED_PRECONDITION, "", errors.FailedPrecondition),
+    (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", errors.Unavailable),
+    (grpc.StatusCode.INTERNAL, "INTERNAL", MaasError),
+    (grpc.StatusCode.INTERNAL, "WHATEVER", MaasError),
+    (grpc.StatusCode.DATA_LOSS, "DATA_LOSS", MaasError),
+    (grpc.StatusCode.PERMISSION_DENIED, "", MaasError),
+])
+def test_error_class_for_falls_back_by_code(code: grpc.StatusCode, reason: str,
+                                            expected: type[MaasError]) -> None:
+    assert error_class_for(code, reason) is expected
+
+
+@pytest.mark.parametrize("cls", SUBCLASSES, ids=lambda c: c.__name__)
+def test_by_code_name_round_trip(cls: type[MaasError]) -> None:
+    """A failed job carries (code name, reason, message) as data; this rebuilds the error."""
+    err = by_code_name(cls.code.name, "it broke", cls.reason)
+    assert type(err) is cls
+    assert (err.code, err.reason, err.message) == (cls.code, cls.reason, "it broke")
+
+
+def test_by_code_name_keeps_an_unknown_reason() -> None:
+    err = by_code_name("INVALID_ARGUMENT", "bad weights", "INVALID_WEIGHTS")
+    assert type(err) is InvalidArgument
+    assert err.reason == "INVALID_WEIGHTS"
+    assert str(err) == "INVALID_WEIGHTS: bad weights"
+
+
+def test_by_code_name_with_a_code_no_class_has() -> None:
+    err = by_code_name("DATA_LOSS", "gone", "")
+    assert type(err) is MaasError
+    assert err.code == grpc.StatusCode.DATA_LOSS
+    # As from_rpc_error does: with no reason given, the reason is the code's name.
+    assert err.reason == "DATA_LOSS"
+
+
+def test_by_code_name_with_a_bad_code_name() -> None:
+    err = by_code_name("NOT_A_CODE", "odd", "")
+    assert err.code == grpc.StatusCode.INTERNAL
+    assert type(err) is MaasError
+
+
+def test_shown_keeps_short_text_whole() -> None:
+    assert shown("input") == "'input'"
+    assert shown("x" * 64) == repr("x" * 64)
+
+
+def test_shown_cuts_long_text_and_says_how_long() -> None:
+    text = shown("y" * 10_000)
+    assert text == f"{'y' * 64!r}… (10000 characters)"
+    assert shown("abcdef", limit=3) == "'abc'… (6 characters)"
+
+
+@pytest.mark.parametrize("value", [list(range(10_000)), {str(i): i for i in range(10_000)},
+                                   ["z" * 10_000], 10 ** 1000])
+def test_shown_bounds_other_values(value: object) -> None:
+    assert len(shown(value)) < 200
+
+
+def test_setting_code_on_an_instance_leaves_the_class_alone() -> None:
+    err = by_code_name("ABORTED", "x", "")
+    assert err.code == grpc.StatusCode.ABORTED
+    assert MaasError.code == grpc.StatusCode.INTERNAL
+
+
+def test_the_sdk_classes_are_catchable_by_their_parents() -> None:
+    with pytest.raises(errors.NotFound):
+        raise ModelNotFound("no model")
+    with pytest.raises(MaasError):
+        raise errors.IdempotencyKeyReused("again")
+
+
+# --- gateway.errors.to_status → maas.client.from_rpc_error ----------------------------------
+
+class StatusRpcError(grpc.RpcError):
+    """What a grpc stub raises for a status: code(), details(), trailing_metadata()."""
+
+    def __init__(self, code: grpc.StatusCode, details: str,
+                 metadata: Sequence[tuple[str, str | bytes]] = ()) -> None:
+        super().__init__()
+        self._code, self._details, self._metadata = code, details, tuple(metadata)
+
+    @classmethod
+    def of(cls, status: grpc.Status) -> StatusRpcError:
+        return cls(status.code, status.details, status.trailing_metadata)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._metadata
+
+
+def round_trip(err: MaasError) -> MaasError:
+    status = to_status(err)
+    assert status.code == err.code
+    assert status.details == err.message
+    return from_rpc_error(StatusRpcError.of(status))
+
+
+@pytest.mark.parametrize("cls", SUBCLASSES, ids=lambda c: c.__name__)
+def test_each_class_survives_the_wire(cls: type[MaasError]) -> None:
+    back = round_trip(cls("what happened"))
+    assert type(back) is cls
+    assert (back.code, back.reason, back.message) == (cls.code, cls.reason, "what happened")
+    assert back.violations == ()
+    assert back.retry_delay_s is None
+
+
+def test_violations_survive_the_wire() -> None:
+    violations = (FieldViolation("inputs[0].shape[1]", "dim 63 does not fit [-1, 64]"),
+                  FieldViolation("outputs[0].name", "no output 'x'"))
+    back = round_trip(InvalidArgument("bad request", violations=violations))
+    assert type(back) is InvalidArgument
+    assert back.violations == violations
+
+
+def test_retry_delay_survives_the_wire() -> None:
+    back = round_trip(Unavailable("queue full", retry_delay_s=1.5))
+    assert type(back) is Unavailable
+    assert back.retry_delay_s == 1.5
+
+
+def test_a_reason_without_a_class_survives_the_wire() -> None:
+    back = round_trip(InvalidArgument("not safetensors", reason="INVALID_WEIGHTS",
+                                      violations=(FieldViolation("weights", "garbage"),)))
+    assert type(back) is InvalidArgument
+    assert back.reason == "INVALID_WEIGHTS"
+    assert [v.field for v in back.violations] == ["weights"]
+
+
+def test_the_root_survives_the_wire() -> None:
+    back = round_trip(MaasError("boom"))
+    assert type(back) is MaasError
+    assert (back.code, back.reason) == (grpc.StatusCode.INTERNAL, "INTERNAL")
+
+
+def test_a_plain_status_without_details() -> None:
+    """The gateway's bare aborts (Redis down, INTERNAL) carry no ErrorInfo."""
+    plain = StatusRpcError(grpc.StatusCode.UNAVAILABLE, "the queue (Redis) is unreachable")
+    back = from_rpc_error(plain)
+    assert type(back) is Unavailable
+    assert back.reason == "UNAVAILABLE"
+
+
+def test_unrelated_trailing_metadata_is_ignored() -> None:
+    status = to_status(ModelNotFound("no model 'x'"))
+    err = StatusRpcError(status.code, status.details,
+                         [("x-request-id", "abc"), *status.trailing_metadata])
+    assert type(from_rpc_error(err)) is ModelNotFound
