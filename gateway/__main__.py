@@ -8,7 +8,7 @@ import logging
 
 from gateway.server import serve
 from maas.logs import configure_logging
-from maas.process import on_stop_signals
+from maas.process import on_stop_signals, run
 from maas.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env(gateway_port=args.port, gateway_host=args.host)
     configure_logging(settings, "gateway")
-    asyncio.run(main_async(settings))
+    run(main_async(settings))
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     """Runs a gateway until the context exits; yields it once it is listening."""
     redis = connect(settings.redis_url)
     gateway_id = uuid.uuid4().hex[:12]
-    queue = JobQueue(redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
+    queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
     registry = ModelRegistry(redis)
     stream = ReplyStream(redis, gateway_id)
     replies = ReplyDispatcher(stream)

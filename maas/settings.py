@@ -42,8 +42,11 @@ class Settings:
     max_attempts: int = 3
     # Deadline of a call that sets none, so no call can wait forever.
     default_deadline_s: float = 60.0
-    # How long a finished job's result stays readable.
+    # How long a finished job's record stays readable (async and training work).
     result_ttl_s: float = 3600.0
+    # The same for synchronous inference, whose caller already has the answer: short, so
+    # that thousands of requests per second do not fill Redis.
+    infer_result_ttl_s: float = 60.0
     # Training lease (renewed by the worker's heartbeat) and attempts (a resume counts).
     train_lease_ms: int = 30000
     train_max_attempts: int = 5
@@ -53,7 +56,7 @@ class Settings:
     reaper_interval_ms: int = 500
     # Triton's batching knobs, for every model a worker serves.
     max_batch_size: int = 32
-    max_queue_delay_microseconds: int = 500
+    max_queue_delay_microseconds: int = 2000
     # "auto" picks CUDA when present, else CPU; or "cpu", "cuda:0", ...
     worker_device: str = "auto"
     # torch intra-op threads per worker; 0 = one per core the worker may use.

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from maas.logs import configure_logging
 from maas.process import on_stop_signals
+from maas.process import run as run_loop
 from maas.settings import Settings
 from scheduler.daemon import Daemon
 
@@ -19,7 +18,7 @@ def main() -> None:
         on_stop_signals(daemon.stop)
         await daemon.run()
 
-    asyncio.run(run())
+    run_loop(run())
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._redis = connect(settings.redis_url, max_connections=4)
-        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
+        self.queue = JobQueue(self._redis,
+                              result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
         self._registry = ModelRegistry(self._redis)
         self._stopping = asyncio.Event()
 
@@ -33,11 +34,14 @@ class Daemon:
     async def reap_once(self) -> int:
         """One pass over every model; returns how many entries it reclaimed."""
         total = 0
-        queues = [(m, self.settings.infer_lease_ms) for m in await self._registry.model_names()]
-        queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms))
-        for model, lease_ms in queues:
+        infer_ttl_ms = int(self.settings.infer_result_ttl_s * 1000)
+        queues = [(m, self.settings.infer_lease_ms, infer_ttl_ms)
+                  for m in await self._registry.model_names()]
+        queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms,
+                       int(self.settings.result_ttl_s * 1000)))
+        for model, lease_ms, ttl_ms in queues:
             await self.queue.ensure_group(model)
-            counts = await self.queue.reap(model, lease_ms)
+            counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
             if moved:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",

@@ -58,6 +58,17 @@ class StartOutcome:
     dead: int = 0
     skipped: int = 0
 
+    def add(self, delivery: Delivery, status: str, attempt: int, envelope: bytes) -> None:
+        match status:
+            case "RUN":
+                self.runnable.append(Started(delivery, attempt, JobEnvelope.FromString(envelope)))
+            case "EXPIRED":
+                self.expired += 1
+            case "DEAD":
+                self.dead += 1
+            case _:
+                self.skipped += 1
+
 
 @dataclass(frozen=True)
 class ReapCounts:
@@ -166,16 +177,17 @@ class JobQueue:
                   *(keys.job(model, d.job_id) for d in deliveries)],
             args=args)
         for d, (status, attempt, env) in zip(deliveries, rows, strict=True):
-            match _s(status):
-                case "RUN":
-                    outcome.runnable.append(
-                        Started(d, int(attempt), JobEnvelope.FromString(env)))
-                case "EXPIRED":
-                    outcome.expired += 1
-                case "DEAD":
-                    outcome.dead += 1
-                case _:
-                    outcome.skipped += 1
+            outcome.add(d, _s(status), int(attempt), env)
+        return outcome
+
+    async def claim(self, consumer: str, model: str, count: int) -> StartOutcome:
+        """Reads up to `count` new entries of a model and starts them: one round trip."""
+        rows = await self._scripts.claim(
+            keys=[keys.stream(model), keys.dead_letters(model)],
+            args=[keys.GROUP, consumer, self._result_ttl_ms, count, keys.model_tag(model)])
+        outcome = StartOutcome()
+        for status, attempt, env, entry_id, job_id in rows:
+            outcome.add(Delivery(model, _s(entry_id), _s(job_id)), _s(status), int(attempt), env)
         return outcome
 
     async def extend(self, consumer: str, model: str, entry_ids: Sequence[str]) -> list[str]:
@@ -214,10 +226,11 @@ class JobQueue:
 
     # --- daemon side -----------------------------------------------------------------------
 
-    async def reap(self, model: str, lease_ms: int, count: int = 100) -> ReapCounts:
+    async def reap(self, model: str, lease_ms: int, count: int = 100,
+                   result_ttl_ms: int | None = None) -> ReapCounts:
         """Reclaims entries idle longer than the lease; requeues, expires or dead-letters."""
         counts = await self._scripts.reap(
             keys=[keys.stream(model), keys.dead_letters(model)],
             args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count, keys.model_tag(model),
-                  self._result_ttl_ms])
+                  result_ttl_ms or self._result_ttl_ms])
         return ReapCounts(*(int(c) for c in counts))

@@ -20,6 +20,7 @@ class Scripts:
 
     submit: AsyncScript
     start: AsyncScript
+    claim: AsyncScript
     extend: AsyncScript
     complete: AsyncScript
     reap: AsyncScript
@@ -31,5 +32,5 @@ class Scripts:
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
         return cls(**{name: client.register_script(_source(name))
-                      for name in ("submit", "start", "extend", "complete", "reap", "release",
+                      for name in ("submit", "start", "claim", "extend", "complete", "reap", "release",
                                    "train_create", "train_update", "train_cancel")})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
 from maas.logs import configure_logging
 from maas.process import on_stop_signals
+from maas.process import run as run_loop
 from maas.settings import Settings
 
 
@@ -28,7 +28,7 @@ def main() -> None:
         on_stop_signals(worker.stop)
         await worker.run()
 
-    asyncio.run(run())
+    run_loop(run())
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ class Worker:
         self.settings = settings
         self.id = worker_id or f"w-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis = connect(settings.redis_url, max_connections=8)
-        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.result_ttl_s * 1000))
+        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
         self._registry = ModelRegistry(self._redis)
         self._directory = WorkerDirectory(self._redis)
         artifacts = ArtifactStore(settings.artifact_dir)
@@ -52,6 +52,7 @@ class Worker:
             DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1))
         self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
+        self._hot: set[str] = set()  # models whose last claim found work
         self._inflight: dict[str, set[str]] = defaultdict(set)
         self._stopping = asyncio.Event()
         self.batches = 0
@@ -125,24 +126,52 @@ class Worker:
             started_unix_ms=self._started_ms, batches=self.batches, jobs=self.jobs)
 
     async def _claim_loop(self) -> None:
+        """Under load: one CLAIM (read + start) per batch; idle: block in XREADGROUP."""
         backoff_s = 0.05
         while not self._stopping.is_set():
             if not self._models:
                 await asyncio.sleep(0.2)
                 continue
             try:
-                deliveries = await self.queue.read(
-                    self.id, self._models, self.settings.max_batch_size, block_ms=500)
-                by_model: dict[str, list[Delivery]] = defaultdict(list)
-                for d in deliveries:
-                    by_model[d.model].append(d)
-                for model, batch in by_model.items():
-                    await self._process(model, await self._top_up(model, batch))
+                busy = False
+                # Only models that had work last time are polled; the others wake the
+                # worker through the blocking read below.
+                for model in [m for m in self._models if m in self._hot]:
+                    started = await self._claim(model, self.settings.max_batch_size)
+                    if started:
+                        busy = True
+                        await self._process(model, await self._top_up(model, started))
+                    else:
+                        self._hot.discard(model)
+                if not busy:
+                    await self._wait_for_work()
                 backoff_s = 0.05
             except TRANSIENT_ERRORS as exc:
                 log.warning("queue unreachable (%s); retrying in %.2fs", exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(2 * backoff_s, 2.0)
+
+    async def _claim(self, model: str, count: int) -> list[Started]:
+        outcome = await self.queue.claim(self.id, model, count)
+        self._inflight[model].update(s.delivery.entry_id for s in outcome.runnable)
+        return outcome.runnable
+
+    async def _wait_for_work(self) -> None:
+        """Blocks until any model's stream has entries, then starts what it read."""
+        deliveries = await self.queue.read(self.id, self._models, self.settings.max_batch_size,
+                                           block_ms=500)
+        by_model: dict[str, list[Delivery]] = defaultdict(list)
+        for d in deliveries:
+            by_model[d.model].append(d)
+        for model, batch in by_model.items():
+            self._hot.add(model)
+            self._inflight[model].update(d.entry_id for d in batch)
+            try:
+                runnable = (await self.queue.start(self.id, batch)).runnable
+            finally:
+                self._inflight[model].difference_update(d.entry_id for d in batch)
+            self._inflight[model].update(s.delivery.entry_id for s in runnable)
+            await self._process(model, await self._top_up(model, runnable))
 
     async def _training_loop(self) -> None:
         """Leases one training job at a time and runs it to an end (or hands it back)."""
@@ -165,22 +194,21 @@ class Worker:
                 log.warning("training queue unreachable: %s", exc)
                 await asyncio.sleep(1.0)
 
-    async def _top_up(self, model: str, batch: list[Delivery]) -> list[Delivery]:
+    async def _top_up(self, model: str, batch: list[Started]) -> list[Started]:
+        """With 2+ jobs in hand and room left, waits max_queue_delay for more (Triton's knob);
+        a lone job runs at once: nothing else is queued to wait for."""
         room = self.settings.max_batch_size - len(batch)
         delay_s = self.settings.max_queue_delay_microseconds / 1e6
         if len(batch) < 2 or room <= 0 or delay_s <= 0:
             return batch
-        self._inflight[model].update(d.entry_id for d in batch)
         await asyncio.sleep(delay_s)
-        return batch + await self.queue.read(self.id, [model], room, block_ms=None)
+        return batch + await self._claim(model, room)
 
-    async def _process(self, model: str, batch: Sequence[Delivery]) -> None:
-        inflight = self._inflight[model]
-        inflight.update(d.entry_id for d in batch)
+    async def _process(self, model: str, batch: Sequence[Started]) -> None:
+        """Runs started jobs (one forward per model version) and completes them."""
         try:
-            outcome = await self.queue.start(self.id, batch)
             by_version: dict[str, list[Started]] = defaultdict(list)
-            for s in outcome.runnable:
+            for s in batch:
                 by_version[s.envelope.model_version].append(s)
             for version, started in by_version.items():
                 try:
@@ -196,7 +224,7 @@ class Worker:
                 self.batches += 1
                 self.jobs += len(started)
         finally:
-            inflight.difference_update(d.entry_id for d in batch)
+            self._inflight[model].difference_update(s.delivery.entry_id for s in batch)
 
     async def _execute(self, model: str, version: str,
                        started: Sequence[Started]) -> list[JobResult]:

@@ -39,3 +39,28 @@ local function dead_letter(stream, group, entry, job_key, job_id, ttl_ms, dead_k
     'DEAD_LETTERED', 'the job was attempted ' .. attempt ..
     ' times and never completed (each attempt lost its worker); it is dead-lettered')
 end
+
+-- Starts one delivered entry (START and CLAIM share this). Returns {status, attempt, env}:
+-- RUN (go), SKIP (no longer queued, or a stale entry), EXPIRED or DEAD (waiter answered).
+local function start_one(stream, dead_key, group, consumer, ttl_ms, job_key, entry, job_id, now)
+  local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
+    'max_attempts', 'env')
+  local deadline, attempt = tonumber(f[3]), tonumber(f[4])
+  if f[1] ~= 'QUEUED' or f[2] ~= entry then
+    -- Terminal, cancelled, or a stale entry of a requeued job: drop the entry only.
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return {'SKIP', 0, ''}
+  elseif deadline > 0 and now > deadline then
+    finish_error(stream, group, entry, job_key, job_id, ttl_ms, 'EXPIRED',
+      'DEADLINE_EXCEEDED', 'DEADLINE_EXCEEDED',
+      'the deadline passed while the request was queued; it was never run')
+    return {'EXPIRED', attempt, ''}
+  elseif attempt >= tonumber(f[5]) then
+    dead_letter(stream, group, entry, job_key, job_id, ttl_ms, dead_key, attempt)
+    return {'DEAD', attempt, ''}
+  end
+  attempt = attempt + 1
+  redis.call('HSET', job_key, 'state', 'RUNNING', 'owner', consumer, 'attempt', attempt)
+  return {'RUN', attempt, f[6]}
+end
