@@ -31,6 +31,6 @@ class Scripts:
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
-        return cls(**{name: client.register_script(_source(name))
-                      for name in ("submit", "start", "claim", "extend", "complete", "reap", "release",
-                                   "train_create", "train_update", "train_cancel")})
+        names = ("submit", "start", "claim", "extend", "complete", "reap", "release",
+                 "train_create", "train_update", "train_cancel")
+        return cls(**{name: client.register_script(_source(name)) for name in names})
