@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast check lint typecheck protos protos-check buf-lint clean
+.PHONY: setup run bench test test-fast check lint typecheck protos protos-check buf-lint clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -11,6 +11,11 @@ setup:
 ## Start a local cluster (redis-server, scheduler, gateway, 2 workers) and run a short demo.
 run: setup
 	$(VENV)/bin/maas up --workers 2
+
+## Benchmarks against baselines measured in the same run (bench/results/<date>.json + PNGs).
+bench: setup
+	$(PY) -m bench.serving
+	$(PY) -m bench.training
 
 ## Every test, fault-injection ones included (what CI runs).
 test: setup
