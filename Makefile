@@ -16,6 +16,7 @@ run: setup
 bench: setup
 	$(PY) -m bench.serving
 	$(PY) -m bench.training
+	$(PY) -m bench.memory
 
 ## Every test, fault-injection ones included (what CI runs).
 test: setup

@@ -22,6 +22,7 @@ _MINIMUM: dict[str, float] = {
     "training_slots": 0,  # 0: serve only
     "max_queue_delay_microseconds": 0,  # 0: never wait to fill a batch
     "torch_threads": 0,  # 0: one per core
+    "worker_model_memory_mb": 0,  # 0: no budget
     "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
 }
 
@@ -59,6 +60,9 @@ class Settings:
     max_queue_delay_microseconds: int = 2000
     # "auto" picks CUDA when present, else CPU; or "cpu", "cuda:0", ...
     worker_device: str = "auto"
+    # Memory budget of a worker's model cache; least-recently-used models are evicted
+    # (and reloaded on demand) beyond it. 0 = unlimited.
+    worker_model_memory_mb: int = 0
     # torch intra-op threads per worker; 0 = one per core the worker may use.
     torch_threads: int = 1
     # Seconds a gateway waits for in-flight calls on SIGTERM.

@@ -1,10 +1,13 @@
-"""ModelCache: each model version loaded once per worker, placed on the device, warmed up."""
+"""ModelCache: each model version loaded once per worker, placed on the device, warmed up,
+and evicted least-recently-used when the cache would exceed its memory budget."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +18,7 @@ from maas.artifacts import ArtifactStore
 from maas.v1.model_service_pb2 import ModelVersion
 
 log = logging.getLogger(__name__)
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,8 @@ class LoadedModel:
     version: ModelVersion
     module: torch.nn.Module
     device: torch.device
+    size_bytes: int
+    load_s: float
 
 
 def pick_device(name: str) -> torch.device:
@@ -31,40 +37,79 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class ModelCache:
-    """Thread-safe: loads happen in the torch thread, lookups on the event loop."""
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by parameters and buffers (what a loaded model costs)."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
-    def __init__(self, store: ArtifactStore, device: torch.device) -> None:
+
+class ModelCache:
+    """Thread-safe LRU: loads happen in the torch thread, lookups on the event loop.
+
+    budget_bytes = 0 means unlimited. A model larger than the whole budget still loads
+    (alone): refusing it would fail every request for it.
+    """
+
+    def __init__(self, store: ArtifactStore, device: torch.device, budget_bytes: int = 0) -> None:
         self._store = store
         self.device = device
-        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self.budget_bytes = budget_bytes
+        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self.evictions = 0
+        self.loads = 0
 
     def cached(self, model: str, version: str) -> LoadedModel | None:
-        return self._models.get((model, version))
+        key = (model, version)
+        with self._lock:
+            hit = self._models.get(key)
+            if hit is not None:
+                self._models.move_to_end(key)
+            return hit
 
     def loaded_names(self) -> list[str]:
-        return [f"{m}:{v}" for m, v in self._models]
+        with self._lock:
+            return [f"{m}:{v}" for m, v in self._models]
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(m.size_bytes for m in self._models.values())
 
     def load(self, version: ModelVersion) -> LoadedModel:
         """Loads (or returns) a version: safetensors only, sha256 checked, warm-up forward."""
         key = (version.model, version.version)
+        hit = self.cached(*key)
+        if hit is not None:
+            return hit
+        started = time.perf_counter()
+        arch = get_architecture(version.architecture)
+        config = arch.resolve_config(json.loads(version.config_json or "{}"))
+        module = arch.build(config)
+        state = load_safetensors(self._store.read_weights(version.weights_sha256))
+        module.load_state_dict(state, strict=True)
+        module.to(self.device).eval()
+        with torch.inference_mode():
+            module(*(torch.zeros([1 if d == -1 else d for d in s.shape], device=self.device)
+                     for s in arch.inputs(config)))
+        loaded = LoadedModel(version, module, self.device, module_bytes(module),
+                             time.perf_counter() - started)
         with self._lock:
-            hit = self._models.get(key)
-            if hit is not None:
-                return hit
-            arch = get_architecture(version.architecture)
-            config = arch.resolve_config(json.loads(version.config_json or "{}"))
-            module = arch.build(config)
-            state = load_safetensors(self._store.read_weights(version.weights_sha256))
-            module.load_state_dict(state, strict=True)
-            module.to(self.device).eval()
-            with torch.inference_mode():
-                for spec in [arch.inputs(config)]:
-                    module(*(torch.zeros([1 if d == -1 else d for d in s.shape],
-                                         device=self.device) for s in spec))
-            loaded = LoadedModel(version, module, self.device)
+            self._make_room(loaded.size_bytes)
             self._models[key] = loaded
-            log.info("loaded %s:%s (%s) on %s", version.model, version.version,
-                     version.architecture, self.device)
-            return loaded
+            self.loads += 1
+        log.info("loaded %s:%s (%s, %.1f MiB) on %s in %.0f ms", version.model, version.version,
+                 version.architecture, loaded.size_bytes / MIB, self.device, loaded.load_s * 1e3)
+        return loaded
+
+    def _make_room(self, needed: int) -> None:
+        """Evicts least-recently-used models until `needed` more bytes fit (lock held)."""
+        if not self.budget_bytes:
+            return
+        used = sum(m.size_bytes for m in self._models.values())
+        while self._models and used + needed > self.budget_bytes:
+            (name, version), evicted = self._models.popitem(last=False)
+            used -= evicted.size_bytes
+            self.evictions += 1
+            log.info("evicted %s:%s (%.1f MiB) to stay under the %.0f MiB budget", name,
+                     version, evicted.size_bytes / MIB, self.budget_bytes / MIB)

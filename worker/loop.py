@@ -46,7 +46,8 @@ class Worker:
         self._registry = ModelRegistry(self._redis)
         self._directory = WorkerDirectory(self._redis)
         artifacts = ArtifactStore(settings.artifact_dir)
-        self.cache = ModelCache(artifacts, pick_device(settings.worker_device))
+        self.cache = ModelCache(artifacts, pick_device(settings.worker_device),
+                                settings.worker_model_memory_mb * 1024 * 1024)
         self._trainer = TrainingExecutor(
             self.id, self.queue, TrainingStore(self._redis, self.queue), self._registry,
             DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1))
