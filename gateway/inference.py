@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -16,6 +17,7 @@ from maas.inference import grpc_service_pb2 as pb
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from maas.settings import Settings
+from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry
 from scheduler.workers import WorkerDirectory
@@ -28,6 +30,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                  workers: WorkerDirectory, replies: ReplyDispatcher, reply_key: str) -> None:
         self._settings = settings
         self._submitter = submitter
+        self._queue = submitter.queue
         self._registry = registry
         self._workers = workers
         self._replies = replies
@@ -94,7 +97,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             max_attempts=self._settings.max_attempts)
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
-        """Submits the job and waits for its one result until the deadline."""
+        """Submits the job and waits for its one result until the deadline; a job whose
+        caller is gone (deadline, cancellation) and that has not started never runs."""
         future = self._replies.expect(envelope.job_id)
         try:
             await self._submitter.submit(envelope)
@@ -103,14 +107,25 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
                     result = await future
             except TimeoutError:
+                await self._end_queued(envelope, "EXPIRED")
                 raise DeadlineExceeded(
                     f"no result within the deadline ({timeout_s:.3f}s left at submit); "
                     "the job will not run once its deadline has passed") from None
+            except asyncio.CancelledError:  # the caller went away (or its deadline passed)
+                expired = time.time() * 1000 >= envelope.deadline_unix_ms
+                await self._end_queued(envelope, "EXPIRED" if expired else "CANCELLED")
+                raise
         finally:
             self._replies.forget(envelope.job_id)
         if result.state != JobState.JOB_STATE_SUCCEEDED:
             raise by_code_name(result.error.code, result.error.message, result.error.reason)
         return result
+
+
+    async def _end_queued(self, envelope: JobEnvelope, state: str) -> None:
+        """Best effort: if Redis is away, START still expires the job by its deadline."""
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
 
 
 def _response(request: pb.ModelInferRequest, version: str,

@@ -33,7 +33,7 @@ from maas.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
-from scheduler.connection import connect
+from scheduler.connection import check_durability, connect
 from scheduler.datasets import DatasetStore
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
@@ -103,6 +103,7 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
 async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator[Gateway]:
     """Runs a gateway until the context exits; yields it once it is listening."""
     redis = connect(settings.redis_url)
+    await check_durability(redis)
     gateway_id = uuid.uuid4().hex[:12]
     queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
     registry = ModelRegistry(redis)

@@ -16,7 +16,7 @@ MAX_BATCH = 256
 
 class SubmitCoalescer:
     def __init__(self, queue: JobQueue) -> None:
-        self._queue = queue
+        self.queue = queue
         self._pending: list[tuple[JobEnvelope, asyncio.Future[tuple[SubmitStatus, str]]]] = []
         self._wake = asyncio.Event()
 
@@ -39,7 +39,7 @@ class SubmitCoalescer:
     async def _send(self, batch: list[tuple[JobEnvelope,
                                             asyncio.Future[tuple[SubmitStatus, str]]]]) -> None:
         try:
-            outcomes = await self._queue.submit_many([envelope for envelope, _ in batch])
+            outcomes = await self.queue.submit_many([envelope for envelope, _ in batch])
         except Exception as exc:  # Redis away: every caller of this batch gets the error
             outcomes = [exc] * len(batch)
         if len(outcomes) != len(batch):  # never leave a caller waiting on a short reply

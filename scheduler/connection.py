@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Exceptions a caller should answer with UNAVAILABLE (retry later), never INTERNAL.
@@ -25,3 +28,24 @@ def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         max_connections=max_connections,
     )
+
+
+class EvictingRedis(RuntimeError):
+    """The Redis server may evict keys: accepted jobs could vanish. maas refuses to run."""
+
+
+async def check_durability(client: aioredis.Redis) -> None:
+    """Refuses a Redis whose maxmemory-policy may evict keys (any policy but noeviction).
+
+    Managed Redis that hides CONFIG is trusted, with a warning in the log.
+    """
+    try:
+        policy = (await client.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except ResponseError as exc:
+        logging.getLogger(__name__).warning("cannot read maxmemory-policy (%s); make sure it "
+                                            "is noeviction", exc)
+        return
+    if policy not in (None, "noeviction", b"noeviction"):
+        raise EvictingRedis(
+            f"Redis maxmemory-policy is {policy!r}: it may evict queued jobs. Set "
+            "`maxmemory-policy noeviction` (redis.conf or CONFIG SET) and start again.")

@@ -12,7 +12,7 @@ import logging
 
 from maas.settings import Settings
 from scheduler import keys
-from scheduler.connection import TRANSIENT_ERRORS, connect
+from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 
@@ -53,6 +53,7 @@ class Daemon:
         period_s = self.settings.reaper_interval_ms / 1000
         log.info("scheduler daemon: reaping every %.2fs, lease %d ms", period_s,
                  self.settings.infer_lease_ms)
+        await check_durability(self._redis)
         try:
             while not self._stopping.is_set():
                 try:

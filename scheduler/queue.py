@@ -135,6 +135,12 @@ class JobQueue:
         return [r if isinstance(r, Exception) else (SubmitStatus(_s(r[0])), _s(r[1]))
                 for r in replies]
 
+    async def cancel_queued(self, model: str, job_id: str, state: str = "CANCELLED") -> bool:
+        """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran."""
+        done = await self._scripts.cancel(keys=[keys.job(model, job_id)],
+                                          args=[state, self._result_ttl_ms])
+        return bool(done)
+
     async def ensure_group(self, model: str) -> None:
         """Creates the model's stream and consumer group (idempotent)."""
         try:

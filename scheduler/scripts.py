@@ -25,12 +25,13 @@ class Scripts:
     complete: AsyncScript
     reap: AsyncScript
     release: AsyncScript
+    cancel: AsyncScript
     train_create: AsyncScript
     train_update: AsyncScript
     train_cancel: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
-        names = ("submit", "start", "claim", "extend", "complete", "reap", "release",
+        names = ("submit", "start", "claim", "extend", "complete", "reap", "release", "cancel",
                  "train_create", "train_update", "train_cancel")
         return cls(**{name: client.register_script(_source(name)) for name in names})

@@ -24,7 +24,7 @@ from maas.artifacts import ArtifactStore
 from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState, WorkerHeartbeat
 from maas.settings import Settings
 from scheduler import keys
-from scheduler.connection import TRANSIENT_ERRORS, connect
+from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.datasets import DatasetStore
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry
@@ -66,6 +66,7 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s on %s", self.id, self.cache.device)
+        await check_durability(self._redis)
         try:
             async with asyncio.TaskGroup() as tasks:
                 beat = tasks.create_task(self._heartbeat_loop())

@@ -191,3 +191,35 @@ async def test_two_reapers_at_once_do_no_harm(queue: JobQueue, client: aioredis.
     a, b = await asyncio.gather(queue.reap(MODEL, LEASE_MS), other.reap(MODEL, LEASE_MS))
     assert a.requeued + b.requeued == 20
     assert len(await take(queue, "w2", count=50)) == 20
+
+
+async def test_a_redis_that_may_evict_is_refused(client: aioredis.Redis) -> None:
+    from scheduler.connection import EvictingRedis, check_durability
+
+    await check_durability(client)  # the fixture's server runs noeviction
+    await client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(EvictingRedis, match="noeviction"):
+            await check_durability(client)
+    finally:
+        await client.config_set("maxmemory-policy", "noeviction")
+
+
+async def test_a_cancelled_queued_job_never_runs(queue: JobQueue) -> None:
+    job = envelope()
+    await queue.submit(job)
+    assert await queue.cancel_queued(MODEL, job.job_id) is True
+    [d] = await take(queue, "w1")
+    outcome = await queue.start("w1", [d])
+    assert outcome.runnable == [] and outcome.skipped == 1
+    state = await queue.job_state(MODEL, job.job_id)
+    assert state["state"] == b"CANCELLED" and state["attempt"] == b"0"
+
+
+async def test_a_running_job_is_not_cancelled_behind_the_workers_back(queue: JobQueue) -> None:
+    job = envelope()
+    await queue.submit(job)
+    [d] = await take(queue, "w1")
+    await queue.start("w1", [d])
+    assert await queue.cancel_queued(MODEL, job.job_id) is False
+    assert await queue.complete("w1", [(d, succeeded(d))]) == [True]
