@@ -102,12 +102,12 @@ def bench_echo(concurrencies: list[int], duration_s: float) -> list[Result]:
 
 
 def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
-               env: dict[str, str]) -> list[Result]:
+               env: dict[str, str], appendfsync: str = "always") -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster(dict(os.environ), Path(tmp))
         port = free_port()
         try:
-            redis_url = start_redis(cluster, argv_prefix=pinned([]))
+            redis_url = start_redis(cluster, argv_prefix=pinned([]), appendfsync=appendfsync)
             cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=tmp,
                                MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
             for name, module in (("scheduler", "scheduler"), ("gateway", "gateway"),
@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--appendfsync", default="always", choices=["always", "everysec"],
+                        help="Redis durability for the maas run (always: the local default)")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -151,14 +153,15 @@ def main() -> None:
     print("bare grpc.aio echo server:", flush=True)
     results = bench_echo(concurrencies, args.duration)
     print("maas (redis + scheduler + gateway + 1 worker, pinned to one core):", flush=True)
-    results += bench_maas(models, concurrencies, args.duration, {})
+    results += bench_maas(models, concurrencies, args.duration, {}, args.appendfsync)
     summary = ratios(results)
     print("ratios:", json.dumps(summary, indent=2))
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stamp}.json").write_text(json.dumps({
-        "when": stamp, "cpu_count": os.cpu_count(), "in_process_samples_per_s": compute,
+        "when": stamp, "cpu_count": os.cpu_count(), "appendfsync": args.appendfsync,
+        "in_process_samples_per_s": compute,
         "results": [r.summary() for r in results], "ratios": summary}, indent=2))
     plot_results(results, out / f"{stamp}-throughput.png", out / f"{stamp}-latency-cdf.png")
     print(f"wrote {out}/{stamp}.json and plots")

@@ -16,8 +16,7 @@ from enum import Enum
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult, JobState
 from scheduler import keys
@@ -105,35 +104,44 @@ class JobQueue:
 
     # --- producer side ---------------------------------------------------------------------
 
-    def _submit_call(self, envelope: JobEnvelope,
-                      client: aioredis.Redis | Pipeline | None = None) -> Any:
+    @staticmethod
+    def _submit_args(envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
         model = envelope.model
         job_keys = [keys.stream(model), keys.job(model, envelope.job_id)]
         if envelope.idempotency_key:
             job_keys.append(keys.idempotency(model, envelope.tenant, envelope.idempotency_key))
-        return self._scripts.submit(
-            keys=job_keys,
-            args=[envelope.job_id, envelope.SerializeToString(), envelope.deadline_unix_ms,
-                  envelope.max_attempts, envelope.reply_to,
-                  fingerprint(envelope) if envelope.idempotency_key else "",
-                  IDEMPOTENCY_TTL_S],
-            client=client)
+        return job_keys, [envelope.job_id, envelope.SerializeToString(),
+                          envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
+                          fingerprint(envelope) if envelope.idempotency_key else "",
+                          IDEMPOTENCY_TTL_S]
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         """Stores the job and its stream entry in one script call; returns (status, job id)."""
-        status, job_id = await self._submit_call(envelope)
+        job_keys, args = self._submit_args(envelope)
+        status, job_id = await self._scripts.submit(keys=job_keys, args=args)
         return SubmitStatus(_s(status)), _s(job_id)
 
     async def submit_many(self, envelopes: Sequence[JobEnvelope],
                           ) -> list[tuple[SubmitStatus, str] | Exception]:
         """Many submits in one round trip (a pipeline of SUBMIT scripts, not a transaction:
         each job is accepted or refused on its own)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for envelope in envelopes:
-            await self._submit_call(envelope, pipe)  # queues EVALSHA on the pipeline
-        replies = await pipe.execute(raise_on_error=False)
+        replies = await self._pipelined_submits(envelopes)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:  # Redis restarted and lost its scripts: load, resend only those
+            await self._redis.script_load(self._scripts.submit.script)
+            again = await self._pipelined_submits([envelopes[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
         return [r if isinstance(r, Exception) else (SubmitStatus(_s(r[0])), _s(r[1]))
                 for r in replies]
+
+    async def _pipelined_submits(self, envelopes: Sequence[JobEnvelope]) -> list[Any]:
+        # EVALSHA by hand: a pipeline of Script calls would send SCRIPT EXISTS every time.
+        pipe = self._redis.pipeline(transaction=False)
+        for envelope in envelopes:
+            job_keys, args = self._submit_args(envelope)
+            pipe.evalsha(self._scripts.submit.sha, len(job_keys), *job_keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def cancel_queued(self, model: str, job_id: str, state: str = "CANCELLED") -> bool:
         """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran."""

@@ -119,7 +119,10 @@ def _prefix(name: str, proc: subprocess.Popen[bytes]) -> None:
             sys.stdout.flush()
 
 
-def start_redis(cluster: LocalCluster, argv_prefix: list[str] | None = None) -> str:
+def start_redis(cluster: LocalCluster, argv_prefix: list[str] | None = None,
+                appendfsync: str = "always") -> str:
+    """Starts redis-server with AOF (fsync on every write by default: nothing acknowledged
+    is lost in a crash; `everysec` trades up to a second of writes for throughput)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("maas up: redis-server is not on PATH. Install it "
@@ -130,7 +133,7 @@ def start_redis(cluster: LocalCluster, argv_prefix: list[str] | None = None) -> 
     redis_dir.mkdir(parents=True, exist_ok=True)
     cluster.add("redis", [*(argv_prefix or []), binary, "--port", str(port), "--bind", "127.0.0.1",
                           "--dir", str(redis_dir), "--appendonly", "yes",
-                          "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+                          "--appendfsync", appendfsync, "--maxmemory-policy", "noeviction",
                           "--save", "", "--protected-mode", "yes"])
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 20
