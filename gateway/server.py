@@ -17,7 +17,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.datasets import DatasetServicer
 from gateway.errors import ErrorInterceptor
+from gateway.health import GatewayHealth
 from gateway.inference import InferenceServicer
+from gateway.jobs import JobServicer
 from gateway.models import ModelServicer
 from gateway.replies import ReplyDispatcher
 from gateway.submitter import SubmitCoalescer
@@ -28,6 +30,8 @@ from maas.settings import Settings
 from maas.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    inference_service_pb2,
+    inference_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
     training_service_pb2,
@@ -48,6 +52,7 @@ SERVICES = (
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
     dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+    inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
 )
 
 
@@ -81,6 +86,7 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 
     for fd in (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
                training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
+               inference_service_pb2.DESCRIPTOR,
                health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         add(fd)
     return pool
@@ -123,7 +129,9 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         TrainingServicer(settings, TrainingStore(redis, queue), registry, datasets), server)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
         DatasetServicer(datasets, artifacts), server)
-    health_servicer = health.aio.HealthServicer()
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+        JobServicer(settings, queue, registry), server)
+    health_servicer = GatewayHealth(inference.model_ready)  # + `model/<name>` readiness
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -23,9 +23,11 @@ from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from maas.training_client import TrainingJobHandle, training_spec, upload_requests
 from maas.v1 import dataset_service_pb2 as dpb
+from maas.v1 import inference_service_pb2 as ipb
 from maas.v1 import model_service_pb2 as mpb
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
+from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 
@@ -102,6 +104,25 @@ def infer_outputs(response: v2.ModelInferResponse) -> dict[str, np.ndarray]:
             for t, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
 
 
+def submit_request(model: str, inputs: Mapping[str, Any], version: str, outputs: Sequence[str],
+                   priority: int, request_id: str,
+                   deadline_s: float | None) -> ipb.SubmitInferenceRequest:
+    request = ipb.SubmitInferenceRequest(model=model, model_version=version,
+                                         outputs=list(outputs), priority=priority,
+                                         request_id=request_id,
+                                         deadline_ms=int((deadline_s or 0) * 1000))
+    for name, value in inputs.items():
+        array = _as_array(value)
+        request.inputs.add(name=name, datatype=tensors.datatype_of(array), shape=array.shape,
+                           raw=tensors.to_raw(array))
+    return request
+
+
+def job_outputs(job: ipb.InferenceJob) -> dict[str, np.ndarray]:
+    """The outputs of a SUCCEEDED asynchronous job, as arrays."""
+    return {t.name: tensors.from_raw(t.raw, t.datatype, t.shape) for t in job.outputs}
+
+
 def register_request(name: str, architecture: str, weights: bytes | Path | str,
                      config: Mapping[str, Any] | str | None) -> mpb.RegisterModelRequest:
     import json
@@ -124,6 +145,7 @@ class Client:
         self._models = ModelServiceStub(self._channel)
         self._training = TrainingServiceStub(self._channel)
         self._datasets = DatasetServiceStub(self._channel)
+        self._jobs = InferenceServiceStub(self._channel)
 
     def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         try:
@@ -141,6 +163,26 @@ class Client:
     def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
         request = v2.ModelMetadataRequest(name=model, version=version)
         return self._call(self._v2.ModelMetadata, request, None)  # type: ignore[no-any-return]
+
+    def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+               outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
+               deadline_s: float | None = None) -> ipb.InferenceJob:
+        """Queues an inference and returns at once; fetch it with `wait_job`/`get_job`.
+        The same request_id returns the same job (24 h)."""
+        request = submit_request(model, inputs, version, outputs, priority, request_id,
+                                 deadline_s)
+        return self._call(self._jobs.SubmitInference, request, None).job  # type: ignore[no-any-return]
+
+    def get_job(self, job_id: str) -> ipb.InferenceJob:
+        return self._call(self._jobs.GetJob, ipb.GetJobRequest(job_id=job_id), None).job  # type: ignore[no-any-return]
+
+    def wait_job(self, job_id: str, timeout_s: float = 30.0) -> ipb.InferenceJob:
+        """The job once ended, or as it is after timeout_s."""
+        request = ipb.WaitJobRequest(job_id=job_id, timeout_ms=int(timeout_s * 1000))
+        return self._call(self._jobs.WaitJob, request, timeout_s + 5).job  # type: ignore[no-any-return]
+
+    def cancel_job(self, job_id: str) -> ipb.InferenceJob:
+        return self._call(self._jobs.CancelJob, ipb.CancelJobRequest(job_id=job_id), None).job  # type: ignore[no-any-return]
 
     def is_ready(self) -> bool:
         return bool(self._call(self._v2.ServerReady, v2.ServerReadyRequest(), None).ready)

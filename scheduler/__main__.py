@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from maas import metrics
+from maas.health import serve_health
 from maas.logs import configure_logging
 from maas.process import on_stop_signals
 from maas.process import run as run_loop
@@ -12,11 +16,19 @@ from scheduler.daemon import Daemon
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings, "scheduler")
+    metrics.serve(settings.metrics_port)
 
     async def run() -> None:
         daemon = Daemon(settings)
-        on_stop_signals(daemon.stop)
-        await daemon.run()
+        stopping = asyncio.Event()  # health turns NOT_SERVING once the daemon stops
+
+        def stop() -> None:
+            stopping.set()
+            daemon.stop()
+
+        async with serve_health(settings.health_port, stopping):
+            on_stop_signals(stop)
+            await daemon.run()
 
     run_loop(run())
 

@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 
+from maas import metrics
 from maas.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
+from scheduler.stats import observe_stream, stream_stats
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Daemon:
         for model, lease_ms, ttl_ms in queues:
             await self.queue.ensure_group(model)
             counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
+            observe_stream(model, counts, await stream_stats(self._redis, model))
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
             if moved:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",
@@ -59,6 +62,7 @@ class Daemon:
                 try:
                     await self.reap_once()
                 except TRANSIENT_ERRORS as exc:
+                    metrics.REDIS_ERRORS.labels("scheduler").inc()
                     log.warning("Redis unreachable: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), period_s)

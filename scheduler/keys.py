@@ -3,6 +3,10 @@
 Keys of one model share the hash tag `{m:<model>}` so a Redis Cluster keeps each model's
 queue in one slot (the Lua scripts touch several of them at once).
 
+Tenants: below the gateway a model or dataset is named by its id, `<tenant>/<name>`, or just
+`<name>` for tenant "" (auth off, and the shared catalog). Names cannot hold '/', so the id
+splits one way, and the whole id sits inside the hash tag: `{m:acme/digits}`.
+
 Key (type) — writer — TTL:
 - maas:{m:M}:stream (STREAM) — SUBMIT adds, group `workers` consumes — none; done entries XDEL'd
 - maas:{m:M}:job:ID (HASH) — queue scripts — none while live; result TTL once terminal
@@ -12,8 +16,11 @@ Key (type) — writer — TTL:
 - maas:models (SET) — registry: every model name — none
 - maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
-- maas:{m:_train}:index (ZSET) — training job ids by creation time — none
-- maas:datasets (HASH) — dataset name → Dataset — none
+- maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
+- maas:datasets (HASH) — dataset id (`<tenant>/<name>`) → Dataset — none
+- maas:apikey:ID (HASH) — KeyStore: `sha256` of the key, `record` ApiKey — none (DEL = revoked)
+- maas:apikeys (SET) — KeyStore: every key id — none
+- maas:rate:TENANT (HASH) — RATE_LIMIT: `tokens`, `ms` of the token bucket — 2 s past full
 - maas:worker:ID (STRING) — worker heartbeat (WorkerHeartbeat) — 3 heartbeat periods
 """
 
@@ -23,12 +30,24 @@ PREFIX = "maas"
 # The queue of training jobs; model names start with a letter or digit, so it cannot clash.
 TRAINING_QUEUE = "_train"
 GROUP = "workers"  # the consumer group of every model stream
+TENANT_SEP = "/"  # never in a model, dataset or tenant name
 REAPER_CONSUMER = "reaper"
 
 
 def model_tag(model: str) -> str:
     """The key prefix (with hash tag) of one model's keys."""
     return f"{PREFIX}:{{m:{model}}}"
+
+
+def model_id(tenant: str, name: str) -> str:
+    """The id of a tenant's model or dataset; the name itself for tenant ""."""
+    return f"{tenant}{TENANT_SEP}{name}" if tenant else name
+
+
+def split_model_id(model_id: str) -> tuple[str, str]:
+    """(tenant, name) of an id; the tenant is "" for the shared namespace."""
+    tenant, _, name = model_id.rpartition(TENANT_SEP)
+    return tenant, name
 
 
 def stream(model: str) -> str:
@@ -71,9 +90,22 @@ def training_events(job_id: str) -> str:
     return f"{model_tag(TRAINING_QUEUE)}:events:{job_id}"
 
 
-def training_index() -> str:
-    return f"{model_tag(TRAINING_QUEUE)}:index"
+def training_index(tenant: str = "") -> str:
+    index = f"{model_tag(TRAINING_QUEUE)}:index"
+    return f"{index}:{tenant}" if tenant else index
 
 
 def datasets() -> str:
     return f"{PREFIX}:datasets"
+
+
+def api_key(key_id: str) -> str:
+    return f"{PREFIX}:apikey:{key_id}"
+
+
+def api_keys() -> str:
+    return f"{PREFIX}:apikeys"
+
+
+def rate_bucket(tenant: str) -> str:
+    return f"{PREFIX}:rate:{tenant}"

@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from maas import metrics
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult, JobState
 from scheduler import keys
 from scheduler.scripts import Scripts
@@ -63,8 +64,10 @@ class StartOutcome:
                 self.runnable.append(Started(delivery, attempt, JobEnvelope.FromString(envelope)))
             case "EXPIRED":
                 self.expired += 1
+                metrics.JOBS_EXPIRED.labels(delivery.model).inc()
             case "DEAD":
                 self.dead += 1
+                metrics.DEAD_LETTERS.labels(delivery.model).inc()
             case _:
                 self.skipped += 1
 
@@ -85,7 +88,8 @@ def fingerprint(envelope: JobEnvelope) -> str:
     """What makes two submits with one idempotency key the same request."""
     body = JobEnvelope()
     body.CopyFrom(envelope)
-    for name in ("job_id", "reply_to", "deadline_unix_ms", "enqueue_unix_ms", "trace_context"):
+    for name in ("job_id", "reply_to", "deadline_unix_ms", "enqueue_unix_ms", "trace_context",
+                 "result_ttl_ms"):
         body.ClearField(name)
     return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
 
@@ -113,7 +117,7 @@ class JobQueue:
         return job_keys, [envelope.job_id, envelope.SerializeToString(),
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
-                          IDEMPOTENCY_TTL_S]
+                          IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version]
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         """Stores the job and its stream entry in one script call; returns (status, job id)."""
@@ -146,7 +150,14 @@ class JobQueue:
     async def cancel_queued(self, model: str, job_id: str, state: str = "CANCELLED") -> bool:
         """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran."""
         done = await self._scripts.cancel(keys=[keys.job(model, job_id)],
-                                          args=[state, self._result_ttl_ms])
+                                          args=[state, self._result_ttl_ms, 0])
+        return bool(done)
+
+    async def cancel(self, model: str, job_id: str) -> bool:
+        """Cancels a queued job, or flags a running one (its result will be dropped);
+        False when the job does not exist or already ended."""
+        done = await self._scripts.cancel(keys=[keys.job(model, job_id)],
+                                          args=["CANCELLED", self._result_ttl_ms, 1])
         return bool(done)
 
     async def ensure_group(self, model: str) -> None:

@@ -14,6 +14,11 @@ def _source(name: str) -> str:
     return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
+def register(client: aioredis.Redis, name: str) -> AsyncScript:
+    """One script (with the prelude) outside the queue's set, e.g. RATE_LIMIT."""
+    return client.register_script(_source(name))
+
+
 @dataclass(frozen=True)
 class Scripts:
     """The registered scripts (EVALSHA, reloaded by redis-py on NOSCRIPT)."""

@@ -158,9 +158,14 @@ class Model(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     latest_version: _builtins.str
     """The version an empty version string resolves to."""
+    shared: _builtins.bool
+    """True for a model of the shared catalog: every tenant may run it. A
+    tenant's own model of the same name hides it from that tenant.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]:
         """Every version, oldest first."""
@@ -171,10 +176,11 @@ class Model(_message.Message):
         name: _builtins.str = ...,
         versions: _abc.Iterable[Global___ModelVersion] | None = ...,
         latest_version: _builtins.str = ...,
+        shared: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["latest_version", b"latest_version", "name", b"name", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latest_version", b"latest_version", "name", b"name", "shared", b"shared", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,6 +292,7 @@ class RegisterModelRequest(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
     WEIGHTS_SHA256_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name: letters, digits, '-', '_' and '.', at most 64 characters."""
     architecture: _builtins.str
@@ -296,6 +303,10 @@ class RegisterModelRequest(_message.Message):
     """The weights as a safetensors file."""
     weights_sha256: _builtins.str
     """Optional hex sha256 of `weights`; when set, a mismatch is INVALID_ARGUMENT."""
+    shared: _builtins.bool
+    """Registers the version in the shared catalog, which every tenant may run,
+    instead of the caller's tenant. Needs the `admin` scope.
+    """
     def __init__(
         self,
         *,
@@ -304,10 +315,11 @@ class RegisterModelRequest(_message.Message):
         config_json: _builtins.str = ...,
         weights: _builtins.bytes = ...,
         weights_sha256: _builtins.str = ...,
+        shared: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "name", b"name", "weights", b"weights", "weights_sha256", b"weights_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "name", b"name", "shared", b"shared", "weights", b"weights", "weights_sha256", b"weights_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,7 +23,7 @@ local function finish_error(stream, group, entry, job_key, job_id, ttl_ms, state
                             message)
   redis.call('HSET', job_key, 'state', state, 'error_code', code, 'error_reason', reason,
     'error_message', message, 'owner', '')
-  redis.call('PEXPIRE', job_key, ttl_ms)
+  redis.call('PEXPIRE', job_key, redis.call('HGET', job_key, 'ttl_ms') or ttl_ms)
   reply(job_key, job_id, state, {'code', code, 'reason', reason, 'message', message})
   redis.call('XACK', stream, group, entry)
   redis.call('XDEL', stream, entry)

@@ -10,11 +10,15 @@ for i = 1, #KEYS - 1 do
   local job_key = KEYS[1 + i]
   local base = 3 + 4 * (i - 1)
   local entry, job_id, state, result = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
-  local f = redis.call('HMGET', job_key, 'state', 'entry', 'owner')
+  local f = redis.call('HMGET', job_key, 'state', 'entry', 'owner', 'cancel', 'ttl_ms')
   if f[1] == 'RUNNING' and f[2] == entry and f[3] == ARGV[2] then
+    if f[4] == '1' then
+      -- Cancelled while running: the result is discarded.
+      state, result = 'CANCELLED', ''
+    end
     redis.call('HSET', job_key, 'state', state, 'result', result, 'owner', '')
     redis.call('HDEL', job_key, 'env')
-    redis.call('PEXPIRE', job_key, ARGV[3])
+    redis.call('PEXPIRE', job_key, f[5] or ARGV[3])
     reply(job_key, job_id, state, {'result', result})
     redis.call('XACK', KEYS[1], ARGV[1], entry)
     redis.call('XDEL', KEYS[1], entry)

@@ -2,7 +2,8 @@
 -- KEYS[1] stream  KEYS[2] job hash  [KEYS[3] idempotency key]
 -- ARGV[1] job id  ARGV[2] envelope bytes  ARGV[3] deadline ms (0 = none)  ARGV[4] max attempts
 -- ARGV[5] reply stream key ('' = nobody waits)  ARGV[6] request fingerprint
--- ARGV[7] idempotency TTL s
+-- ARGV[7] idempotency TTL s  ARGV[8] result TTL ms of this job (0 = the queue's default)
+-- ARGV[9] model version
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
 if #KEYS == 3 then
   local existing = redis.call('GET', KEYS[3])
@@ -18,7 +19,10 @@ end
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
   'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'reply_to', ARGV[5],
-  'entry', entry, 'created_ms', now_ms())
+  'entry', entry, 'created_ms', now_ms(), 'version', ARGV[9])
+if ARGV[8] ~= '0' then
+  redis.call('HSET', KEYS[2], 'ttl_ms', ARGV[8])
+end
 if #KEYS == 3 then
   redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[6], 'EX', ARGV[7])
 end

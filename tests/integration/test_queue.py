@@ -223,3 +223,25 @@ async def test_a_running_job_is_not_cancelled_behind_the_workers_back(queue: Job
     await queue.start("w1", [d])
     assert await queue.cancel_queued(MODEL, job.job_id) is False
     assert await queue.complete("w1", [(d, succeeded(d))]) == [True]
+
+
+async def test_cancel_while_running_discards_the_result(queue: JobQueue) -> None:
+    job = envelope()
+    await queue.submit(job)
+    [d] = await take(queue, "w1")
+    await queue.start("w1", [d])
+    assert await queue.cancel(MODEL, job.job_id) is True
+    assert await queue.complete("w1", [(d, succeeded(d))]) == [True]
+    state = await queue.job_state(MODEL, job.job_id)
+    assert state["state"] == b"CANCELLED" and state["result"] == b""
+    assert await queue.cancel(MODEL, job.job_id) is False  # done: nothing left to cancel
+
+
+async def test_per_job_result_ttl(queue: JobQueue, client: aioredis.Redis) -> None:
+    job = envelope()
+    job.result_ttl_ms = 5_000_000
+    await queue.submit(job)
+    [d] = await take(queue, "w1")
+    await queue.start("w1", [d])
+    await queue.complete("w1", [(d, succeeded(d))])
+    assert await client.pttl(keys.job(MODEL, job.job_id)) > 4_000_000

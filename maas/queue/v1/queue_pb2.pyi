@@ -195,6 +195,7 @@ class JobEnvelope(_message.Message):
     ENQUEUE_UNIX_MS_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    RESULT_TTL_MS_FIELD_NUMBER: _builtins.int
     INFER_FIELD_NUMBER: _builtins.int
     TRAIN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
@@ -214,6 +215,8 @@ class JobEnvelope(_message.Message):
     """Absolute deadline in Unix milliseconds; 0 = none. Never run after it."""
     enqueue_unix_ms: _builtins.int
     max_attempts: _builtins.int
+    result_ttl_ms: _builtins.int
+    """How long the job's record (and result) stays after it ends; 0 = the queue default."""
     @_builtins.property
     def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C trace context (traceparent, tracestate) carried to the worker."""
@@ -237,12 +240,13 @@ class JobEnvelope(_message.Message):
         enqueue_unix_ms: _builtins.int = ...,
         max_attempts: _builtins.int = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        result_ttl_ms: _builtins.int = ...,
         infer: Global___InferTask | None = ...,
         train: Global___TrainTask | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015

@@ -1,0 +1,65 @@
+"""Queue statistics of a model's stream, for the scheduler's metrics (one round trip each).
+
+Entries leave a stream when their job ends (COMPLETE/REAP delete them), so what is left is
+queued (never delivered: the group's lag) or leased (the group's pending list), and the
+first entry's id carries the time the oldest job still waiting for an answer entered the
+stream (its submit, or its requeue after a lost lease).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from maas import metrics
+from scheduler import keys
+from scheduler.queue import ReapCounts
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    queued: int  # not yet read by any worker
+    leased: int  # read, not yet completed
+    oldest_age_s: float  # of the first entry; 0 when the stream is empty
+
+    @property
+    def depth(self) -> int:
+        return self.queued + self.leased
+
+
+async def stream_stats(client: aioredis.Redis, model: str) -> StreamStats:
+    stream = keys.stream(model)
+    pipe = client.pipeline(transaction=False)
+    pipe.xinfo_groups(stream)
+    pipe.xlen(stream)
+    pipe.xrange(stream, count=1)
+    groups, length, first = await pipe.execute()
+    group = next((g for g in groups if _s(g["name"]) == keys.GROUP), None)
+    leased = int(group["pending"]) if group else 0
+    lag = group.get("lag") if group else None
+    # lag is unknown (None) after deletions Redis cannot account for: count what is left.
+    queued = int(lag) if lag is not None else max(0, int(length) - leased)
+    age_s = 0.0
+    if first:
+        entry_ms = int(_s(first[0][0]).split("-")[0])
+        age_s = max(0.0, time.time() - entry_ms / 1000)
+    return StreamStats(queued, leased, age_s)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def observe_stream(model: str, reaped: ReapCounts, stats: StreamStats) -> None:
+    """Exports one model's reap counts and stream statistics as metrics."""
+    moved = reaped.requeued + reaped.expired + reaped.dead + reaped.dropped
+    metrics.LEASES_RECLAIMED.labels(model).inc(moved)
+    metrics.DEAD_LETTERS.labels(model).inc(reaped.dead)
+    metrics.JOBS_EXPIRED.labels(model).inc(reaped.expired)
+    metrics.QUEUE_DEPTH.labels(model).set(stats.depth)
+    metrics.QUEUE_OLDEST_AGE_SECONDS.labels(model).set(stats.oldest_age_s)
+    if model == keys.TRAINING_QUEUE:
+        metrics.TRAINING_JOBS.labels("queued").set(stats.queued)
+        metrics.TRAINING_JOBS.labels("running").set(stats.leased)
