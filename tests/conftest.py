@@ -87,9 +87,12 @@ class Cluster:
         return found.proc
 
 
-def start_cluster(tmp: Path, workers: int = 2, **settings: str) -> Cluster:
-    """Scheduler, gateway and workers as `maas up` starts them, on a private redis-server."""
-    server = start_redis_server(tmp / "redis")
+def start_cluster(tmp: Path, workers: int = 2,
+                  service_env: dict[str, dict[str, str]] | None = None,
+                  appendonly: bool = False, **settings: str) -> Cluster:
+    """Scheduler, gateway and workers as `maas up` starts them, on a private redis-server.
+    `service_env`: variables of one service (by name: "gateway", "worker-1", ...)."""
+    server = start_redis_server(tmp / "redis", appendonly=appendonly)
     port = free_port()
     env = dict(os.environ)
     env.update(MAAS_REDIS_URL=server.url, MAAS_DATA_DIR=str(tmp / "data"),
@@ -99,10 +102,12 @@ def start_cluster(tmp: Path, workers: int = 2, **settings: str) -> Cluster:
     env.update({f"MAAS_{k.upper()}": v for k, v in settings.items()})
     local = LocalCluster(env, tmp / "data")
     py = sys.executable
-    local.add("scheduler", [py, "-m", "scheduler"])
-    local.add("gateway", [py, "-m", "gateway"])
+    own = service_env or {}
+    local.add("scheduler", [py, "-m", "scheduler"], own.get("scheduler"))
+    local.add("gateway", [py, "-m", "gateway"], own.get("gateway"))
     for i in range(workers):
-        local.add(f"worker-{i + 1}", [py, "-m", "worker", "--id", f"worker-{i + 1}"])
+        name = f"worker-{i + 1}"
+        local.add(name, [py, "-m", "worker", "--id", name], own.get(name))
     target = f"127.0.0.1:{port}"
     wait_ready(target, local)
     register_demo_models(target)

@@ -71,3 +71,33 @@ async def test_sigkill_worker_mid_batch_loses_nothing(two_workers: Cluster) -> N
     assert len(states) == len(xs) and all(s == b"SUCCEEDED" for s in states)
     assert two_workers.service("worker-2").poll() is None
     r.close()
+
+
+async def test_sigstop_past_the_lease_then_sigcont_is_fenced(two_workers: Cluster) -> None:
+    """A frozen worker's jobs run elsewhere; when it wakes, its late completions are refused."""
+    rng = np.random.default_rng(1)
+    xs = [rng.random((64, 1, 28, 28), dtype=np.float32) for _ in range(64)]
+    model = reference_model("cnn")
+    r = two_workers.redis.client()
+    frozen = two_workers.service("worker-1")
+    async with maas.AsyncClient(two_workers.target, timeout_s=60) as client:
+        calls = [asyncio.ensure_future(client._v2.ModelInfer(
+            maas.client.infer_request("cnn", {"input": x}, request_id=f"s{i}"), timeout=60))
+            for i, x in enumerate(xs)]
+        held = await asyncio.to_thread(wait_until_holding, r, "worker-1")
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            responses = await asyncio.gather(*calls)  # worker-2 answers after the reaping
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+    for i, (x, resp) in enumerate(zip(xs, responses, strict=True)):
+        assert resp.id == f"s{i}"
+        out = maas.client.infer_outputs(resp)["output"]
+        assert np.abs(out - run_reference(model, x)).max() <= 1e-5
+    await asyncio.sleep(2.0)  # the zombie wakes, finishes its batch, tries to complete it
+    states = [r.hget(k, "state") for k in r.scan_iter(match=keys.job("cnn", "*"))]
+    assert len(states) == len(xs) and set(states) == {b"SUCCEEDED"}
+    assert r.xpending(keys.stream("cnn"), keys.GROUP)["pending"] == 0
+    assert frozen.poll() is None, "the woken worker should carry on serving"
+    print(f"froze worker-1 holding {held} jobs; all {len(xs)} answered once by worker-2")
+    r.close()
