@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway.auth import caller
 from maas import datasets
 from maas.artifacts import ArtifactStore
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
@@ -21,15 +22,16 @@ from scheduler.registry import check_model_name
 
 FORMATS = {"npz": datasets.load_npz_bytes, "safetensors": datasets.load_safetensors_bytes}
 # Facts of the built-in datasets (a unit test checks them against maas.datasets).
-BUILTIN = {"digits": pb.Dataset(name="digits", num_samples=1797, feature_shape=[8, 8],
-                                num_classes=10, format="builtin")}
+BUILTIN = {"digits": pb.Dataset(
+    name="digits", num_samples=1797, feature_shape=[8, 8], num_classes=10, format="builtin",
+    sha256="dc37fc07a078a1d97ef646b022dd5e20f085be4863f393fe064a58121e9349b1")}
 
 
 def _bad(field: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {why}", violations=(FieldViolation(field, why),))
 
 
-def _check_header(header: pb.UploadDatasetHeader) -> None:
+def _check_header(header: pb.UploadDatasetHeader, max_bytes: int) -> None:
     try:
         check_model_name(header.name)
     except InvalidArgument:
@@ -39,17 +41,21 @@ def _check_header(header: pb.UploadDatasetHeader) -> None:
         raise _bad("header.name", f"{header.name!r} is a built-in dataset")
     if header.format not in FORMATS:
         raise _bad("header.format", f"{header.format!r}; use one of {sorted(FORMATS)}")
-    if not 0 < header.size_bytes <= datasets.MAX_DATASET_BYTES:
-        raise _bad("header.size_bytes",
-                   f"must be 1..{datasets.MAX_DATASET_BYTES} bytes, got {header.size_bytes}")
+    if not 0 < header.size_bytes <= max_bytes:
+        raise _bad("header.size_bytes", f"must be 1..{max_bytes} bytes "
+                   f"(MAAS_MAX_DATASET_BYTES), got {header.size_bytes}")
     if len(header.sha256) != 64:
         raise _bad("header.sha256", "must be the hex sha256 of the whole file")
 
 
 class DatasetServicer(DatasetServiceServicer):
-    def __init__(self, store: DatasetStore, artifacts: ArtifactStore) -> None:
+    """Each tenant sees the built-in datasets and its own uploads (names are per tenant)."""
+
+    def __init__(self, store: DatasetStore, artifacts: ArtifactStore,
+                 max_bytes: int = datasets.MAX_DATASET_BYTES) -> None:
         self._store = store
         self._artifacts = artifacts
+        self._max_bytes = max_bytes
 
     async def UploadDataset(self, request_iterator: AsyncIterator[pb.UploadDatasetRequest],
                             context: grpc.aio.ServicerContext) -> pb.UploadDatasetResponse:
@@ -66,7 +72,7 @@ class DatasetServicer(DatasetServiceServicer):
                         if not part.HasField("header"):
                             raise _bad("header", "the first message must be the header")
                         header = part.header
-                        _check_header(header)
+                        _check_header(header, self._max_bytes)
                         continue
                     received += len(part.chunk)
                     if received > header.size_bytes:
@@ -81,12 +87,13 @@ class DatasetServicer(DatasetServiceServicer):
             return pb.UploadDatasetResponse(
                 dataset=await self._register(header, Path(tmp), received, digest.hexdigest()))
         finally:
-            await asyncio.to_thread(Path(tmp).unlink, missing_ok=True)
+            # Not in a thread: a cancelled call must still remove its spool file.
+            Path(tmp).unlink(missing_ok=True)  # noqa: ASYNC240
 
     def _store_file(self, header: pb.UploadDatasetHeader, tmp: Path,
                     sha256: str) -> datasets.Dataset:
         """Validates the spooled file and moves it into the artifact store (blocking)."""
-        loaded = FORMATS[header.format](tmp.read_bytes(), header.name)
+        loaded = FORMATS[header.format](tmp.read_bytes(), header.name, self._max_bytes)
         path = self._artifacts.dataset_path(sha256, header.format)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,20 +112,22 @@ class DatasetServicer(DatasetServiceServicer):
                             num_classes=int(loaded.labels.max()) + 1, size_bytes=received,
                             format=header.format)
         record.create_time.GetCurrentTime()
-        await self._store.put(record)
+        await self._store.put(record, caller().tenant)
         return record
 
     async def GetDataset(self, request: pb.GetDatasetRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetDatasetResponse:
-        found = BUILTIN.get(request.name) or await self._store.get(request.name)
+        check_model_name(request.name)
+        found = BUILTIN.get(request.name) or await self._store.get(request.name, caller().tenant)
         return pb.GetDatasetResponse(dataset=found)
 
     async def ListDatasets(self, request: pb.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
-        names = sorted({*BUILTIN, *await self._store.names()})
+        tenant = caller().tenant
+        names = sorted({*BUILTIN, *await self._store.names(tenant)})
         size = request.page_size if request.page_size > 0 else 100
         page = [n for n in names if n > request.page_token][:size]
-        found = [BUILTIN.get(n) or await self._store.get(n) for n in page]
+        found = [BUILTIN.get(n) or await self._store.get(n, tenant) for n in page]
         more = bool(page) and page[-1] != names[-1]
         return pb.ListDatasetsResponse(datasets=found, next_page_token=page[-1] if more else "")
 
@@ -126,6 +135,7 @@ class DatasetServicer(DatasetServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.DeleteDatasetResponse:
         if request.name in BUILTIN:
             raise _bad("name", f"{request.name!r} is built in and cannot be deleted")
-        await self._store.get(request.name)
-        await self._store.delete(request.name)
+        check_model_name(request.name)
+        await self._store.get(request.name, caller().tenant)
+        await self._store.delete(request.name, caller().tenant)
         return pb.DeleteDatasetResponse()

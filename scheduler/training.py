@@ -1,7 +1,8 @@
 """Training jobs in Redis: record, ordered events, cancellation — on the training queue.
 
-The job hash holds the queue's fields (state, attempt, owner, cancel) and `record`, a
-TrainingJob protobuf the worker rewrites as it goes. The state a client sees is the hash's
+The job hash holds the queue's fields (state, attempt, owner, cancel, tenant) and `record`, a
+TrainingJob protobuf the worker rewrites as it goes. A job belongs to its tenant: read with
+another tenant, it does not exist. The state a client sees is the hash's
 (Lua changes it atomically); the record adds spec, metrics and progress.
 """
 
@@ -56,20 +57,21 @@ class TrainingStore:
 
     async def create(self, job: TrainingJob, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         job_keys = [keys.stream(Q), keys.job(Q, job.job_id), keys.training_events(job.job_id),
-                    keys.training_index()]
+                    keys.training_index(envelope.tenant)]
         if job.request_id:
             job_keys.append(keys.idempotency(Q, envelope.tenant, job.request_id))
         status, job_id = await self._scripts.train_create(keys=job_keys, args=[
             job.job_id, envelope.SerializeToString(), envelope.max_attempts,
             job.SerializeToString(), state_event(TrainingJob.QUEUED).SerializeToString(),
-            fingerprint(envelope), IDEMPOTENCY_TTL_S])
+            fingerprint(envelope), IDEMPOTENCY_TTL_S, envelope.tenant])
         return SubmitStatus(status.decode()), job_id.decode()
 
-    async def get(self, job_id: str) -> TrainingJob:
+    async def get(self, job_id: str, tenant: str | None = None) -> TrainingJob:
+        """The job; NOT_FOUND when there is none, or it is not `tenant`'s (None: anyone's)."""
         f = await self._redis.hmget(keys.job(Q, job_id), "record", "state", "attempt", "cancel",
-                                    "error_message")
-        if f[0] is None:
-            raise TrainingJobNotFound(f"no training job {job_id!r}")
+                                    "error_message", "tenant")
+        if f[0] is None or (tenant is not None and (f[5] or b"").decode() != tenant):
+            raise TrainingJobNotFound(f"no training job {job_id[:64]!r}")
         job = TrainingJob.FromString(f[0])
         raw_state = f[1].decode()
         job.state = _STATES.get(raw_state, TrainingJob.STATE_UNSPECIFIED)
@@ -80,16 +82,19 @@ class TrainingStore:
             job.error = f[4].decode()
         return job
 
-    async def list(self, page_size: int, page_token: str) -> tuple[list[TrainingJob], str]:
-        """Newest first; the token is the creation score to continue below."""
+    async def list(self, page_size: int, page_token: str,
+                   tenant: str = "") -> tuple[list[TrainingJob], str]:
+        """A tenant's jobs, newest first; the token is the creation score to continue below."""
         top = f"({page_token}" if page_token else "+inf"
-        rows = await self._redis.zrevrangebyscore(keys.training_index(), top, "-inf",
+        rows = await self._redis.zrevrangebyscore(keys.training_index(tenant), top, "-inf",
                                                   start=0, num=page_size + 1, withscores=True)
         jobs = [await self.get(job_id.decode()) for job_id, _ in rows[:page_size]]
         token = str(int(rows[page_size - 1][1])) if len(rows) > page_size else ""
         return jobs, token
 
-    async def cancel(self, job_id: str) -> TrainingJob:
+    async def cancel(self, job_id: str, tenant: str | None = None) -> TrainingJob:
+        if tenant is not None:
+            await self.get(job_id, tenant)  # NOT_FOUND for another tenant's job
         state = (await self._scripts.train_cancel(
             keys=[keys.job(Q, job_id), keys.training_events(job_id)],
             args=[state_event(TrainingJob.CANCELLED, "cancelled while queued").SerializeToString(),
@@ -97,7 +102,8 @@ class TrainingStore:
         if not state:
             raise TrainingJobNotFound(f"no training job {job_id!r}")
         if state not in ("CANCELLED", "CANCELLING"):
-            raise FailedPrecondition(f"training job {job_id} already ended ({state}); "
+            ended = state.removeprefix("ALREADY_")
+            raise FailedPrecondition(f"training job {job_id} already ended ({ended}); "
                                      "only queued or running jobs can be cancelled",
                                      reason="JOB_ALREADY_FINISHED")
         return await self.get(job_id)

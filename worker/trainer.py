@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from maas import metrics
 from maas.artifacts import ArtifactStore
 from maas.training_proto import from_proto
 from maas.v1.training_service_pb2 import (
@@ -84,8 +85,11 @@ class TrainingExecutor:
             code = await self._run_child(started, run, draining)
             await self._conclude(started, run, code, draining)
         except LeaseLost:
+            metrics.TRAINING_FINISHED.labels("LEASE_LOST").inc()
             log.warning("training job %s: lease lost; another worker resumes it",
                         started.delivery.job_id)
+        finally:
+            metrics.TRAINING_SAMPLES_PER_SECOND.set(0)
 
     async def _run_child(self, started: Started, run: _Run, draining: asyncio.Event) -> int:
         argv = await self._argv(started)
@@ -147,6 +151,7 @@ class TrainingExecutor:
                 samples_per_second=doc["samples_per_second"])
             job.progress.CopyFrom(progress)
             job.metrics["samples_per_second"] = progress.samples_per_second
+            metrics.TRAINING_SAMPLES_PER_SECOND.set(progress.samples_per_second)
             events.append(_event(progress=progress))
         elif kind == "epoch":
             epoch = EpochMetrics(**{k: doc[k] for k in ("epoch", "train_loss", "val_loss",
@@ -176,6 +181,7 @@ class TrainingExecutor:
             version = await register_result(self._registry, self._queue, self._artifacts,
                                             run.job, run.result)
             run.job.model_version = f"{version.model}:{version.version}"
+            run.job.progress.global_step = int(run.result["steps"])
             run.job.metrics.update({k: float(v) for k, v in run.result["metrics"].items()})
             return await self._finish(started, run, "SUCCEEDED", "",
                                       _event(model_version=run.job.model_version))
@@ -183,6 +189,7 @@ class TrainingExecutor:
             return await self._finish(started, run, "CANCELLED", "cancelled by request")
         if code == EXIT_STOPPED and draining.is_set():
             await self._queue.release(self._id, started.delivery, refund=True)
+            metrics.TRAINING_FINISHED.labels("HANDED_BACK").inc()
             log.info("training job %s handed back (checkpointed) for the drain",
                      started.delivery.job_id)
             return None
@@ -192,6 +199,7 @@ class TrainingExecutor:
         log.warning("training job %s attempt %d failed (%s); requeued",
                     started.delivery.job_id, started.attempt, message)
         await self._queue.release(self._id, started.delivery, refund=False)
+        metrics.TRAINING_FINISHED.labels("REQUEUED").inc()
         return None
 
     async def _finish(self, started: Started, run: _Run, state: str, message: str,
@@ -199,5 +207,6 @@ class TrainingExecutor:
         run.job.state = TrainingJob.State.Value(state)
         run.job.error = message if state != "SUCCEEDED" else ""
         run.job.end_time.GetCurrentTime()
+        metrics.TRAINING_FINISHED.labels(state).inc()
         await self._store.update(self._id, started.delivery, record=run.job, terminal=state,
                                  events=(*extra, state_event(run.job.state, message)))

@@ -2,7 +2,8 @@
 -- the flag on its next update and stops at the next step).
 -- KEYS[1] job hash  KEYS[2] events stream
 -- ARGV[1] TrainingEvent CANCELLED  ARGV[2] TrainingEvent CANCELLING
--- Returns the job's state after the call ('' when there is no such job).
+-- Returns 'CANCELLED' or 'CANCELLING' when this call cancelled the job, '' when there is no
+-- such job, else the state it already had (a job cancelled before is 'ALREADY_CANCELLED').
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   return ''
@@ -24,5 +25,8 @@ if state == 'RUNNING' then
     event(ARGV[2])
   end
   return 'CANCELLING'
+end
+if state == 'CANCELLED' then
+  return 'ALREADY_CANCELLED'
 end
 return state

@@ -142,6 +142,9 @@ class _Trainer:
         self.val_x = features[torch.from_numpy(val_idx)].to(device)
         self.val_y = labels[torch.from_numpy(val_idx)].to(device)
         self.steps_per_epoch = math.ceil(len(train_idx) / spec.batch_size)
+        by_epochs = spec.epochs * self.steps_per_epoch if spec.epochs > 0 else 0
+        self.total_steps = min(s for s in (by_epochs, spec.max_steps) if s) if (
+            by_epochs or spec.max_steps) else 0
         self.model = get_architecture(spec.architecture).build(spec.config).to(device)
         self.optimizer = build_optimizer(spec, self.model)
         self.loop = LoopState()
@@ -215,13 +218,14 @@ class _Trainer:
     def _progress(self, batch_loss: float, samples: int) -> None:
         loss_sum, count, since = self._window
         loss_sum, count = loss_sum + batch_loss, count + samples
-        if self.loop.global_step % PROGRESS_EVERY_STEPS:
+        last = self.loop.global_step == self.total_steps
+        if self.loop.global_step % PROGRESS_EVERY_STEPS and not last:
             self._window = (loss_sum, count, since)
             return
         now = time.perf_counter()
         self.on_event({"type": "progress", "epoch": self.loop.epoch + 1,
                        "step": self.loop.step_in_epoch, "global_step": self.loop.global_step,
-                       "loss": loss_sum / count,
+                       "total_steps": self.total_steps, "loss": loss_sum / count,
                        "samples_per_second": count / max(now - since, 1e-9)})
         self._window = (0.0, 0, now)
 
