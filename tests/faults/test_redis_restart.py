@@ -60,13 +60,13 @@ async def test_redis_sigkill_and_restart_loses_nothing(durable_cluster: Cluster)
                 return await call_until_answered(client._v2, request, tally)
 
         calls = [asyncio.ensure_future(one(r)) for r in requests]
-        while sum(c.done() for c in calls) < 40:  # kill once the load is flowing
+        while sum(c.done() for c in calls) < 40:  # kill once the load is flowing  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         in_flight = sum(not c.done() for c in calls)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
         await asyncio.sleep(1.0)  # Redis is away for a second under load
-        server.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+        server.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,  # noqa: ASYNC220
                                        stderr=subprocess.DEVNULL)
         started = time.monotonic()
         responses = await asyncio.gather(*calls)
@@ -78,8 +78,8 @@ async def test_redis_sigkill_and_restart_loses_nothing(durable_cluster: Cluster)
         assert np.abs(out - run_reference(model, x)).max() <= 1e-5
     r = server.client()
     deadline = time.monotonic() + 30
-    while r.xpending(keys.stream("cnn"), keys.GROUP)["pending"] and time.monotonic() < deadline:
-        time.sleep(0.2)  # leases of jobs whose answer was lost are reaped and rerun
+    while r.xpending(keys.stream("cnn"), keys.GROUP)["pending"] and time.monotonic() < deadline:  # noqa: ASYNC110, E501
+        await asyncio.sleep(0.2)  # leases of jobs whose answer was lost are reaped and rerun
     states = [r.hget(k, "state") for k in r.scan_iter(match=keys.job("cnn", "*"))]
     print(f"killed Redis with {in_flight} calls open; {len(responses)} answered, retries "
           f"{tally}, all answered {recovered_s:.1f}s after the restart; job states "
