@@ -78,7 +78,7 @@ async def test_redis_sigkill_and_restart_loses_nothing(durable_cluster: Cluster)
         assert np.abs(out - run_reference(model, x)).max() <= 1e-5
     r = server.client()
     deadline = time.monotonic() + 30
-    while r.xpending(keys.stream("cnn"), keys.GROUP)["pending"] and time.monotonic() < deadline:  # noqa: ASYNC110, E501
+    while r.xpending(keys.stream("cnn"), keys.GROUP)["pending"] and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.2)  # leases of jobs whose answer was lost are reaped and rerun
     states = [r.hget(k, "state") for k in r.scan_iter(match=keys.job("cnn", "*"))]
     print(f"killed Redis with {in_flight} calls open; {len(responses)} answered, retries "
