@@ -1,6 +1,6 @@
 """The maas SDK: `Client` (blocking) and `AsyncClient` (asyncio) over one gRPC channel.
 
-    with maas.Client("127.0.0.1:50051") as c:
+    with maas.Client("127.0.0.1:50051", api_key=KEY) as c:   # key: MAAS_API_KEY
         out = c.infer("cnn", {"input": x})          # {"output": ndarray}
 
 Inference speaks KServe v2 with raw tensor contents; errors come back as the same
@@ -9,70 +9,38 @@ Inference speaks KServe v2 with raw tensor contents; errors come back as the sam
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from google.rpc import error_details_pb2, status_pb2
 
-from maas import errors, tensors
+from maas import tensors
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from maas.rpc import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Pem,
+    credentials,
+    default_api_key,
+    default_target,
+    open_aio_channel,
+    open_channel,
+)
+from maas.rpc import channel_options as channel_options  # re-exported for callers
+from maas.rpc import from_rpc_error as from_rpc_error
 from maas.training_client import TrainingJobHandle, training_spec, upload_requests
 from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import inference_service_pb2 as ipb
+from maas.v1 import key_service_pb2 as kpb
 from maas.v1 import model_service_pb2 as mpb
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
 from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
+from maas.v1.key_service_pb2_grpc import KeyServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_DETAILS_KEY = "grpc-status-details-bin"
-
-
-def default_target() -> str:
-    """MAAS_TARGET, else 127.0.0.1:50051."""
-    return os.environ.get("MAAS_TARGET") or DEFAULT_TARGET
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
-
-
-def from_rpc_error(err: grpc.RpcError) -> errors.MaasError:
-    """The maas error a failed call carries (ErrorInfo reason, BadRequest, RetryInfo)."""
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    message: str = err.details() or ""  # type: ignore[attr-defined]
-    reason, violations, retry_s = code.name, [], None
-    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key != _DETAILS_KEY:
-            continue
-        for detail in status_pb2.Status.FromString(value).details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations = [errors.FieldViolation(v.field, v.description)
-                              for v in bad.field_violations]
-            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                retry = error_details_pb2.RetryInfo()
-                detail.Unpack(retry)
-                retry_s = retry.retry_delay.ToMilliseconds() / 1000
-    cls = errors.error_class_for(code, reason)
-    exc = cls(message, reason=reason, violations=tuple(violations), retry_delay_s=retry_s)
-    exc.code = code
-    return exc
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -124,28 +92,40 @@ def job_outputs(job: ipb.InferenceJob) -> dict[str, np.ndarray]:
 
 
 def register_request(name: str, architecture: str, weights: bytes | Path | str,
-                     config: Mapping[str, Any] | str | None) -> mpb.RegisterModelRequest:
+                     config: Mapping[str, Any] | str | None,
+                     shared: bool = False) -> mpb.RegisterModelRequest:
     import json
 
     data = weights if isinstance(weights, bytes) else Path(weights).read_bytes()
     config_json = config if isinstance(config, str) else json.dumps(dict(config or {}))
     return mpb.RegisterModelRequest(name=name, architecture=architecture,
-                                    config_json=config_json, weights=data)
+                                    config_json=config_json, weights=data, shared=shared)
 
 
 class Client:
-    """Blocking client. Every call has a deadline (`timeout_s`, default 30 s)."""
+    """Blocking client. Every call has a deadline (`timeout_s`, default 30 s).
 
-    def __init__(self, target: str | None = None, *, timeout_s: float = 30.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    `api_key` (default: MAAS_API_KEY) goes with every call as `authorization: Bearer`. TLS is
+    on with `tls=True` (system roots) or any of `root_certificates` (the server's CA),
+    `certificate_chain` + `private_key` (a client certificate, for mutual TLS): PEM bytes or
+    file paths.
+    """
+
+    def __init__(self, target: str | None = None, *, api_key: str | None = None,
+                 timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 tls: bool | None = None, root_certificates: Pem | None = None,
+                 certificate_chain: Pem | None = None, private_key: Pem | None = None) -> None:
         self.target = target or default_target()
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(self.target, channel_options(max_message_bytes))
+        self._channel = open_channel(
+            self.target, channel_options(max_message_bytes), api_key or default_api_key(),
+            credentials(tls, root_certificates, certificate_chain, private_key))
         self._v2 = GRPCInferenceServiceStub(self._channel)
         self._models = ModelServiceStub(self._channel)
         self._training = TrainingServiceStub(self._channel)
         self._datasets = DatasetServiceStub(self._channel)
         self._jobs = InferenceServiceStub(self._channel)
+        self._keys = KeyServiceStub(self._channel)
 
     def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         try:
@@ -188,8 +168,11 @@ class Client:
         return bool(self._call(self._v2.ServerReady, v2.ServerReadyRequest(), None).ready)
 
     def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
-                       config: Mapping[str, Any] | str | None = None) -> mpb.ModelVersion:
-        request = register_request(name, architecture, weights, config)
+                       config: Mapping[str, Any] | str | None = None, *,
+                       shared: bool = False) -> mpb.ModelVersion:
+        """The next version of the caller's model (shared=True: of the shared catalog, for
+        admins), servable at once."""
+        request = register_request(name, architecture, weights, config, shared)
         return self._call(self._models.RegisterModel, request, None).model_version  # type: ignore[no-any-return]
 
     def get_model(self, name: str) -> mpb.Model:
@@ -238,6 +221,19 @@ class Client:
     def delete_dataset(self, name: str) -> None:
         self._call(self._datasets.DeleteDataset, dpb.DeleteDatasetRequest(name=name), None)
 
+    def create_key(self, tenant: str, scopes: Sequence[str],
+                   description: str = "") -> kpb.CreateKeyResponse:
+        """A new API key (`.api_key`, shown only here) and its record (`.key`). Admin only."""
+        request = kpb.CreateKeyRequest(tenant=tenant, scopes=scopes, description=description)
+        return self._call(self._keys.CreateKey, request, None)  # type: ignore[no-any-return]
+
+    def list_keys(self, tenant: str = "") -> list[kpb.ApiKey]:
+        return list(self._call(self._keys.ListKeys, kpb.ListKeysRequest(tenant=tenant),
+                               None).keys)
+
+    def revoke_key(self, key_id: str) -> kpb.ApiKey:
+        return self._call(self._keys.RevokeKey, kpb.RevokeKeyRequest(key_id=key_id), None).key  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self._channel.close()
 
@@ -251,14 +247,18 @@ class Client:
 class AsyncClient:
     """asyncio client with the same methods as `Client`, awaited."""
 
-    def __init__(self, target: str | None = None, *, timeout_s: float = 30.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, target: str | None = None, *, api_key: str | None = None,
+                 timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 tls: bool | None = None, root_certificates: Pem | None = None,
+                 certificate_chain: Pem | None = None, private_key: Pem | None = None) -> None:
         self.target = target or default_target()
         self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(self.target,
-                                                  options=channel_options(max_message_bytes))
+        self._channel = open_aio_channel(
+            self.target, channel_options(max_message_bytes), api_key or default_api_key(),
+            credentials(tls, root_certificates, certificate_chain, private_key))
         self._v2 = GRPCInferenceServiceStub(self._channel)
         self._models = ModelServiceStub(self._channel)
+        self._jobs = InferenceServiceStub(self._channel)
 
     async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         try:
@@ -277,13 +277,33 @@ class AsyncClient:
         return await self._call(self._v2.ModelMetadata, request, None)  # type: ignore[no-any-return]
 
     async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
-                             config: Mapping[str, Any] | str | None = None) -> mpb.ModelVersion:
-        request = register_request(name, architecture, weights, config)
+                             config: Mapping[str, Any] | str | None = None, *,
+                             shared: bool = False) -> mpb.ModelVersion:
+        request = register_request(name, architecture, weights, config, shared)
         return (await self._call(self._models.RegisterModel, request, None)).model_version  # type: ignore[no-any-return]
 
     async def get_model(self, name: str) -> mpb.Model:
         request = mpb.GetModelRequest(name=name)
         return (await self._call(self._models.GetModel, request, None)).model  # type: ignore[no-any-return]
+
+    async def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+                     outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
+                     deadline_s: float | None = None) -> ipb.InferenceJob:
+        request = submit_request(model, inputs, version, outputs, priority, request_id,
+                                 deadline_s)
+        return (await self._call(self._jobs.SubmitInference, request, None)).job  # type: ignore[no-any-return]
+
+    async def get_job(self, job_id: str) -> ipb.InferenceJob:
+        request = ipb.GetJobRequest(job_id=job_id)
+        return (await self._call(self._jobs.GetJob, request, None)).job  # type: ignore[no-any-return]
+
+    async def wait_job(self, job_id: str, timeout_s: float = 30.0) -> ipb.InferenceJob:
+        request = ipb.WaitJobRequest(job_id=job_id, timeout_ms=int(timeout_s * 1000))
+        return (await self._call(self._jobs.WaitJob, request, timeout_s + 5)).job  # type: ignore[no-any-return]
+
+    async def cancel_job(self, job_id: str) -> ipb.InferenceJob:
+        request = ipb.CancelJobRequest(job_id=job_id)
+        return (await self._call(self._jobs.CancelJob, request, None)).job  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self._channel.close()
