@@ -40,6 +40,12 @@ from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
 from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
 from maas.v1.key_service_pb2_grpc import KeyServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
+from maas.v1.queue_service_pb2 import (
+    DeadLetter,
+    ListDeadLettersRequest,
+    RedriveDeadLettersRequest,
+)
+from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 
 
@@ -125,6 +131,7 @@ class Client:
         self._training = TrainingServiceStub(self._channel)
         self._datasets = DatasetServiceStub(self._channel)
         self._jobs = InferenceServiceStub(self._channel)
+        self._queue = QueueServiceStub(self._channel)
         self._keys = KeyServiceStub(self._channel)
 
     def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
@@ -188,6 +195,16 @@ class Client:
             token = page.next_page_token
             if not token:
                 return found
+
+    def dead_letters(self, model: str) -> list[DeadLetter]:
+        """A model's dead-lettered jobs (admin)."""
+        request = ListDeadLettersRequest(model=model)
+        return list(self._call(self._queue.ListDeadLetters, request, None).dead_letters)
+
+    def redrive(self, model: str, job_ids: Sequence[str] = ()) -> list[str]:
+        """Queues dead-lettered jobs again; all of the model's when job_ids is empty (admin)."""
+        request = RedriveDeadLettersRequest(model=model, job_ids=list(job_ids))
+        return list(self._call(self._queue.RedriveDeadLetters, request, None).job_ids)
 
     def train(self, spec: Mapping[str, Any] | tpb.TrainingSpec,
               request_id: str = "") -> TrainingJobHandle:

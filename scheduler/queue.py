@@ -73,6 +73,14 @@ class StartOutcome:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    entry_id: str
+    job_id: str
+    attempts: int
+    redrivable: bool
+
+
+@dataclass(frozen=True)
 class ReapCounts:
     requeued: int
     expired: int
@@ -117,7 +125,8 @@ class JobQueue:
         return job_keys, [envelope.job_id, envelope.SerializeToString(),
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
-                          IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version]
+                          IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
+                          envelope.tenant]
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         """Stores the job and its stream entry in one script call; returns (status, job id)."""
@@ -248,6 +257,33 @@ class JobQueue:
     @property
     def scripts(self) -> Scripts:
         return self._scripts
+
+    # --- operators --------------------------------------------------------------------------
+
+    async def dead_letters(self, model: str, count: int = 100) -> list[DeadLetter]:
+        """Dead-lettered jobs of a model, oldest first."""
+        rows = await self._redis.xrange(keys.dead_letters(model), count=count)
+        found = []
+        for entry_id, fields in rows:
+            job_id = _s(fields[b"job"])
+            has_env = await self._redis.hexists(keys.job(model, job_id), "env")
+            found.append(DeadLetter(_s(entry_id), job_id, int(fields.get(b"attempts", 0)),
+                                    bool(has_env)))
+        return found
+
+    async def redrive(self, model: str, job_ids: Sequence[str] = ()) -> list[str]:
+        """Queues dead-lettered jobs again (all of the model's when job_ids is empty)."""
+        wanted = set(job_ids)
+        done = []
+        for letter in await self.dead_letters(model, count=10_000):
+            if wanted and letter.job_id not in wanted:
+                continue
+            if await self._scripts.redrive(
+                    keys=[keys.stream(model), keys.job(model, letter.job_id),
+                          keys.dead_letters(model)],
+                    args=[letter.job_id, letter.entry_id]):
+                done.append(letter.job_id)
+        return done
 
     # --- daemon side -----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Scripts:
     reap: AsyncScript
     release: AsyncScript
     cancel: AsyncScript
+    redrive: AsyncScript
     train_create: AsyncScript
     train_update: AsyncScript
     train_cancel: AsyncScript
@@ -38,5 +39,5 @@ class Scripts:
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
         names = ("submit", "start", "claim", "extend", "complete", "reap", "release", "cancel",
-                 "train_create", "train_update", "train_cancel")
+                 "redrive", "train_create", "train_update", "train_cancel")
         return cls(**{name: client.register_script(_source(name)) for name in names})

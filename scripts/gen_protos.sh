@@ -18,6 +18,7 @@ $PY -m grpc_tools.protoc \
   maas/v1/dataset_service.proto \
   maas/v1/key_service.proto \
   maas/v1/inference_service.proto \
+  maas/v1/queue_service.proto \
   maas/queue/v1/queue.proto
 for d in maas/inference maas/v1 maas/queue/v1; do
   mkdir -p "$d"

@@ -10,8 +10,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from maas.cli.commands import add_client_flags, emit
-from maas.client import Client
+from maas.cli.commands import add_client_flags, client_for, emit
 from maas.v1 import training_service_pb2 as tpb
 
 _SPEC_FLAGS = ("architecture", "dataset", "init_from", "optimizer", "lr", "momentum",
@@ -42,7 +41,7 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout_s=args.timeout) as client:
+    with client_for(args) as client:
         handle = client.train(spec_from_args(args), request_id=args.request_id or "")
         if args.watch:
             if not args.json:
@@ -54,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout_s=args.timeout) as client:
+    with client_for(args) as client:
         if args.jobs_command == "list":
             jobs = client.list_training_jobs()
             emit(args, {"jobs": [_doc(j) for j in jobs]},
@@ -75,7 +74,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout_s=args.timeout) as client:
+    with client_for(args) as client:
         if args.datasets_command == "upload":
             found = [client.upload_dataset(args.file, args.name, progress=not args.json)]
         elif args.datasets_command == "get":
@@ -123,7 +122,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        ("watch", "follow a job's events")):
         p = jsub.add_parser(name, help=text)
         p.add_argument("job_id")
-    jsub.add_parser("list", help="every job, newest first")
+    jsub.add_parser("list", help="every training job, newest first")
+    dlq = jsub.add_parser("dlq", help="a model's dead-lettered jobs")
+    dlq.add_argument("model")
+    redrive = jsub.add_parser("redrive", help="queue dead-lettered jobs again")
+    redrive.add_argument("model")
+    redrive.add_argument("job_ids", nargs="*", help="default: all of the model's")
     for p in jsub.choices.values():
         add_client_flags(p)
         p.set_defaults(func=cmd_jobs)

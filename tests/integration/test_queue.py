@@ -245,3 +245,21 @@ async def test_per_job_result_ttl(queue: JobQueue, client: aioredis.Redis) -> No
     await queue.start("w1", [d])
     await queue.complete("w1", [(d, succeeded(d))])
     assert await client.pttl(keys.job(MODEL, job.job_id)) > 4_000_000
+
+
+async def test_dead_letters_can_be_listed_and_redriven(queue: JobQueue) -> None:
+    job = envelope(max_attempts=1)
+    await queue.submit(job)
+    [d] = await take(queue, "w1")
+    await queue.start("w1", [d])
+    await asyncio.sleep(LEASE_MS * 1.5 / 1000)
+    assert (await queue.reap(MODEL, LEASE_MS)).dead == 1
+    [letter] = await queue.dead_letters(MODEL)
+    assert letter.job_id == job.job_id and letter.attempts == 1 and letter.redrivable
+    assert await queue.redrive(MODEL) == [job.job_id]
+    assert await queue.dead_letters(MODEL) == []
+    [again] = await take(queue, "w2")
+    started = await queue.start("w2", [again])
+    assert started.runnable[0].attempt == 1  # fresh attempts
+    assert await queue.complete("w2", [(again, succeeded(again))]) == [True]
+    assert await queue.redrive(MODEL, [job.job_id]) == []  # not dead any more

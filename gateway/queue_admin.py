@@ -1,0 +1,38 @@
+"""maas.v1.QueueService: inspect and re-drive a model's dead letters."""
+
+from __future__ import annotations
+
+import grpc
+
+from maas.errors import FieldViolation, InvalidArgument
+from maas.v1 import queue_service_pb2 as pb
+from maas.v1.queue_service_pb2_grpc import QueueServiceServicer
+from scheduler.queue import JobQueue
+from scheduler.registry import ModelRegistry
+
+
+class QueueAdminServicer(QueueServiceServicer):
+    def __init__(self, queue: JobQueue, registry: ModelRegistry) -> None:
+        self._queue = queue
+        self._registry = registry
+
+    async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListDeadLettersResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0",
+                                  violations=(FieldViolation("page_size", "negative"),))
+        await self._registry.resolve(request.model)  # NOT_FOUND for unknown models
+        letters = await self._queue.dead_letters(request.model, request.page_size or 100)
+        out = pb.ListDeadLettersResponse()
+        for letter in letters:
+            item = out.dead_letters.add(job_id=letter.job_id, attempts=letter.attempts,
+                                        reason="MAX_ATTEMPTS", redrivable=letter.redrivable)
+            item.time.FromMilliseconds(int(letter.entry_id.split("-")[0]))
+        return out
+
+    async def RedriveDeadLetters(self, request: pb.RedriveDeadLettersRequest,
+                                 context: grpc.aio.ServicerContext,
+                                 ) -> pb.RedriveDeadLettersResponse:
+        await self._registry.resolve(request.model)
+        done = await self._queue.redrive(request.model, list(request.job_ids))
+        return pb.RedriveDeadLettersResponse(job_ids=done)
