@@ -8,7 +8,8 @@ Tenants: below the gateway a model or dataset is named by its id, `<tenant>/<nam
 splits one way, and the whole id sits inside the hash tag: `{m:acme/digits}`.
 
 Key (type) — writer — TTL:
-- maas:{m:M}:stream (STREAM) — SUBMIT adds, group `workers` consumes — none; done entries XDEL'd
+- maas:{m:M}:stream[:high|:low] (STREAM) — SUBMIT adds by priority, group `workers`
+  consumes — none; done entries XDEL'd
 - maas:{m:M}:job:ID (HASH) — queue scripts — none while live; result TTL once terminal
 - maas:{m:M}:idem:TENANT:KEY (STRING) — SUBMIT — 24 h
 - maas:{m:M}:dead (STREAM) — START/REAP dead letters — MAXLEN ~ 10000
@@ -50,8 +51,18 @@ def split_model_id(model_id: str) -> tuple[str, str]:
     return tenant, name
 
 
-def stream(model: str) -> str:
-    return f"{model_tag(model)}:stream"
+# Priority streams of a model, highest first. v2 priority 1 is the highest, 2 the next,
+# 0 the default (normal); 3 and above are low.
+LEVELS = ("high", "normal", "low")
+
+
+def level_of(priority: int) -> str:
+    return "high" if priority == 1 else "normal" if priority in (0, 2) else "low"
+
+
+def stream(model: str, level: str = "normal") -> str:
+    """The model's stream of one priority level (normal keeps the plain name)."""
+    return f"{model_tag(model)}:stream" + ("" if level == "normal" else f":{level}")
 
 
 def job(model: str, job_id: str) -> str:

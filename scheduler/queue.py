@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -24,6 +24,7 @@ from scheduler import keys
 from scheduler.scripts import Scripts
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+T = TypeVar("T")
 
 
 class SubmitStatus(Enum):
@@ -39,6 +40,19 @@ class Delivery:
     model: str
     entry_id: str
     job_id: str
+    level: str = "normal"  # the priority stream it came from
+
+    @property
+    def stream(self) -> str:
+        return keys.stream(self.model, self.level)
+
+
+def by_level(items: Sequence[T], delivery: Callable[[T], Delivery]) -> dict[str, list[T]]:
+    """Items grouped by the priority stream of their delivery (one script call per stream)."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(delivery(item).level, []).append(item)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,8 @@ class JobQueue:
     @staticmethod
     def _submit_args(envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
         model = envelope.model
-        job_keys = [keys.stream(model), keys.job(model, envelope.job_id)]
+        level = keys.level_of(envelope.priority)
+        job_keys = [keys.stream(model, level), keys.job(model, envelope.job_id)]
         if envelope.idempotency_key:
             job_keys.append(keys.idempotency(model, envelope.tenant, envelope.idempotency_key))
         return job_keys, [envelope.job_id, envelope.SerializeToString(),
@@ -170,12 +185,14 @@ class JobQueue:
         return bool(done)
 
     async def ensure_group(self, model: str) -> None:
-        """Creates the model's stream and consumer group (idempotent)."""
-        try:
-            await self._redis.xgroup_create(keys.stream(model), keys.GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Creates the model's priority streams and their consumer group (idempotent)."""
+        for level in keys.LEVELS:
+            try:
+                await self._redis.xgroup_create(keys.stream(model, level), keys.GROUP, id="0",
+                                                mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def job_state(self, model: str, job_id: str) -> dict[str, bytes]:
         """The job hash, for inspection and tests."""
@@ -189,68 +206,75 @@ class JobQueue:
         """New entries of the given models, up to `count` per model, blocking up to block_ms."""
         if not models:
             return []
+        by_stream = {keys.stream(m, level): (m, level) for m in models for level in keys.LEVELS}
         reply = await self._redis.xreadgroup(
-            keys.GROUP, consumer, {keys.stream(m): ">" for m in models},
-            count=count, block=block_ms)
-        by_stream = {keys.stream(m): m for m in models}
-        return [Delivery(by_stream[_s(stream)], _s(entry_id), _s(fields[b"job"]))
-                for stream, entries in reply or []
-                for entry_id, fields in entries if fields]
+            keys.GROUP, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms)
+        found = []
+        for stream, entries in reply or []:
+            model, level = by_stream[_s(stream)]
+            found += [Delivery(model, _s(entry_id), _s(fields[b"job"]), level)
+                      for entry_id, fields in entries if fields]
+        return found
 
     async def start(self, consumer: str, deliveries: Sequence[Delivery]) -> StartOutcome:
-        """Runs START for deliveries of one model."""
+        """Runs START for deliveries of one model (one call per priority stream)."""
         outcome = StartOutcome()
-        if not deliveries:
-            return outcome
-        model = deliveries[0].model
-        args: list[str | int] = [keys.GROUP, consumer, self._result_ttl_ms]
-        for d in deliveries:
-            args += [d.entry_id, d.job_id]
-        rows = await self._scripts.start(
-            keys=[keys.stream(model), keys.dead_letters(model),
-                  *(keys.job(model, d.job_id) for d in deliveries)],
-            args=args)
-        for d, (status, attempt, env) in zip(deliveries, rows, strict=True):
-            outcome.add(d, _s(status), int(attempt), env)
+        for group in by_level(deliveries, lambda d: d).values():
+            model = group[0].model
+            args: list[str | int] = [keys.GROUP, consumer, self._result_ttl_ms]
+            for d in group:
+                args += [d.entry_id, d.job_id]
+            rows = await self._scripts.start(
+                keys=[group[0].stream, keys.dead_letters(model),
+                      *(keys.job(model, d.job_id) for d in group)],
+                args=args)
+            for d, (status, attempt, env) in zip(group, rows, strict=True):
+                outcome.add(d, _s(status), int(attempt), env)
         return outcome
 
     async def claim(self, consumer: str, model: str, count: int) -> StartOutcome:
         """Reads up to `count` new entries of a model and starts them: one round trip."""
         rows = await self._scripts.claim(
-            keys=[keys.stream(model), keys.dead_letters(model)],
+            keys=[*(keys.stream(model, level) for level in keys.LEVELS),
+                  keys.dead_letters(model)],
             args=[keys.GROUP, consumer, self._result_ttl_ms, count, keys.model_tag(model)])
         outcome = StartOutcome()
-        for status, attempt, env, entry_id, job_id in rows:
-            outcome.add(Delivery(model, _s(entry_id), _s(job_id)), _s(status), int(attempt), env)
+        for status, attempt, env, entry_id, job_id, level in rows:
+            delivery = Delivery(model, _s(entry_id), _s(job_id), keys.LEVELS[int(level) - 1])
+            outcome.add(delivery, _s(status), int(attempt), env)
         return outcome
 
-    async def extend(self, consumer: str, model: str, entry_ids: Sequence[str]) -> list[str]:
-        """Renews leases; returns the entry ids whose lease was lost."""
-        if not entry_ids:
-            return []
-        lost = await self._scripts.extend(
-            keys=[keys.stream(model)], args=[keys.GROUP, consumer, *entry_ids])
-        return [_s(e) for e in lost]
+    async def extend(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Renews leases (one call per priority stream); returns the deliveries it lost."""
+        lost: list[Delivery] = []
+        for group in by_level(deliveries, lambda d: d).values():
+            by_entry = {d.entry_id: d for d in group}
+            gone = await self._scripts.extend(
+                keys=[group[0].stream], args=[keys.GROUP, consumer, *by_entry])
+            lost += [by_entry[_s(e)] for e in gone]
+        return lost
 
     async def complete(self, consumer: str,
                        results: Sequence[tuple[Delivery, JobResult]]) -> list[bool]:
-        """Records the outcome of jobs of one model in one script call; False = lease lost."""
-        if not results:
-            return []
-        model = results[0][0].model
-        args: list[str | int | bytes] = [keys.GROUP, consumer, self._result_ttl_ms]
-        for d, result in results:
-            args += [d.entry_id, d.job_id, JobState.Name(result.state)[len("JOB_STATE_"):],
-                     result.SerializeToString()]
-        recorded = await self._scripts.complete(
-            keys=[keys.stream(model), *(keys.job(model, d.job_id) for d, _ in results)],
-            args=args)
-        return [bool(r) for r in recorded]
+        """Records the outcome of jobs of one model (one script call per priority stream);
+        False = lease lost, the result was dropped."""
+        recorded: dict[str, bool] = {}
+        for group in by_level(results, lambda r: r[0]).values():
+            model = group[0][0].model
+            args: list[str | int | bytes] = [keys.GROUP, consumer, self._result_ttl_ms]
+            for d, result in group:
+                args += [d.entry_id, d.job_id, JobState.Name(result.state)[len("JOB_STATE_"):],
+                         result.SerializeToString()]
+            flags = await self._scripts.complete(
+                keys=[group[0][0].stream, *(keys.job(model, d.job_id) for d, _ in group)],
+                args=args)
+            recorded.update((d.entry_id, bool(f)) for (d, _), f in zip(group, flags, strict=True))
+        return [recorded[d.entry_id] for d, _ in results]
 
     async def release(self, consumer: str, delivery: Delivery, *, refund: bool) -> bool:
         """Hands a held job back to the queue; refund=True does not count the attempt."""
         done = await self._scripts.release(
-            keys=[keys.stream(delivery.model), keys.job(delivery.model, delivery.job_id)],
+            keys=[delivery.stream, keys.job(delivery.model, delivery.job_id)],
             args=[keys.GROUP, consumer, delivery.entry_id, int(refund), delivery.job_id])
         return bool(done)
 
@@ -289,9 +313,13 @@ class JobQueue:
 
     async def reap(self, model: str, lease_ms: int, count: int = 100,
                    result_ttl_ms: int | None = None) -> ReapCounts:
-        """Reclaims entries idle longer than the lease; requeues, expires or dead-letters."""
-        counts = await self._scripts.reap(
-            keys=[keys.stream(model), keys.dead_letters(model)],
-            args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count, keys.model_tag(model),
-                  result_ttl_ms or self._result_ttl_ms])
-        return ReapCounts(*(int(c) for c in counts))
+        """Reclaims entries idle longer than the lease on each priority stream; requeues
+        (on the same stream), expires or dead-letters their jobs."""
+        total = [0, 0, 0, 0]
+        for level in keys.LEVELS:
+            counts = await self._scripts.reap(
+                keys=[keys.stream(model, level), keys.dead_letters(model)],
+                args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count, keys.model_tag(model),
+                      result_ttl_ms or self._result_ttl_ms])
+            total = [t + int(c) for t, c in zip(total, counts, strict=True)]
+        return ReapCounts(*total)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from maas import metrics
 from maas.artifacts import ArtifactStore
 from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState, WorkerHeartbeat
 from maas.settings import Settings
@@ -32,6 +33,7 @@ from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
 from worker.cache import ModelCache, pick_device
 from worker.executor import run_batch
+from worker.observe import batch_scope, job_scope
 from worker.trainer import TrainingExecutor
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class Worker:
         self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
         self._hot: set[str] = set()  # models whose last claim found work
-        self._inflight: dict[str, set[str]] = defaultdict(set)
+        self._inflight: dict[str, set[Delivery]] = defaultdict(set)
         self._stopping = asyncio.Event()
         self.batches = 0
         self.jobs = 0
@@ -97,6 +99,7 @@ class Worker:
                 for name in new:
                     await self._preload(name)
             except TRANSIENT_ERRORS as exc:
+                metrics.REDIS_ERRORS.labels("worker").inc()
                 log.warning("cannot list models: %s", exc)
             await asyncio.sleep(1.0)
 
@@ -113,11 +116,12 @@ class Worker:
         while True:
             try:
                 await self._directory.beat(self._heartbeat(), ttl_ms=3 * int(period_s * 1000))
-                for model, entries in list(self._inflight.items()):
-                    lost = await self.queue.extend(self.id, model, sorted(entries))
+                for model, held in list(self._inflight.items()):
+                    lost = await self.queue.extend(self.id, list(held))
                     if lost:
                         log.warning("lost the lease of %d %s jobs", len(lost), model)
             except TRANSIENT_ERRORS as exc:
+                metrics.REDIS_ERRORS.labels("worker").inc()
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(period_s)
 
@@ -149,13 +153,14 @@ class Worker:
                     await self._wait_for_work()
                 backoff_s = 0.05
             except TRANSIENT_ERRORS as exc:
+                metrics.REDIS_ERRORS.labels("worker").inc()
                 log.warning("queue unreachable (%s); retrying in %.2fs", exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(2 * backoff_s, 2.0)
 
     async def _claim(self, model: str, count: int) -> list[Started]:
         outcome = await self.queue.claim(self.id, model, count)
-        self._inflight[model].update(s.delivery.entry_id for s in outcome.runnable)
+        self._inflight[model].update(s.delivery for s in outcome.runnable)
         return outcome.runnable
 
     async def _wait_for_work(self) -> None:
@@ -167,12 +172,12 @@ class Worker:
             by_model[d.model].append(d)
         for model, batch in by_model.items():
             self._hot.add(model)
-            self._inflight[model].update(d.entry_id for d in batch)
+            self._inflight[model].update(batch)
             try:
                 runnable = (await self.queue.start(self.id, batch)).runnable
             finally:
-                self._inflight[model].difference_update(d.entry_id for d in batch)
-            self._inflight[model].update(s.delivery.entry_id for s in runnable)
+                self._inflight[model].difference_update(batch)
+            self._inflight[model].update(s.delivery for s in runnable)
             await self._process(model, await self._top_up(model, runnable))
 
     async def _training_loop(self) -> None:
@@ -185,14 +190,16 @@ class Worker:
                 if not deliveries:
                     continue
                 inflight = self._inflight[keys.TRAINING_QUEUE]
-                inflight.update(d.entry_id for d in deliveries)
+                inflight.update(deliveries)
                 try:
                     outcome = await self.queue.start(self.id, deliveries)
                     for started in outcome.runnable:
-                        await self._trainer.run(started, self._stopping)
+                        with job_scope(started):
+                            await self._trainer.run(started, self._stopping)
                 finally:
-                    inflight.difference_update(d.entry_id for d in deliveries)
+                    inflight.difference_update(deliveries)
             except TRANSIENT_ERRORS as exc:
+                metrics.REDIS_ERRORS.labels("worker").inc()
                 log.warning("training queue unreachable: %s", exc)
                 await asyncio.sleep(1.0)
 
@@ -214,7 +221,7 @@ class Worker:
                 by_version[s.envelope.model_version].append(s)
             for version, started in by_version.items():
                 try:
-                    results = await self._execute(model, version, started)
+                    results = await self._observed(model, version, started)
                 except Exception as exc:  # the per-job boundary: a load failure fails the jobs
                     log.exception("cannot run %s:%s", model, version)
                     results = [_failed(s, f"the worker could not load {model}:{version}: {exc}")
@@ -226,7 +233,16 @@ class Worker:
                 self.batches += 1
                 self.jobs += len(started)
         finally:
-            self._inflight[model].difference_update(s.delivery.entry_id for s in batch)
+            self._inflight[model].difference_update(s.delivery for s in batch)
+
+    async def _observed(self, model: str, version: str,
+                        started: Sequence[Started]) -> list[JobResult]:
+        """_execute in the batch's log context and trace spans, recorded in the metrics."""
+        with batch_scope(model, version, started):
+            began = time.perf_counter()
+            results = await self._execute(model, version, started)
+            metrics.observe_batch(model, results, time.perf_counter() - began)
+            return results
 
     async def _execute(self, model: str, version: str,
                        started: Sequence[Started]) -> list[JobResult]:

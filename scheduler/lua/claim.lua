@@ -1,21 +1,31 @@
--- CLAIM: read up to COUNT new entries and start them, in one round trip (the hot path under
--- load; an idle worker blocks in XREADGROUP instead, then calls START).
--- KEYS[1] stream  KEYS[2] dead-letter stream
+-- CLAIM: read up to COUNT new entries of a model's three priority streams and start them, in
+-- one round trip (the hot path under load; an idle worker blocks in XREADGROUP, then STARTs).
+-- Priority without starvation: when COUNT >= 4, a share of the batch is read from the lower
+-- streams first (normal: COUNT/4, low: COUNT/8), then the high stream fills the rest, then
+-- normal and low fill what high left empty.
+-- KEYS[1] high stream  KEYS[2] normal stream  KEYS[3] low stream  KEYS[4] dead-letter stream
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] result TTL ms  ARGV[4] count
--- ARGV[5] key prefix of this model's keys (job hashes share the stream's hash slot)
--- Returns one {status, attempt, envelope, entry id, job id} per entry read.
+-- ARGV[5] key prefix of this model's keys (job hashes share the streams' hash slot)
+-- Returns one {status, attempt, envelope, entry id, job id, level (1..3)} per entry read.
 local now = now_ms()
-local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
-  'STREAMS', KEYS[1], '>')
+local count = tonumber(ARGV[4])
+local plan = {{3, math.floor(count / 8)}, {2, math.floor(count / 4)}, {1, count}, {2, count},
+  {3, count}}
 local out = {}
-if not read then
-  return out
-end
-for _, item in ipairs(read[1][2]) do
-  local entry, job_id = item[1], item[2][2]
-  local row = start_one(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3],
-    ARGV[5] .. ':job:' .. job_id, entry, job_id, now)
-  row[4], row[5] = entry, job_id
-  out[#out + 1] = row
+for _, step in ipairs(plan) do
+  local level, want = step[1], math.min(step[2], count - #out)
+  if want > 0 then
+    local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want,
+      'STREAMS', KEYS[level], '>')
+    if read then
+      for _, item in ipairs(read[1][2]) do
+        local entry, job_id = item[1], item[2][2]
+        local row = start_one(KEYS[level], KEYS[4], ARGV[1], ARGV[2], ARGV[3],
+          ARGV[5] .. ':job:' .. job_id, entry, job_id, now)
+        row[4], row[5], row[6] = entry, job_id, level
+        out[#out + 1] = row
+      end
+    end
+  end
 end
 return out

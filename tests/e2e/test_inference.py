@@ -86,3 +86,14 @@ async def test_async_client_infer(cluster: Cluster) -> None:
     async with maas.AsyncClient(cluster.target) as client:
         out = await client.infer("cnn", {"input": x}, version="1")
     assert np.abs(out["output"] - run_reference(reference_model("cnn"), x)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("priority", [1, 2, 7])
+def test_tritonclient_priority_is_honoured(cluster: Cluster, priority: int) -> None:
+    """tritonclient sends `priority` as a uint64 parameter; each level has its own stream."""
+    x = np.random.default_rng(priority).random((1, 1, 28, 28), dtype=np.float32)
+    client = grpcclient.InferenceServerClient(cluster.target)
+    inp = grpcclient.InferInput("input", [1, 1, 28, 28], "FP32")
+    inp.set_data_from_numpy(x)
+    got = client.infer("cnn", [inp], priority=priority).as_numpy("output")
+    assert np.abs(got - run_reference(reference_model("cnn"), x)).max() <= 1e-5

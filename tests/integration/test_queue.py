@@ -35,9 +35,10 @@ async def queue(client: aioredis.Redis) -> JobQueue:
 
 
 def envelope(*, key: str = "", body: str = "a", deadline_ms: int = 0, max_attempts: int = 3,
-             reply_to: str = "") -> JobEnvelope:
+             reply_to: str = "", priority: int = 0) -> JobEnvelope:
     return JobEnvelope(job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=MODEL,
                        model_version="1", idempotency_key=key, reply_to=reply_to,
+                       priority=priority,
                        deadline_unix_ms=deadline_ms, max_attempts=max_attempts,
                        infer=InferTask(request_id=body))
 
@@ -89,7 +90,7 @@ async def test_worker_that_lost_its_lease_cannot_complete(queue: JobQueue) -> No
     await asyncio.sleep(LEASE_MS * 1.5 / 1000)
     counts = await queue.reap(MODEL, LEASE_MS)
     assert counts.requeued == 1
-    assert await queue.extend("zombie", MODEL, [stale.entry_id]) == [stale.entry_id]
+    assert await queue.extend("zombie", [stale]) == [stale]
     assert await queue.complete("zombie", [(stale, succeeded(stale))]) == [False]
     # The job runs again elsewhere, as attempt 2, and that completion counts.
     [fresh] = await take(queue, "w2")
@@ -106,7 +107,7 @@ async def test_heartbeat_keeps_the_lease(queue: JobQueue) -> None:
     await queue.start("w1", [d])
     for _ in range(4):
         await asyncio.sleep(LEASE_MS / 2 / 1000)
-        assert await queue.extend("w1", MODEL, [d.entry_id]) == []
+        assert await queue.extend("w1", [d]) == []
         assert (await queue.reap(MODEL, LEASE_MS)).requeued == 0
     assert await queue.complete("w1", [(d, succeeded(d))]) == [True]
 
@@ -263,3 +264,24 @@ async def test_dead_letters_can_be_listed_and_redriven(queue: JobQueue) -> None:
     assert started.runnable[0].attempt == 1  # fresh attempts
     assert await queue.complete("w2", [(again, succeeded(again))]) == [True]
     assert await queue.redrive(MODEL, [job.job_id]) == []  # not dead any more
+
+
+async def test_priorities_serve_high_first_without_starving_low(queue: JobQueue) -> None:
+    for _ in range(20):
+        await queue.submit(envelope(priority=3))  # low, queued first
+    for _ in range(60):
+        await queue.submit(envelope(priority=1))  # high
+    small = await queue.claim("w1", MODEL, 2)
+    assert [s.delivery.level for s in small.runnable] == ["high", "high"]
+    batch = await queue.claim("w1", MODEL, 32)
+    levels = [s.delivery.level for s in batch.runnable]
+    # A flood of high-priority work still leaves low a share of each batch (count / 8).
+    assert levels.count("high") == 28 and levels.count("low") == 4
+    recorded = await queue.complete("w1", [(s.delivery, succeeded(s.delivery))
+                                           for s in [*small.runnable, *batch.runnable]])
+    assert all(recorded)
+    # Reaping and the blocking read see every priority stream.
+    more = await take(queue, "w2", count=100)
+    assert {d.level for d in more} == {"high", "low"} and len(more) == 46
+    await asyncio.sleep(LEASE_MS * 1.5 / 1000)
+    assert (await queue.reap(MODEL, LEASE_MS)).requeued == 46

@@ -57,8 +57,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(worker=st.sampled_from(WORKERS))
     def heartbeat(self, worker: str) -> None:
-        entries = [s.delivery.entry_id for s in self.held[worker]]
-        self.run(self.queue.extend(worker, MODEL, entries))
+        self.run(self.queue.extend(worker, [s.delivery for s in self.held[worker]]))
 
     @rule(worker=st.sampled_from(WORKERS), data=st.data())
     def complete(self, worker: str, data: st.DataObject) -> None:

@@ -86,8 +86,9 @@ def test_uninterrupted_run_events_and_weights(
     assert outcome.status == "SUCCEEDED" and outcome.steps == 60 and outcome.epochs == 1
     progress = [e for e in events if e["type"] == "progress"]
     assert [e["global_step"] for e in progress] == [10, 20, 30, 40, 50, 60]
-    assert set(progress[0]) == {"type", "epoch", "step", "global_step", "loss",
+    assert set(progress[0]) == {"type", "epoch", "step", "global_step", "total_steps", "loss",
                                 "samples_per_second"}
+    assert progress[0]["total_steps"] == 60
     assert [e["global_step"] for e in events if e["type"] == "checkpoint"] == [20, 40, 60]
     (epoch,) = [e for e in events if e["type"] == "epoch"]
     assert set(epoch) == {"type", "epoch", "train_loss", "val_loss", "val_accuracy"}
