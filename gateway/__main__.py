@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from gateway.server import serve
+from maas import metrics
 from maas.logs import configure_logging
 from maas.process import on_stop_signals, run
 from maas.settings import Settings
@@ -31,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env(gateway_port=args.port, gateway_host=args.host)
     configure_logging(settings, "gateway")
+    metrics.serve(settings.metrics_port)
     run(main_async(settings))
 
 

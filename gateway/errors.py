@@ -12,6 +12,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from maas import metrics
 from maas.errors import ERROR_DOMAIN, MaasError
 from scheduler.connection import TRANSIENT_ERRORS
 
@@ -25,12 +26,16 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 def to_status(err: MaasError) -> grpc.Status:
-    """A MaasError as a rich gRPC status (ErrorInfo, BadRequest, RetryInfo)."""
+    """A MaasError as a rich gRPC status (ErrorInfo, BadRequest, QuotaFailure, RetryInfo)."""
     details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN))]
     if err.violations:
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
             for v in err.violations])))
+    if err.quota_violations:
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=q.subject, description=q.description)
+            for q in err.quota_violations])))
     if err.retry_delay_s is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(err.retry_delay_s * 1000))
@@ -48,6 +53,7 @@ async def _abort_for(exc: BaseException, method: str, context: grpc.aio.Servicer
     if isinstance(exc, MaasError):
         await context.abort_with_status(to_status(exc))
     if isinstance(exc, TRANSIENT_ERRORS):
+        metrics.REDIS_ERRORS.labels("gateway").inc()
         log.warning("%s: Redis unavailable: %s", method, exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE,
                             "the queue (Redis) is unreachable right now; retry shortly")

@@ -8,6 +8,8 @@ import time
 
 import grpc
 
+from gateway.auth import caller
+from gateway.observe import InferCall, observe_infer
 from gateway.replies import ReplyDispatcher
 from gateway.submitter import SubmitCoalescer
 from gateway.validation import infer_task, priority_of
@@ -15,8 +17,11 @@ from maas import __version__
 from maas.errors import DeadlineExceeded, MessageTooLarge, by_code_name
 from maas.inference import grpc_service_pb2 as pb
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
+from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from maas.settings import Settings
+from maas.tracing import from_metadata, trace_id
+from maas.v1.model_service_pb2 import ModelVersion
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry
@@ -47,11 +52,14 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: pb.ModelReadyRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
-        version = await self._registry.resolve(request.name, request.version)
-        loaded = f"{version.model}:{version.version}"
+        return pb.ModelReadyResponse(ready=await self.model_ready(request.name, request.version))
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        """Serving, and a live worker has the version loaded (also health `model/<name>`)."""
+        resolved = await self._registry.resolve_visible(caller().tenant, name, version)
+        loaded = f"{resolved.model}:{resolved.version}"
         workers = await self._workers.live()
-        return pb.ModelReadyResponse(
-            ready=self.is_ready and any(loaded in w.models for w in workers))
+        return self.is_ready and any(loaded in w.models for w in workers)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
@@ -59,10 +67,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
-        version = await self._registry.resolve(request.name, request.version)
+        version = await self._registry.resolve_visible(caller().tenant, request.name,
+                                                       request.version)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=version.model,
+            name=request.name,
             versions=await self._registry.version_numbers(version.model),
             platform=version.platform or PLATFORM,
             inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape)
@@ -73,28 +82,40 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        with observe_infer(request.id, request.model_name) as call:
+            return await self._infer(request, context, call)
+
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
+                     call: InferCall) -> pb.ModelInferResponse:
         limit = self._settings.max_message_bytes
         if request.ByteSize() > limit:
             raise MessageTooLarge(
                 f"request is {request.ByteSize()} bytes, over the gateway's limit of {limit} "
                 "bytes (MAAS_MAX_MESSAGE_BYTES); split the batch or raise the setting on the "
                 "gateway and the client")
-        version = await self._registry.resolve(request.model_name, request.model_version)
-        envelope = self._envelope(request, version.version, context)
-        envelope.infer.CopyFrom(infer_task(request, version))
-        result = await self._run(envelope)
+        version = await self._registry.resolve_visible(caller().tenant, request.model_name,
+                                                       request.model_version)
+        call.resolved(version)
+        envelope = self._envelope(request, version, context)
+        envelope.infer.CopyFrom(infer_task(request, version,
+                                           max_elements=self._settings.max_tensor_elements))
+        with log_context(job_id=envelope.job_id, tenant=envelope.tenant,
+                         trace_id=trace_id(envelope.trace_context)):
+            result = await self._run(envelope)
         return _response(request, version.version, result)
 
-    def _envelope(self, request: pb.ModelInferRequest, version: str,
+    def _envelope(self, request: pb.ModelInferRequest, version: ModelVersion,
                   context: grpc.aio.ServicerContext) -> JobEnvelope:
         now_ms = int(time.time() * 1000)
         remaining = context.time_remaining()
         timeout_s = self._settings.default_deadline_s if remaining is None else remaining
         return JobEnvelope(
-            job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=request.model_name,
-            model_version=version, priority=priority_of(request), reply_to=self._reply_key,
+            job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=version.model,  # the id
+            model_version=version.version, tenant=caller().tenant,
+            priority=priority_of(request), reply_to=self._reply_key,
             deadline_unix_ms=now_ms + int(timeout_s * 1000), enqueue_unix_ms=now_ms,
-            max_attempts=self._settings.max_attempts)
+            max_attempts=self._settings.max_attempts,
+            trace_context=from_metadata(context.invocation_metadata()))
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose

@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 
+from gateway.auth import caller
 from gateway.validation import infer_task
 from maas.errors import (
     FailedPrecondition,
@@ -23,8 +24,9 @@ from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult
 from maas.settings import Settings
 from maas.v1 import inference_service_pb2 as pb
 from maas.v1.inference_service_pb2_grpc import InferenceServiceServicer
+from scheduler import keys
 from scheduler.queue import JobQueue, SubmitStatus
-from scheduler.registry import ModelRegistry, check_model_name
+from scheduler.registry import ModelRegistry, check_model_id
 
 TERMINAL = {pb.InferenceJob.SUCCEEDED, pb.InferenceJob.FAILED, pb.InferenceJob.CANCELLED,
             pb.InferenceJob.EXPIRED, pb.InferenceJob.DEAD_LETTERED}
@@ -35,13 +37,13 @@ class JobNotFound(NotFound):
 
 
 def _model_of(job_id: str) -> str:
-    """Job ids are "<model>:<hex>": model names cannot contain ':'."""
+    """Job ids are "<model id>:<hex>": model ids cannot contain ':'."""
     model, sep, rest = job_id.rpartition(":")
     if not sep or not rest:
         raise InvalidArgument(f"job_id {shown(job_id)} is not an inference job id "
                               "(<model>:<hex>)",
                               violations=(FieldViolation("job_id", "malformed"),))
-    check_model_name(model, field="job_id")
+    check_model_id(model, field="job_id")
     return model
 
 
@@ -71,16 +73,20 @@ class JobServicer(InferenceServiceServicer):
         if request.deadline_ms < 0:
             raise InvalidArgument("deadline_ms must be >= 0",
                                   violations=(FieldViolation("deadline_ms", "negative"),))
-        version = await self._registry.resolve(request.model, request.model_version)
+        tenant = caller().tenant
+        version = await self._registry.resolve_visible(tenant, request.model,
+                                                       request.model_version)
         now_ms = int(time.time() * 1000)
         window_ms = request.deadline_ms or int(self._settings.default_deadline_s * 1000)
         envelope = JobEnvelope(
-            job_id=f"{request.model}:{uuid.uuid4().hex}", kind=JobKind.JOB_KIND_INFER,
-            model=request.model, model_version=version.version, priority=request.priority,
+            job_id=f"{version.model}:{uuid.uuid4().hex}", kind=JobKind.JOB_KIND_INFER,
+            model=version.model, model_version=version.version, priority=request.priority,
+            tenant=tenant,
             idempotency_key=request.request_id, deadline_unix_ms=now_ms + window_ms,
             enqueue_unix_ms=now_ms, max_attempts=self._settings.max_attempts,
             result_ttl_ms=int(self._settings.result_ttl_s * 1000),
-            infer=infer_task(v2_request(request), version))
+            infer=infer_task(v2_request(request), version,
+                             max_elements=self._settings.max_tensor_elements))
         status, job_id = await self._queue.submit(envelope)
         if status == SubmitStatus.MISMATCH:
             raise IdempotencyKeyReused(f"request_id {shown(request.request_id)} was used for a "
@@ -92,10 +98,10 @@ class JobServicer(InferenceServiceServicer):
     async def _job(self, job_id: str) -> pb.InferenceJob:
         model = _model_of(job_id)
         fields = await self._queue.job_state(model, job_id)
-        if not fields:
+        if not fields or fields.get("tenant", b"").decode() != caller().tenant:
             raise JobNotFound(f"no job {shown(job_id)} (finished jobs are kept "
                               f"{self._settings.result_ttl_s:.0f}s)")
-        job = pb.InferenceJob(job_id=job_id, model=model,
+        job = pb.InferenceJob(job_id=job_id, model=keys.split_model_id(model)[1],
                               model_version=fields.get("version", b"").decode(),
                               state=pb.InferenceJob.State.Value(fields["state"].decode()),
                               attempts=int(fields.get("attempt", b"0")))
@@ -135,8 +141,9 @@ class JobServicer(InferenceServiceServicer):
     async def CancelJob(self, request: pb.CancelJobRequest,
                         context: grpc.aio.ServicerContext) -> pb.CancelJobResponse:
         model = _model_of(request.job_id)
+        await self._job(request.job_id)  # NOT_FOUND: no such job, or not the caller's
         if not await self._queue.cancel(model, request.job_id):
-            job = await self._job(request.job_id)  # NOT_FOUND when there is no such job
+            job = await self._job(request.job_id)
             raise FailedPrecondition(f"job {request.job_id} already ended "
                                      f"({pb.InferenceJob.State.Name(job.state)})",
                                      reason="JOB_ALREADY_FINISHED")

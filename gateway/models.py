@@ -1,4 +1,8 @@
-"""maas.v1.ModelService: register, list and describe models."""
+"""maas.v1.ModelService: register, list and describe models.
+
+A tenant sees its own models and the shared catalog, by name; below the gateway a model is
+its id `<tenant>/<name>` (scheduler/keys.py), which never leaves the gateway.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import json
 
 import grpc
 
+from gateway.auth import caller, require
 from maas.architectures import TensorSpec, get_architecture
 from maas.artifacts import ArtifactStore
-from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
+from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, ModelNotFound, shown
 from maas.v1 import model_service_pb2 as pb
 from maas.v1.model_service_pb2_grpc import ModelServiceServicer
 from maas.weights import check_weights, sha256_hex
+from scheduler import keys
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_model_name
 
@@ -21,6 +27,23 @@ DEFAULT_PAGE_SIZE = 100
 
 def _specs(specs: list[TensorSpec]) -> list[pb.TensorSpec]:
     return [pb.TensorSpec(name=s.name, datatype=s.datatype, shape=s.shape) for s in specs]
+
+
+def public_version(version: pb.ModelVersion) -> pb.ModelVersion:
+    """A version as its owner names it: without the tenant in `model`."""
+    tenant, name = keys.split_model_id(version.model)
+    if not tenant:
+        return version
+    out = pb.ModelVersion()
+    out.CopyFrom(version)  # registry caches are shared: never change them in place
+    out.model = name
+    return out
+
+
+def public_model(model: pb.Model) -> pb.Model:
+    tenant, name = keys.split_model_id(model.name)
+    return pb.Model(name=name, versions=[public_version(v) for v in model.versions],
+                    latest_version=model.latest_version, shared=not tenant)
 
 
 class ModelServicer(ModelServiceServicer):
@@ -37,15 +60,20 @@ class ModelServicer(ModelServiceServicer):
             raise InvalidArgument("page_size must be >= 0",
                                   violations=(FieldViolation("page_size", "negative"),))
         size = request.page_size or DEFAULT_PAGE_SIZE
-        names = [n for n in await self._registry.model_names() if n > request.page_token]
+        visible = await self._registry.visible(caller().tenant)
+        names = sorted(n for n in visible if n > request.page_token)
         page = names[:size]
         return pb.ListModelsResponse(
-            models=[await self._registry.get_model(n) for n in page],
+            models=[public_model(await self._registry.get_model(visible[n])) for n in page],
             next_page_token=page[-1] if len(names) > size else "")
 
     async def GetModel(self, request: pb.GetModelRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetModelResponse:
-        return pb.GetModelResponse(model=await self._registry.get_model(request.name))
+        try:
+            model_id = await self._registry.visible_id(caller().tenant, request.name)
+        except InvalidArgument:
+            raise ModelNotFound(f"model {shown(request.name)} is not registered") from None
+        return pb.GetModelResponse(model=public_model(await self._registry.get_model(model_id)))
 
     async def RegisterModel(self, request: pb.RegisterModelRequest,
                             context: grpc.aio.ServicerContext) -> pb.RegisterModelResponse:
@@ -60,11 +88,14 @@ class ModelServicer(ModelServiceServicer):
             raise InvalidArgument("weights_sha256 does not match the uploaded weights",
                                   violations=(FieldViolation("weights_sha256", "mismatch"),))
         check_weights(arch, config, request.weights)
+        if request.shared:
+            require("admin", "registering a shared model (shared=true)")
+        model_id = keys.model_id("" if request.shared else caller().tenant, request.name)
         digest, _ = await asyncio.to_thread(self._store.put_weights, request.weights)
-        await self._queue.ensure_group(request.name)
+        await self._queue.ensure_group(model_id)
         stored = await self._registry.add_version(pb.ModelVersion(
-            model=request.name, architecture=arch.name,
+            model=model_id, architecture=arch.name,
             config_json=json.dumps(config, sort_keys=True), weights_sha256=digest,
             weights_bytes=len(request.weights), inputs=_specs(arch.inputs(config)),
             outputs=_specs(arch.outputs(config)), platform="pytorch"))
-        return pb.RegisterModelResponse(model_version=stored)
+        return pb.RegisterModelResponse(model_version=public_version(stored))

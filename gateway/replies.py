@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from maas import metrics
 from maas.queue.v1.queue_pb2 import JobResult
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.replies import ReplyStream
@@ -41,6 +42,7 @@ class ReplyDispatcher:
                 replies = await self._stream.read(block_ms=1000)
                 backoff_s = 0.05
             except TRANSIENT_ERRORS as exc:
+                metrics.REDIS_ERRORS.labels("gateway").inc()
                 log.warning("reply stream unreachable (%s); retrying in %.2fs", exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)

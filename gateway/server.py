@@ -15,12 +15,15 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from gateway.auth import build_auth, server_credentials
 from gateway.datasets import DatasetServicer
 from gateway.errors import ErrorInterceptor
 from gateway.health import GatewayHealth
 from gateway.inference import InferenceServicer
 from gateway.jobs import JobServicer
+from gateway.keys import KeyServicer
 from gateway.models import ModelServicer
+from gateway.queue_admin import QueueAdminServicer
 from gateway.replies import ReplyDispatcher
 from gateway.submitter import SubmitCoalescer
 from gateway.training import TrainingServicer
@@ -32,11 +35,16 @@ from maas.v1 import (
     dataset_service_pb2_grpc,
     inference_service_pb2,
     inference_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
     training_service_pb2,
     training_service_pb2_grpc,
 )
+from scheduler.auth import KeyStore, RateLimiter
 from scheduler.connection import check_durability, connect
 from scheduler.datasets import DatasetStore
 from scheduler.queue import JobQueue
@@ -53,6 +61,8 @@ SERVICES = (
     training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
     dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
     inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
 )
 
 
@@ -86,7 +96,8 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 
     for fd in (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
                training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
-               inference_service_pb2.DESCRIPTOR,
+               inference_service_pb2.DESCRIPTOR, queue_service_pb2.DESCRIPTOR,
+               key_service_pb2.DESCRIPTOR,
                health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         add(fd)
     return pool
@@ -118,8 +129,12 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     submitter = SubmitCoalescer(queue)
     inference = InferenceServicer(settings, submitter, registry, WorkerDirectory(redis), replies,
                                   stream.key)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()],
-                             options=grpc_options(settings.max_message_bytes))
+    key_store = KeyStore(redis)
+    limiter = (RateLimiter(redis, settings.tenant_rate_per_s) if settings.tenant_rate_per_s
+               else None)
+    server = grpc.aio.server(
+        interceptors=[await build_auth(settings, key_store, limiter), ErrorInterceptor()],
+        options=grpc_options(settings.max_message_bytes))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     artifacts = ArtifactStore(settings.artifact_dir)
     datasets = DatasetStore(redis)
@@ -128,9 +143,12 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(settings, TrainingStore(redis, queue), registry, datasets), server)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-        DatasetServicer(datasets, artifacts), server)
+        DatasetServicer(datasets, artifacts, settings.max_dataset_bytes), server)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         JobServicer(settings, queue, registry), server)
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
+        QueueAdminServicer(queue, registry), server)
     health_servicer = GatewayHealth(inference.model_ready)  # + `model/<name>` readiness
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):
@@ -138,12 +156,16 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     reflection.enable_server_reflection(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server,
         pool=reflection_pool())
-    bound = server.add_insecure_port(
-        f"{settings.gateway_host}:{settings.gateway_port if port is None else port}")
+    address = f"{settings.gateway_host}:{settings.gateway_port if port is None else port}"
+    credentials = server_credentials(settings)
+    bound = (server.add_secure_port(address, credentials) if credentials is not None
+             else server.add_insecure_port(address))
     await server.start()
     reader = asyncio.create_task(replies.run(), name="reply-dispatcher")
     sender = asyncio.create_task(submitter.run(), name="submit-coalescer")
-    log.info("gateway %s listening on %s:%d", gateway_id, settings.gateway_host, bound)
+    log.info("gateway %s listening on %s:%d (%s, auth %s)", gateway_id, settings.gateway_host,
+             bound, "mutual TLS" if settings.tls_client_ca_file else
+             "TLS" if credentials is not None else "plaintext", settings.auth)
     try:
         yield Gateway(server, bound, health_servicer, inference)
     finally:

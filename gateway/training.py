@@ -1,4 +1,8 @@
-"""maas.v1.TrainingService: validate specs at the door, queue jobs, stream their events."""
+"""maas.v1.TrainingService: validate specs at the door, queue jobs, stream their events.
+
+A job belongs to the caller's tenant. Its stored spec names the tenant's model, dataset and
+base model by id (`<tenant>/<name>`, what the worker needs); clients see names.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import grpc
 import numpy as np
 
+from gateway.auth import caller
 from gateway.datasets import BUILTIN
 from maas import datasets
 from maas.architectures import get_architecture
@@ -27,6 +33,20 @@ from scheduler.registry import ModelRegistry, check_model_name
 from scheduler.training import TERMINAL, EventCursor, TrainingStore
 
 
+def _name(ref: str) -> str:
+    """A reference (`id[:version]`) as its owner writes it: without the tenant."""
+    return keys.split_model_id(ref)[1]
+
+
+def public_job(job: pb.TrainingJob) -> pb.TrainingJob:
+    """The job as its tenant sees it (names, not ids); changes `job` in place."""
+    job.spec.model_name = _name(job.spec.model_name)
+    job.spec.dataset = _name(job.spec.dataset)
+    job.spec.init_from = _name(job.spec.init_from)
+    job.model_version = _name(job.model_version)
+    return job
+
+
 def _prefixed(err: MaasError) -> InvalidArgument:
     violations = tuple(FieldViolation(f"spec.{v.field}", v.description) for v in err.violations)
     return InvalidArgument(err.message, reason=err.reason, violations=violations)
@@ -40,7 +60,9 @@ class TrainingServicer(TrainingServiceServicer):
         self._registry = registry
         self._datasets = datasets_store
 
-    async def _validated(self, request: pb.CreateTrainingJobRequest) -> tuple[TrainingSpec, str]:
+    async def _validated(self, request: pb.CreateTrainingJobRequest,
+                         tenant: str) -> tuple[TrainingSpec, str]:
+        """The spec with the tenant's ids in it (dataset, init_from), and the dataset's sha."""
         try:
             check_model_name(request.spec.model_name)
             spec = from_proto(request.spec).with_config_resolved()
@@ -49,16 +71,19 @@ class TrainingServicer(TrainingServiceServicer):
                 raise InvalidArgument(err.message, violations=(
                     FieldViolation("spec.model_name", err.message),)) from None
             raise _prefixed(err) from None
-        dataset_sha = await self._check_dataset(spec)
+        dataset_sha = await self._check_dataset(spec, tenant)
+        if spec.dataset not in BUILTIN:
+            spec = replace(spec, dataset=keys.model_id(tenant, spec.dataset))
         if spec.init_from:
-            await self._check_init_from(spec)
+            spec = replace(spec, init_from=await self._check_init_from(spec, tenant))
         return spec, dataset_sha
 
-    async def _check_dataset(self, spec: TrainingSpec) -> str:
+    async def _check_dataset(self, spec: TrainingSpec, tenant: str) -> str:
         record = BUILTIN.get(spec.dataset)
         if record is None:
             try:
-                record = await self._datasets.get(spec.dataset)
+                check_model_name(spec.dataset)
+                record = await self._datasets.get(spec.dataset, tenant)
             except MaasError:
                 raise InvalidArgument(f"unknown dataset {spec.dataset!r}", violations=(
                     FieldViolation("spec.dataset", "no such dataset (upload it first; "
@@ -78,10 +103,11 @@ class TrainingServicer(TrainingServiceServicer):
                 violations=(FieldViolation("spec.dataset.labels", "label out of range"),))
         return record.sha256
 
-    async def _check_init_from(self, spec: TrainingSpec) -> None:
-        name, _, version = spec.init_from.partition(":")
+    async def _check_init_from(self, spec: TrainingSpec, tenant: str) -> str:
+        """The base model's id (own, else shared) with the version asked for."""
+        name, sep, version = spec.init_from.partition(":")
         try:
-            base = await self._registry.resolve(name, version)
+            base = await self._registry.resolve_visible(tenant, name, version)
         except MaasError as err:
             raise InvalidArgument(err.message, violations=(
                 FieldViolation("spec.init_from", err.message),)) from None
@@ -90,16 +116,20 @@ class TrainingServicer(TrainingServiceServicer):
                 f"init_from {spec.init_from} is a {base.architecture} {base.config_json}, not "
                 f"the spec's {spec.architecture} {json.dumps(spec.config)}",
                 violations=(FieldViolation("spec.init_from", "architecture mismatch"),))
+        return f"{base.model}{sep}{version}"
 
     async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest,
                                 context: grpc.aio.ServicerContext) -> pb.CreateTrainingJobResponse:
-        spec, dataset_sha = await self._validated(request)
-        job = pb.TrainingJob(job_id=uuid.uuid4().hex, spec=to_proto(request.spec.model_name, spec),
+        tenant = caller().tenant
+        spec, dataset_sha = await self._validated(request, tenant)
+        model_id = keys.model_id(tenant, request.spec.model_name)
+        job = pb.TrainingJob(job_id=uuid.uuid4().hex, spec=to_proto(model_id, spec),
                              state=pb.TrainingJob.QUEUED, request_id=request.request_id,
                              dataset_sha256=dataset_sha)
         job.create_time.GetCurrentTime()
         envelope = JobEnvelope(job_id=job.job_id, kind=JobKind.JOB_KIND_TRAIN,
                                model=keys.TRAINING_QUEUE, idempotency_key=request.request_id,
+                               tenant=tenant,
                                max_attempts=self._settings.train_max_attempts,
                                enqueue_unix_ms=int(time.time() * 1000),
                                train=TrainTask(spec=job.spec))
@@ -107,33 +137,39 @@ class TrainingServicer(TrainingServiceServicer):
         if status == SubmitStatus.MISMATCH:
             raise IdempotencyKeyReused(f"request_id {request.request_id!r} was used for a "
                                        f"different spec (job {job_id})")
-        return pb.CreateTrainingJobResponse(job=await self._store.get(job_id))
+        return pb.CreateTrainingJobResponse(job=public_job(await self._store.get(job_id)))
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetTrainingJobResponse:
-        return pb.GetTrainingJobResponse(job=await self._store.get(request.job_id))
+        return pb.GetTrainingJobResponse(
+            job=public_job(await self._store.get(request.job_id, caller().tenant)))
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListTrainingJobsResponse:
         if request.page_size < 0:
             raise InvalidArgument("page_size must be >= 0",
                                   violations=(FieldViolation("page_size", "negative"),))
-        jobs, token = await self._store.list(request.page_size or 50, request.page_token)
-        return pb.ListTrainingJobsResponse(jobs=jobs, next_page_token=token)
+        jobs, token = await self._store.list(request.page_size or 50, request.page_token,
+                                             caller().tenant)
+        return pb.ListTrainingJobsResponse(jobs=[public_job(j) for j in jobs],
+                                           next_page_token=token)
 
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest,
                                 context: grpc.aio.ServicerContext) -> pb.CancelTrainingJobResponse:
-        return pb.CancelTrainingJobResponse(job=await self._store.cancel(request.job_id))
+        return pb.CancelTrainingJobResponse(
+            job=public_job(await self._store.cancel(request.job_id, caller().tenant)))
 
     async def WatchTrainingJob(self, request: pb.WatchTrainingJobRequest,
                                context: grpc.aio.ServicerContext,
                                ) -> AsyncIterator[pb.WatchTrainingJobResponse]:
-        job = await self._store.get(request.job_id)
+        job = await self._store.get(request.job_id, caller().tenant)
         cursor = EventCursor()
         while True:
             events, cursor = await self._store.events(job.job_id, cursor, block_ms=1000)
             for event in events:
                 if event.sequence > request.after_sequence:
+                    if event.WhichOneof("event") == "model_version":
+                        event.model_version = _name(event.model_version)
                     yield pb.WatchTrainingJobResponse(event=event)
                 if event.WhichOneof("event") == "state" and event.state in TERMINAL:
                     return

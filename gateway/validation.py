@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maas import tensors
-from maas.errors import FieldViolation, InvalidArgument, shown
+from maas.errors import FieldViolation, InvalidArgument, TooManyElements, shown
 from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
 from maas.queue.v1.queue_pb2 import InferTask, Tensor
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
@@ -132,8 +132,27 @@ def _check_inputs(p: _Problems, request: ModelInferRequest, version: ModelVersio
     return converted
 
 
-def infer_task(request: ModelInferRequest, version: ModelVersion) -> InferTask:
-    """The queue task of a valid request; INVALID_ARGUMENT listing every problem otherwise."""
+def check_element_count(request: ModelInferRequest, max_elements: int) -> None:
+    """RESOURCE_EXHAUSTED when the inputs' shapes hold more than `max_elements` (0 = any)."""
+    if not max_elements:
+        return
+    total = 0
+    for inp in request.inputs:
+        count = 1
+        for dim in inp.shape:
+            count = min(count * max(int(dim), 0), max_elements + 1)  # no huge products
+        total += count
+        if total > max_elements:
+            raise TooManyElements(
+                f"the request's inputs hold more than {max_elements} elements, the gateway's "
+                "limit (MAAS_MAX_TENSOR_ELEMENTS); split the batch or raise the setting")
+
+
+def infer_task(request: ModelInferRequest, version: ModelVersion, *,
+               max_elements: int = 0) -> InferTask:
+    """The queue task of a valid request; INVALID_ARGUMENT listing every problem otherwise,
+    RESOURCE_EXHAUSTED (TooManyElements) when it is over `max_elements` (0 = no limit)."""
+    check_element_count(request, max_elements)
     p = _Problems()
     specs = {s.name: s for s in version.inputs}
     converted = _check_inputs(p, request, version, specs)

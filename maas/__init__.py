@@ -15,6 +15,9 @@ from maas.errors import (
     ModelNotFound,
     ModelVersionNotFound,
     NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -31,6 +34,9 @@ __all__ = [
     "ModelNotFound",
     "ModelVersionNotFound",
     "NotFound",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "Unauthenticated",
     "Unavailable",
     "__version__",
 ]

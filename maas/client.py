@@ -16,9 +16,13 @@ from typing import Any
 import grpc
 import numpy as np
 
-from maas import tensors
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from maas.messages import infer_outputs as infer_outputs  # re-exported for callers
+from maas.messages import infer_request as infer_request
+from maas.messages import job_outputs as job_outputs
+from maas.messages import register_request as register_request
+from maas.messages import submit_request as submit_request
 from maas.rpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Pem,
@@ -47,65 +51,6 @@ from maas.v1.queue_service_pb2 import (
 )
 from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
-
-
-def _as_array(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        return value.detach().cpu().numpy()  # type: ignore[no-any-return]
-    return np.asarray(value)
-
-
-def infer_request(model: str, inputs: Mapping[str, Any], version: str = "",
-                  outputs: Sequence[str] = (), priority: int = 0,
-                  request_id: str = "") -> v2.ModelInferRequest:
-    """A v2 request with raw contents (the fast path)."""
-    request = v2.ModelInferRequest(model_name=model, model_version=version, id=request_id,
-                                   outputs=[v2.ModelInferRequest.InferRequestedOutputTensor(
-                                       name=n) for n in outputs])
-    if priority:
-        request.parameters["priority"].uint64_param = priority
-    for name, value in inputs.items():
-        array = _as_array(value)
-        request.inputs.add(name=name, datatype=tensors.datatype_of(array), shape=array.shape)
-        request.raw_input_contents.append(tensors.to_raw(array))
-    return request
-
-
-def infer_outputs(response: v2.ModelInferResponse) -> dict[str, np.ndarray]:
-    return {t.name: tensors.from_raw(raw, t.datatype, t.shape)
-            for t, raw in zip(response.outputs, response.raw_output_contents, strict=True)}
-
-
-def submit_request(model: str, inputs: Mapping[str, Any], version: str, outputs: Sequence[str],
-                   priority: int, request_id: str,
-                   deadline_s: float | None) -> ipb.SubmitInferenceRequest:
-    request = ipb.SubmitInferenceRequest(model=model, model_version=version,
-                                         outputs=list(outputs), priority=priority,
-                                         request_id=request_id,
-                                         deadline_ms=int((deadline_s or 0) * 1000))
-    for name, value in inputs.items():
-        array = _as_array(value)
-        request.inputs.add(name=name, datatype=tensors.datatype_of(array), shape=array.shape,
-                           raw=tensors.to_raw(array))
-    return request
-
-
-def job_outputs(job: ipb.InferenceJob) -> dict[str, np.ndarray]:
-    """The outputs of a SUCCEEDED asynchronous job, as arrays."""
-    return {t.name: tensors.from_raw(t.raw, t.datatype, t.shape) for t in job.outputs}
-
-
-def register_request(name: str, architecture: str, weights: bytes | Path | str,
-                     config: Mapping[str, Any] | str | None,
-                     shared: bool = False) -> mpb.RegisterModelRequest:
-    import json
-
-    data = weights if isinstance(weights, bytes) else Path(weights).read_bytes()
-    config_json = config if isinstance(config, str) else json.dumps(dict(config or {}))
-    return mpb.RegisterModelRequest(name=name, architecture=architecture,
-                                    config_json=config_json, weights=data, shared=shared)
 
 
 class Client:

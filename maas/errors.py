@@ -6,6 +6,10 @@
     │   ├── ModelNotFound          (NOT_FOUND, MODEL_NOT_FOUND)
     │   └── ModelVersionNotFound   (NOT_FOUND, MODEL_VERSION_NOT_FOUND)
     ├── MessageTooLarge            (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE)
+    │   └── TooManyElements        (RESOURCE_EXHAUSTED, TOO_MANY_ELEMENTS)
+    ├── QuotaExceeded              (RESOURCE_EXHAUSTED, QUOTA_EXCEEDED) + quota violations
+    ├── Unauthenticated            (UNAUTHENTICATED, UNAUTHENTICATED)
+    ├── PermissionDenied           (PERMISSION_DENIED, PERMISSION_DENIED)
     ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
     ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
     ├── Cancelled                  (CANCELLED, CANCELLED)
@@ -54,6 +58,14 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One exhausted quota, as google.rpc.QuotaFailure spells it."""
+
+    subject: str
+    description: str
+
+
 class MaasError(Exception):
     """Root of every maas error."""
 
@@ -67,6 +79,7 @@ class MaasError(Exception):
         reason: str | None = None,
         violations: tuple[FieldViolation, ...] = (),
         retry_delay_s: float | None = None,
+        quota_violations: tuple[QuotaViolation, ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -74,6 +87,7 @@ class MaasError(Exception):
             self.reason = reason
         self.violations = violations
         self.retry_delay_s = retry_delay_s
+        self.quota_violations = quota_violations
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -110,6 +124,33 @@ class MessageTooLarge(MaasError):
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "MESSAGE_TOO_LARGE"
+
+
+class TooManyElements(MessageTooLarge):
+    """A request's tensors hold more elements than MAAS_MAX_TENSOR_ELEMENTS allows."""
+
+    reason = "TOO_MANY_ELEMENTS"
+
+
+class QuotaExceeded(MaasError):
+    """The tenant used up its quota (e.g. MAAS_TENANT_RATE_PER_S); retry after the delay."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUOTA_EXCEEDED"
+
+
+class Unauthenticated(MaasError):
+    """No API key, or one that is unknown or revoked."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MaasError):
+    """The API key is valid but lacks the scope the call needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
 
 class DeadlineExceeded(MaasError):

@@ -10,11 +10,12 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 MIB = 1024 * 1024
 LOG_FORMATS = ("text", "json")
+AUTH_MODES = ("off", "on")
 
 # Numeric settings that may be 0; the other integers must be >= 1 and floats > 0.
 _MINIMUM: dict[str, float] = {
@@ -24,6 +25,10 @@ _MINIMUM: dict[str, float] = {
     "torch_threads": 0,  # 0: one per core
     "worker_model_memory_mb": 0,  # 0: no budget
     "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
+    "max_tensor_elements": 0,  # 0: no limit
+    "tenant_rate_per_s": 0,  # 0: unlimited
+    "metrics_port": 0,  # 0: no /metrics endpoint
+    "health_port": 0,  # 0: no health server (worker, scheduler)
 }
 
 
@@ -31,13 +36,30 @@ _MINIMUM: dict[str, float] = {
 class Settings:
     """Every knob of every maas process. Field `x_y` is read from `MAAS_X_Y`."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # May carry a password (redis://:PASSWORD@host) and TLS (rediss://): never in a repr or log.
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     # Where weights and other artifacts live; shared by gateway and workers.
     data_dir: Path = Path("./maas-data")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 50051
     # Largest gRPC message on the gateway and the SDK.
     max_message_bytes: int = 64 * MIB
+    # Most tensor elements (all inputs together) of one inference request; 0 = no limit.
+    max_tensor_elements: int = 1 << 24
+    # Largest dataset upload (and its arrays, uncompressed).
+    max_dataset_bytes: int = 512 * MIB
+    # "on": every call but health and reflection needs an API key; "off": local development.
+    auth: str = "off"
+    # A file with an API key (`maas keys generate`) the gateway installs at start with every
+    # scope, for tenant "admin": the first key of a cluster. "" = none.
+    admin_key_file: str = ""
+    # TLS on the gateway (PEM files): certificate chain and private key, both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # CA bundle (PEM) client certificates must chain to; set = mutual TLS, certificate required.
+    tls_client_ca_file: str = ""
+    # Calls a tenant may make per second (token bucket in Redis, a second's burst); 0 = no limit.
+    tenant_rate_per_s: float = 0.0
     # Inference lease; the worker renews it every lease/3 while it works.
     infer_lease_ms: int = 3000
     max_attempts: int = 3
@@ -67,6 +89,11 @@ class Settings:
     torch_threads: int = 1
     # Seconds a gateway waits for in-flight calls on SIGTERM.
     shutdown_grace_s: float = 10.0
+    # Prometheus `/metrics` over HTTP on this port, every interface; 0 = off.
+    metrics_port: int = 0
+    # grpc.health.v1 of a worker or scheduler on this port ("" ready, "liveness"); 0 = off.
+    # The gateway serves health on its own gRPC port and ignores it.
+    health_port: int = 0
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -76,13 +103,33 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and (wanted := _out_of_range(f.name, value)):
                 raise ValueError(f"MAAS_{f.name.upper()}={value!r}: must be {wanted}")
-        if self.gateway_port > 65535:
-            raise ValueError(f"MAAS_GATEWAY_PORT={self.gateway_port}: a port is 0-65535")
+        for name in ("gateway_port", "metrics_port", "health_port"):
+            if getattr(self, name) > 65535:
+                raise ValueError(f"MAAS_{name.upper()}={getattr(self, name)}: "
+                                 "a port is 0-65535")
+        self._check_security()
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"MAAS_LOG_FORMAT={self.log_format!r}: must be one of {LOG_FORMATS}")
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise ValueError(f"MAAS_LOG_LEVEL={self.log_level!r}: must be DEBUG, INFO, WARNING, "
                              "ERROR or CRITICAL")
+
+    def _check_security(self) -> None:
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"MAAS_AUTH={self.auth!r}: must be one of {AUTH_MODES}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("MAAS_TLS_CERT_FILE and MAAS_TLS_KEY_FILE: set both or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("MAAS_TLS_CLIENT_CA_FILE needs MAAS_TLS_CERT_FILE and "
+                             "MAAS_TLS_KEY_FILE (mutual TLS is TLS first)")
+
+    @property
+    def is_auth_on(self) -> bool:
+        return self.auth == "on"
+
+    @property
+    def is_tls_on(self) -> bool:
+        return bool(self.tls_cert_file)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -1,6 +1,8 @@
-"""The dataset registry in Redis: name → Dataset protobuf; the file lives in the artifact store.
+"""The dataset registry in Redis: id → Dataset protobuf; the file lives in the artifact store.
 
-Built-in datasets are not stored: they are listed from `maas.datasets` and always present.
+A tenant's dataset is stored under its id `<tenant>/<name>` (scheduler/keys.py); the record
+keeps the name its owner gave it. Built-in datasets are not stored: they are listed from
+`maas.datasets` and always present.
 """
 
 from __future__ import annotations
@@ -17,20 +19,26 @@ class DatasetNotFound(NotFound):
 
 
 class DatasetStore:
+    """Every method takes the owner's tenant ("" = shared; the worker passes ids with it)."""
+
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
 
-    async def put(self, dataset: Dataset) -> None:
-        await self._redis.hset(keys.datasets(), dataset.name, dataset.SerializeToString())
+    async def put(self, dataset: Dataset, tenant: str = "") -> None:
+        await self._redis.hset(keys.datasets(), keys.model_id(tenant, dataset.name),
+                               dataset.SerializeToString())
 
-    async def get(self, name: str) -> Dataset:
-        raw = await self._redis.hget(keys.datasets(), name)
+    async def get(self, name: str, tenant: str = "") -> Dataset:
+        raw = await self._redis.hget(keys.datasets(), keys.model_id(tenant, name))
         if raw is None:
-            raise DatasetNotFound(f"no dataset {name!r}; upload one or use a built-in (digits)")
+            shown = keys.split_model_id(name)[1]
+            raise DatasetNotFound(f"no dataset {shown!r}; upload one or use a built-in (digits)")
         return Dataset.FromString(raw)
 
-    async def names(self) -> list[str]:
-        return sorted(n.decode() for n in await self._redis.hkeys(keys.datasets()))
+    async def names(self, tenant: str = "") -> list[str]:
+        """The names of one tenant's datasets."""
+        ids = (keys.split_model_id(n.decode()) for n in await self._redis.hkeys(keys.datasets()))
+        return sorted(name for owner, name in ids if owner == tenant)
 
-    async def delete(self, name: str) -> bool:
-        return bool(await self._redis.hdel(keys.datasets(), name))
+    async def delete(self, name: str, tenant: str = "") -> bool:
+        return bool(await self._redis.hdel(keys.datasets(), keys.model_id(tenant, name)))

@@ -1,6 +1,9 @@
 """The model registry in Redis: versions of each model as ModelVersion protobufs.
 
 Versions are immutable once written, so readers cache them forever; only `latest` moves.
+Models are stored under their id (`<tenant>/<name>`, or `<name>` in the shared catalog, see
+scheduler/keys.py); `visible` and `resolve_visible` are what one tenant may see and run:
+its own models, then the shared catalog.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from maas.v1.model_service_pb2 import Model, ModelVersion
 from scheduler import keys
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ID = re.compile(rf"(?:{_NAME.pattern}/)?{_NAME.pattern}")
 _VERSION = re.compile(r"[1-9][0-9]{0,18}")  # versions are 1, 2, 3, ...
 LATEST_CACHE_S = 1.0
+MAX_CACHED_IDS = 10_000
 MAX_VERSIONS_SHOWN = 10
 
 
@@ -33,6 +38,18 @@ def check_model_name(name: str, field: str = "name") -> None:
             f"model name {shown(name)} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit",
             violations=(FieldViolation(field, "invalid model name"),))
+
+
+def check_model_id(model_id: str, field: str = "model_name") -> None:
+    """As check_model_name, for an id (`<tenant>/<name>` or `<name>`)."""
+    if not _ID.fullmatch(model_id):
+        check_model_name(model_id.rpartition("/")[2], field)
+        check_model_name(model_id, field)  # a tenant part that no tenant can have
+
+
+def _shown(model_id: str) -> str:
+    """An id as its owner knows it: the name, without the tenant."""
+    return repr(keys.split_model_id(model_id)[1])
 
 
 def _listed(versions: list[str]) -> str:
@@ -49,6 +66,8 @@ class ModelRegistry:
         self._redis = client
         self._versions: dict[tuple[str, str], ModelVersion] = {}
         self._latest: dict[str, tuple[float, str]] = {}
+        # Whether a model id exists, as last seen (ids a tenant asked for that may not exist).
+        self._exists: dict[str, tuple[float, bool]] = {}
 
     async def add_version(self, version: ModelVersion) -> ModelVersion:
         """Assigns the next version number and stores it as latest (one transaction each)."""
@@ -68,19 +87,56 @@ class ModelRegistry:
             await pipe.execute()
         self._versions[(stored.model, stored.version)] = stored
         self._latest[stored.model] = (time.monotonic(), stored.version)
+        self._exists[stored.model] = (time.monotonic(), True)
         return stored
 
-    async def resolve(self, model: str, version: str = "") -> ModelVersion:
-        """The version asked for (latest when empty); NOT_FOUND naming what exists.
+    async def visible_id(self, tenant: str, name: str) -> str:
+        """The id `name` means to `tenant`: its own model, else the shared one of that name.
 
-        A name no model can have is INVALID_ARGUMENT (field `model_name`), and a version that
+        A name no model can have is INVALID_ARGUMENT (field `model_name`), without a round trip.
+        """
+        check_model_name(name, field="model_name")
+        own = keys.model_id(tenant, name)
+        if not tenant or await self._model_exists(own):
+            return own
+        return name
+
+    async def resolve_visible(self, tenant: str, name: str, version: str = "") -> ModelVersion:
+        """`resolve` of what `name` means to `tenant` (own model, else shared)."""
+        return await self.resolve(await self.visible_id(tenant, name), version)
+
+    async def visible(self, tenant: str) -> dict[str, str]:
+        """name → id of every model `tenant` may see: the shared catalog, then its own
+        (which hide shared ones of the same name)."""
+        ids = [(*keys.split_model_id(i), i) for i in await self.model_names()]
+        found = {name: i for owner, name, i in ids if not owner}
+        if tenant:
+            found.update({name: i for owner, name, i in ids if owner == tenant})
+        return found
+
+    async def _model_exists(self, model: str) -> bool:
+        now = time.monotonic()
+        seen = self._exists.get(model)
+        if seen and now - seen[0] < LATEST_CACHE_S:
+            return seen[1]
+        if len(self._exists) > MAX_CACHED_IDS:  # names a client made up must not pile up
+            self._exists.clear()
+        found = bool(await self._redis.exists(keys.model_record(model)))
+        self._exists[model] = (now, found)
+        return found
+
+    async def resolve(self, model: str, version: str = "") -> ModelVersion:
+        """The version asked for (latest when empty) of a model id; NOT_FOUND naming what
+        exists.
+
+        An id no model can have is INVALID_ARGUMENT (field `model_name`), and a version that
         is not a positive integer is NOT_FOUND, both without a round trip to Redis.
         """
-        check_model_name(model, field="model_name")
+        check_model_id(model, field="model_name")
         if version and not _VERSION.fullmatch(version):
             raise ModelVersionNotFound(
-                f"model {model!r} has no version {shown(version)}: versions are 1, 2, 3, ... "
-                "(empty = latest)")
+                f"model {_shown(model)} has no version {shown(version)}: versions are 1, 2, 3, "
+                "... (empty = latest)")
         if not version:
             version = await self._latest_version(model)
         cached = self._versions.get((model, version))
@@ -89,9 +145,9 @@ class ModelRegistry:
         raw = await self._redis.hget(keys.model_record(model), f"v:{version}")
         if raw is None:
             if not await self._redis.exists(keys.model_record(model)):
-                raise ModelNotFound(f"model {model!r} is not registered")
+                raise ModelNotFound(f"model {_shown(model)} is not registered")
             raise ModelVersionNotFound(
-                f"model {model!r} has no version {version}; "
+                f"model {_shown(model)} has no version {version}; "
                 f"versions: {_listed(await self.version_numbers(model))}")
         found = ModelVersion.FromString(raw)
         self._versions[(model, version)] = found
@@ -103,7 +159,7 @@ class ModelRegistry:
             return hit[1]
         raw = await self._redis.hget(keys.model_record(model), "latest")
         if raw is None:
-            raise ModelNotFound(f"model {model!r} is not registered")
+            raise ModelNotFound(f"model {_shown(model)} is not registered")
         latest = raw.decode()
         self._latest[model] = (time.monotonic(), latest)
         return latest
@@ -115,7 +171,7 @@ class ModelRegistry:
     async def get_model(self, model: str) -> Model:
         record = await self._redis.hgetall(keys.model_record(model))
         if not record:
-            raise ModelNotFound(f"model {shown(model)} is not registered")
+            raise ModelNotFound(f"model {_shown(model)} is not registered")
         versions = sorted((ModelVersion.FromString(v) for k, v in record.items()
                            if k.startswith(b"v:")), key=lambda v: int(v.version))
         return Model(name=model, versions=versions, latest_version=record[b"latest"].decode())

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from maas.api_keys import ensure_key_file
 from maas.cli.up import (
     LocalCluster,
     free_port,
@@ -80,6 +81,8 @@ class Cluster:
     target: str
     local: LocalCluster
     redis: RedisServer
+    # With auth="on": the admin key the gateway installed (MAAS_ADMIN_KEY_FILE).
+    admin_key: str = ""
 
     def service(self, name: str) -> subprocess.Popen[bytes]:
         found = next(s for s in self.local.services if s.name == name)
@@ -91,7 +94,8 @@ def start_cluster(tmp: Path, workers: int = 2,
                   service_env: dict[str, dict[str, str]] | None = None,
                   appendonly: bool = False, **settings: str) -> Cluster:
     """Scheduler, gateway and workers as `maas up` starts them, on a private redis-server.
-    `service_env`: variables of one service (by name: "gateway", "worker-1", ...)."""
+    `service_env`: variables of one service (by name: "gateway", "worker-1", ...).
+    With auth="on", the gateway installs an admin key (`Cluster.admin_key`) at start."""
     server = start_redis_server(tmp / "redis", appendonly=appendonly)
     port = free_port()
     env = dict(os.environ)
@@ -100,6 +104,11 @@ def start_cluster(tmp: Path, workers: int = 2,
                MAAS_REAPER_INTERVAL_MS="200", MAAS_SHUTDOWN_GRACE_S="2",
                MAAS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     env.update({f"MAAS_{k.upper()}": v for k, v in settings.items()})
+    admin_key = ""
+    if settings.get("auth") == "on":
+        (tmp / "data").mkdir(parents=True, exist_ok=True)
+        admin_key = ensure_key_file(tmp / "data" / "admin.key")
+        env["MAAS_ADMIN_KEY_FILE"] = str(tmp / "data" / "admin.key")
     local = LocalCluster(env, tmp / "data")
     py = sys.executable
     own = service_env or {}
@@ -110,9 +119,9 @@ def start_cluster(tmp: Path, workers: int = 2,
         local.add(name, [py, "-m", "worker", "--id", name], own.get(name))
     target = f"127.0.0.1:{port}"
     wait_ready(target, local)
-    register_demo_models(target)
-    wait_models_ready(target, ["mlp", "cnn"], local)
-    return Cluster(target, local, server)
+    register_demo_models(target, admin_key or None)
+    wait_models_ready(target, ["mlp", "cnn"], local, admin_key or None)
+    return Cluster(target, local, server, admin_key)
 
 
 def stop_cluster(cluster: Cluster) -> None:

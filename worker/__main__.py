@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 
+from maas import metrics
+from maas.health import serve_health
 from maas.logs import configure_logging
 from maas.process import on_stop_signals
 from maas.process import run as run_loop
@@ -19,14 +22,22 @@ def main() -> None:
     # Before torch is imported: one intra-op thread pool sized to this worker's cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(settings.torch_threads, 1)))
     configure_logging(settings, "worker")
+    metrics.serve(settings.metrics_port)
     from worker.loop import Worker, configure_torch
 
     configure_torch(settings.torch_threads)
 
     async def run() -> None:
         worker = Worker(settings, args.id)
-        on_stop_signals(worker.stop)
-        await worker.run()
+        stopping = asyncio.Event()  # health turns NOT_SERVING while the worker drains
+
+        def stop() -> None:
+            stopping.set()
+            worker.stop()
+
+        async with serve_health(settings.health_port, stopping):
+            on_stop_signals(stop)
+            await worker.run()
 
     run_loop(run())
 

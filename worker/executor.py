@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from maas import tensors
+from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import InferOutput, InferTask, JobError, JobResult, JobState, Tensor
 from worker.cache import LoadedModel
 
@@ -69,7 +70,8 @@ def run_batch(model: LoadedModel, jobs: Sequence[tuple[str, int, int, InferTask]
                            batch_size=len(jobs), compute_us=compute_us,
                            queue_us=max(0, int(started * 1e6) - enqueue_ms * 1000))
         if isinstance(outcome, Exception):
-            log.warning("job %s failed in %s: %s", job_id, model.version.model, outcome)
+            with log_context(job_id=job_id, model=model.version.model):  # the torch thread
+                log.warning("job %s failed in %s: %s", job_id, model.version.model, outcome)
             result.state = JobState.JOB_STATE_FAILED
             result.error.CopyFrom(JobError(code="INTERNAL", reason="MODEL_FAILED",
                                            message=f"the model raised: {outcome}"))

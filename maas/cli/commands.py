@@ -33,7 +33,7 @@ def _read_input(spec: str, shapes: dict[str, list[int]], seed: int) -> tuple[str
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout_s=args.timeout) as client:
+    with client_for(args) as client:
         meta = client.model_metadata(args.model, args.version)
         shapes = {t.name: list(t.shape) for t in meta.inputs}
         specs = args.input or [f"{n}=random" for n in shapes]
@@ -53,7 +53,7 @@ def _version_doc(v: Any) -> dict[str, Any]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    with Client(args.target, timeout_s=args.timeout) as client:
+    with client_for(args) as client:
         if args.models_command == "register":
             v = client.register_model(args.name, args.architecture, args.weights, args.config)
             emit(args, _version_doc(v),
@@ -72,9 +72,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def client_for(args: argparse.Namespace) -> Client:
+    """The client the common flags ask for."""
+    return Client(args.target, timeout_s=args.timeout, api_key=args.api_key,
+                  root_certificates=args.ca_file, certificate_chain=args.cert_file,
+                  private_key=args.key_file)
+
+
 def add_client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None,
                    help="gateway HOST:PORT (default: MAAS_TARGET, else 127.0.0.1:50051)")
+    p.add_argument("--api-key", default=None,
+                   help="API key sent as `authorization: Bearer` (default: MAAS_API_KEY)")
+    p.add_argument("--ca-file", default=None, help="TLS: the gateway's CA (PEM); turns TLS on")
+    p.add_argument("--cert-file", default=None, help="mutual TLS: client certificate (PEM)")
+    p.add_argument("--key-file", default=None, help="mutual TLS: client private key (PEM)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds")
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from maas.cli import commands, training, up
+from maas.cli import commands, keys, training, up
 from maas.errors import MaasError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_parser(sub)
     commands.add_parsers(sub)
     training.add_parsers(sub)
+    keys.add_parsers(sub)
     for name, text in (("gateway", "run a gateway process"),
                        ("scheduler", "run the scheduler daemon"),
                        ("worker", "run a worker process")):

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from maas.api_keys import ensure_key_file
 from maas.client import Client
 from maas.errors import ModelNotFound
 
@@ -43,6 +44,8 @@ def _die_with_parent() -> None:
 class Service:
     name: str
     argv: list[str]
+    # Variables of this service only, over the cluster's (e.g. its own MAAS_METRICS_PORT).
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     restart_at: float = 0.0
@@ -59,15 +62,15 @@ class LocalCluster:
 
     def start(self, service: Service) -> None:
         service.proc = subprocess.Popen(
-            service.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)
+            service.argv, env={**self.env, **service.env}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         service.started_at = time.monotonic()
         service.printer = threading.Thread(target=_prefix, args=(service.name, service.proc),
                                            daemon=True)
         service.printer.start()
 
-    def add(self, name: str, argv: list[str]) -> Service:
-        service = Service(name, argv)
+    def add(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Service:
+        service = Service(name, argv, dict(env or {}))
         self.services.append(service)
         self.start(service)
         return service
@@ -160,33 +163,37 @@ def wait_ready(target: str, cluster: LocalCluster) -> None:
     raise SystemExit(f"maas up: the gateway did not become ready on {target}")
 
 
-def wait_models_ready(target: str, names: list[str], cluster: LocalCluster) -> None:
+def wait_models_ready(target: str, names: list[str], cluster: LocalCluster,
+                      api_key: str | None = None) -> None:
     """Waits until v2 ModelReady says yes for each model (a live worker serves it)."""
     from maas.inference import grpc_service_pb2 as v2
     from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 
     deadline = time.monotonic() + READY_TIMEOUT_S
+    metadata = [("authorization", f"Bearer {api_key}")] if api_key else None
     with grpc.insecure_channel(target) as channel:
         stub = GRPCInferenceServiceStub(channel)
         for name in names:
             while time.monotonic() < deadline:
                 cluster.supervise_once()
                 with contextlib.suppress(grpc.RpcError):
-                    if stub.ModelReady(v2.ModelReadyRequest(name=name), timeout=1.0).ready:
+                    if stub.ModelReady(v2.ModelReadyRequest(name=name), timeout=1.0,
+                                       metadata=metadata).ready:
                         break
                 time.sleep(0.2)
             else:
                 raise SystemExit(f"maas up: model {name} did not become ready (no live worker?)")
 
 
-def register_demo_models(target: str) -> None:
-    """Demo models `mlp` and `cnn` with seeded random weights, unless already registered."""
+def register_demo_models(target: str, api_key: str | None = None) -> None:
+    """Demo models `mlp` and `cnn` with seeded random weights, unless already registered;
+    in the shared catalog, so every tenant may run them."""
     import torch
     from safetensors.torch import save
 
     from maas.architectures import get_architecture
 
-    with Client(target, timeout_s=60) as client:
+    with Client(target, timeout_s=60, api_key=api_key) as client:
         for name in ("mlp", "cnn"):
             try:
                 client.get_model(name)
@@ -196,7 +203,7 @@ def register_demo_models(target: str) -> None:
             arch = get_architecture(name)
             torch.manual_seed(0)
             weights = save(arch.build(arch.resolve_config(None)).state_dict())
-            v = client.register_model(name, name, weights)
+            v = client.register_model(name, name, weights, shared=True)
             print(f"[maas] registered demo model {name} v{v.version}", flush=True)
 
 
@@ -205,14 +212,14 @@ DEMO_SPEC = {"model_name": "digits-cnn", "architecture": "cnn", "dataset": "digi
              "seed": 0, "keep": "best"}
 
 
-def run_demo(target: str) -> None:
+def run_demo(target: str, api_key: str | None = None) -> None:
     """Infers with the demo cnn, trains the seed CNN on digits, infers with the result."""
     import numpy as np
 
     from maas.datasets import builtin_dataset, present
 
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
-    with Client(target, timeout_s=60) as client:
+    with Client(target, timeout_s=60, api_key=api_key) as client:
         started = time.perf_counter()
         logits = client.infer("cnn", {"input": x})["output"]
         ms = (time.perf_counter() - started) * 1000
@@ -249,6 +256,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         redis_url = args.redis_url or start_redis(cluster)
         cluster.env = service_env(args, redis_url)
+        key = None
+        if args.auth:
+            key_path = args.data_dir / "admin.key"
+            key = ensure_key_file(key_path)
+            cluster.env.update(MAAS_AUTH="on", MAAS_ADMIN_KEY_FILE=str(key_path))
+            print(f"[maas] auth on: the admin API key is in {key_path} "
+                  f"(export MAAS_API_KEY=$(cat {key_path}))", flush=True)
         py = sys.executable
         cluster.add("scheduler", [py, "-m", "scheduler"])
         cluster.add("gateway", [py, "-m", "gateway"])
@@ -256,11 +270,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             cluster.add(f"worker-{i + 1}", [py, "-m", "worker", "--id", f"worker-{i + 1}"])
         target = f"{args.host}:{args.port}"
         wait_ready(target, cluster)
-        register_demo_models(target)
-        wait_models_ready(target, ["mlp", "cnn"], cluster)
+        register_demo_models(target, key)
+        wait_models_ready(target, ["mlp", "cnn"], cluster, key)
         print(f"maas ready: gateway {target}", flush=True)
         if not args.no_demo:
-            run_demo(target)
+            run_demo(target, key)
         while not stop.is_set() and not args.exit_after_demo:
             cluster.supervise_once()
             stop.wait(0.2)
@@ -278,6 +292,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     up.add_argument("--redis-url", default=None,
                     help="use this Redis instead of starting a redis-server")
     up.add_argument("--data-dir", default="maas-data", help="artifacts and Redis AOF live here")
+    up.add_argument("--auth", action="store_true",
+                    help="require API keys (MAAS_AUTH=on); the admin key goes to "
+                         "<data-dir>/admin.key")
     up.add_argument("--no-demo", action="store_true", help="skip the demo inference")
     up.add_argument("--exit-after-demo", action="store_true",
                     help="stop everything once ready and the demo ran (smoke tests)")

@@ -3,7 +3,7 @@
 -- ARGV[1] job id  ARGV[2] envelope bytes  ARGV[3] deadline ms (0 = none)  ARGV[4] max attempts
 -- ARGV[5] reply stream key ('' = nobody waits)  ARGV[6] request fingerprint
 -- ARGV[7] idempotency TTL s  ARGV[8] result TTL ms of this job (0 = the queue's default)
--- ARGV[9] model version
+-- ARGV[9] model version  ARGV[10] tenant ('' = none; jobs are read back by their tenant only)
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
 if #KEYS == 3 then
   local existing = redis.call('GET', KEYS[3])
@@ -19,7 +19,7 @@ end
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
   'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'reply_to', ARGV[5],
-  'entry', entry, 'created_ms', now_ms(), 'version', ARGV[9])
+  'entry', entry, 'created_ms', now_ms(), 'version', ARGV[9], 'tenant', ARGV[10])
 if ARGV[8] ~= '0' then
   redis.call('HSET', KEYS[2], 'ttl_ms', ARGV[8])
 end

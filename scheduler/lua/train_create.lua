@@ -2,6 +2,7 @@
 -- KEYS[1] stream  KEYS[2] job hash  KEYS[3] events stream  KEYS[4] index  [KEYS[5] idempotency]
 -- ARGV[1] job id  ARGV[2] envelope  ARGV[3] max attempts  ARGV[4] TrainingJob record
 -- ARGV[5] first TrainingEvent (QUEUED)  ARGV[6] fingerprint  ARGV[7] idempotency TTL s
+-- ARGV[8] tenant ('' = none); KEYS[4] is that tenant's index
 -- Returns {'OK'|'EXISTS'|'MISMATCH', job id}
 if #KEYS == 5 then
   local existing = redis.call('GET', KEYS[5])
@@ -18,7 +19,7 @@ local now = now_ms()
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
   'max_attempts', ARGV[3], 'deadline_ms', 0, 'reply_to', '', 'entry', entry,
-  'created_ms', now, 'record', ARGV[4], 'seq', 1)
+  'created_ms', now, 'record', ARGV[4], 'seq', 1, 'tenant', ARGV[8])
 redis.call('XADD', KEYS[3], '*', 'seq', 1, 'ev', ARGV[5])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 if #KEYS == 5 then

@@ -60,16 +60,19 @@ def test_every_selector_selects_a_pod(rendered: Rendered) -> None:
         labels = w["spec"]["template"]["metadata"]["labels"]
         assert PART_OF.items() <= labels.items(), w["metadata"]["name"]  # Redis admits these
         assert w["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in rendered.workloads()]
     for kind, path in (("Service", ("selector",)),
-                       ("PodDisruptionBudget", ("selector", "matchLabels")),
-                       ("NetworkPolicy", ("podSelector", "matchLabels"))):
+                       ("PodDisruptionBudget", ("selector",)),
+                       ("NetworkPolicy", ("podSelector",))):
         for obj in rendered.of_kind(kind):
             selector = obj["spec"]
             for key in path:
                 selector = selector.get(key, {})
             if kind == "NetworkPolicy" and selector == {}:
                 continue  # the default deny: every pod
-            assert rendered.selected(selector), (
+            if kind == "Service":
+                selector = {"matchLabels": selector}
+            assert any(_selects(selector, labels) for labels in pods), (
                 f"{rendered.overlay}: {kind}/{obj['metadata']['name']} selects no pod")
     for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
@@ -92,10 +95,22 @@ def test_every_reference_resolves_and_no_secret_is_committed(rendered: Rendered)
     assert rendered.of_kind("Secret") == [], "no credential is committed: create the Secret"
 
 
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against a pod's labels."""
+    operators = {
+        "In": lambda key, values: labels.get(key) in values,
+        "NotIn": lambda key, values: labels.get(key) not in values,
+        "Exists": lambda key, _: key in labels,
+        "DoesNotExist": lambda key, _: key not in labels,
+    }
+    return (all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+            and all(operators[e["operator"]](e["key"], e.get("values", []))
+                    for e in selector.get("matchExpressions", [])))
+
+
 def _ingress_rules(rendered: Rendered, pod_labels: dict[str, str]) -> list[Doc]:
     return [rule for p in rendered.of_kind("NetworkPolicy")
-            if all(pod_labels.get(k) == v
-                   for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+            if _selects(p["spec"]["podSelector"], pod_labels)
             for rule in p["spec"].get("ingress", [])]
 
 
@@ -103,8 +118,13 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
     (deny,) = [p for p in rendered.of_kind("NetworkPolicy") if p["spec"]["podSelector"] == {}]
     assert deny["spec"]["policyTypes"] == ["Ingress"] and not deny["spec"].get("ingress")
     port = rendered.settings("gateway").gateway_port
+    # Prometheus (namespace `monitoring`) may scrape every maas process on its metrics port.
+    metrics = {"from": [{"namespaceSelector": {"matchLabels": {
+                   "kubernetes.io/metadata.name": "monitoring"}}}],
+               "ports": [{"port": rendered.settings("gateway").metrics_port, "protocol": "TCP"}]}
     gateway = rendered.workload("gateway")["spec"]["template"]["metadata"]["labels"]
-    assert _ingress_rules(rendered, gateway) == [{"ports": [{"port": port, "protocol": "TCP"}]}]
+    assert _ingress_rules(rendered, gateway) == [{"ports": [{"port": port, "protocol": "TCP"}]},
+                                                 metrics]
     redis = rendered.get("StatefulSet", "maas-redis")["spec"]["template"]["metadata"]["labels"]
     assert _ingress_rules(rendered, redis) == [{
         "from": [{"podSelector": {"matchLabels": PART_OF}},
@@ -112,7 +132,7 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
         "ports": [{"port": 6379, "protocol": "TCP"}]}]
     for role in ("scheduler", "worker"):
         labels = rendered.workload(role)["spec"]["template"]["metadata"]["labels"]
-        assert _ingress_rules(rendered, labels) == [], f"{role} accepts no connections"
+        assert _ingress_rules(rendered, labels) == [metrics], f"{role}: only scrapes"
 
 
 def test_redis_is_durable_and_never_evicts(rendered: Rendered) -> None:

@@ -24,7 +24,8 @@ from maas.errors import (
 SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.ModelVersionNotFound, errors.MessageTooLarge, errors.DeadlineExceeded,
               errors.Unavailable, errors.Cancelled, errors.FailedPrecondition,
-              errors.IdempotencyKeyReused, errors.JobFailed]
+              errors.IdempotencyKeyReused, errors.JobFailed, errors.TooManyElements,
+              errors.QuotaExceeded, errors.Unauthenticated, errors.PermissionDenied]
 
 
 def test_the_tree_is_complete() -> None:
@@ -55,7 +56,8 @@ def test_error_class_for_each_class(cls: type[MaasError]) -> None:
     (grpc.StatusCode.INTERNAL, "INTERNAL", MaasError),
     (grpc.StatusCode.INTERNAL, "WHATEVER", MaasError),
     (grpc.StatusCode.DATA_LOSS, "DATA_LOSS", MaasError),
-    (grpc.StatusCode.PERMISSION_DENIED, "", MaasError),
+    (grpc.StatusCode.PERMISSION_DENIED, "", errors.PermissionDenied),
+    (grpc.StatusCode.ABORTED, "", MaasError),
 ])
 def test_error_class_for_falls_back_by_code(code: grpc.StatusCode, reason: str,
                                             expected: type[MaasError]) -> None:
@@ -173,6 +175,16 @@ def test_retry_delay_survives_the_wire() -> None:
     back = round_trip(Unavailable("queue full", retry_delay_s=1.5))
     assert type(back) is Unavailable
     assert back.retry_delay_s == 1.5
+
+
+def test_quota_failure_survives_the_wire() -> None:
+    quota = (errors.QuotaViolation("tenant:acme", "MAAS_TENANT_RATE_PER_S=5 calls per second"),)
+    back = round_trip(errors.QuotaExceeded("slow down", retry_delay_s=0.2,
+                                           quota_violations=quota))
+    assert type(back) is errors.QuotaExceeded
+    assert back.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert back.quota_violations == quota
+    assert back.retry_delay_s == 0.2
 
 
 def test_a_reason_without_a_class_survives_the_wire() -> None:

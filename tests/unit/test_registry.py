@@ -21,7 +21,7 @@ async def registry() -> AsyncIterator[ModelRegistry]:
 
 
 @pytest.mark.parametrize("name", ["x" * 65, "x" * 10_000, "bad name!", "-lead", "", "mlp\n",
-                                  "ünï", "a/b"])
+                                  "ünï", "a/b/c", "/b", "a b/c"])
 async def test_a_name_no_model_can_have(registry: ModelRegistry, name: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await registry.resolve(name)

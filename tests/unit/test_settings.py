@@ -11,6 +11,7 @@ import pytest
 from maas.settings import MIB, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+SDK_ONLY = {"MAAS_TARGET", "MAAS_API_KEY"}  # read by the SDK and CLI, not by Settings
 
 
 def test_defaults_without_any_variable() -> None:
@@ -88,16 +89,16 @@ def test_frozen() -> None:
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
-    """README's settings table and Settings name the same variables (MAAS_TARGET: SDK only)."""
+    """README's settings table and Settings name the same variables (but the SDK's own)."""
     documented = set(re.findall(r"^\| `(MAAS_[A-Z0-9_]+)` \|", README.read_text(), re.M))
     fields = {"MAAS_" + f.name.upper() for f in dataclasses.fields(Settings)}
-    assert documented - {"MAAS_TARGET"} == fields
+    assert documented - SDK_ONLY == fields
 
 
 def test_the_readme_table_follows_the_dataclass() -> None:
     documented = re.findall(r"^\| `(MAAS_[A-Z0-9_]+)` \|", README.read_text(), re.M)
     fields = ["MAAS_" + f.name.upper() for f in dataclasses.fields(Settings)]
-    assert [d for d in documented if d != "MAAS_TARGET"] == fields
+    assert [d for d in documented if d not in SDK_ONLY] == fields
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
@@ -118,6 +119,9 @@ def test_the_readme_table_follows_the_dataclass() -> None:
     ("MAAS_SHUTDOWN_GRACE_S", "-1", ">= 0"),
     ("MAAS_GATEWAY_PORT", "-1", ">= 0"),
     ("MAAS_GATEWAY_PORT", "65536", "0-65535"),
+    ("MAAS_METRICS_PORT", "-1", ">= 0"),
+    ("MAAS_METRICS_PORT", "65536", "0-65535"),
+    ("MAAS_HEALTH_PORT", "70000", "0-65535"),
     ("MAAS_LOG_FORMAT", "xml", "text"),
     ("MAAS_LOG_LEVEL", "loud", "INFO"),
 ])
@@ -139,3 +143,9 @@ def test_zero_where_it_means_something() -> None:
         "MAAS_SHUTDOWN_GRACE_S": "0", "MAAS_LOG_LEVEL": "debug"})
     assert (s.gateway_port, s.training_slots, s.max_queue_delay_microseconds,
             s.torch_threads, s.shutdown_grace_s) == (0, 0, 0, 0, 0.0)
+
+
+def test_metrics_and_health_are_off_by_default_and_take_any_port() -> None:
+    assert (Settings().metrics_port, Settings().health_port) == (0, 0)  # 0: off
+    s = Settings.from_env({"MAAS_METRICS_PORT": "9090", "MAAS_HEALTH_PORT": "65535"})
+    assert (s.metrics_port, s.health_port) == (9090, 65535)

@@ -20,6 +20,7 @@ from typing import Any
 
 from maas.datasets import (
     BUILTIN_DATASETS,
+    MAX_DATASET_BYTES,
     Dataset,
     builtin_dataset,
     load_npz_bytes,
@@ -38,15 +39,15 @@ def _emit(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def load_dataset(ref: str) -> Dataset:
+def load_dataset(ref: str, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
     """A built-in dataset by name, or a .npz / .safetensors file by path."""
     if ref in BUILTIN_DATASETS:
         return builtin_dataset(ref)
     path = Path(ref)
     data = path.read_bytes()
     if path.suffix == ".safetensors":
-        return load_safetensors_bytes(data, name=path.name)
-    return load_npz_bytes(data, name=path.name)
+        return load_safetensors_bytes(data, name=path.name, max_bytes=max_bytes)
+    return load_npz_bytes(data, name=path.name, max_bytes=max_bytes)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,7 +98,7 @@ def _run(args: argparse.Namespace, settings: Settings, threads: int,
 
     torch.set_num_threads(threads)
     spec = TrainingSpec.from_json(args.spec.read_bytes())
-    dataset = load_dataset(args.dataset)
+    dataset = load_dataset(args.dataset, settings.max_dataset_bytes)
     init = safetensors.torch.load_file(args.init_weights) if args.init_weights else None
     outcome = run_training(spec, dataset, args.out, _emit, init_state_dict=init,
                            should_stop=should_stop, device=settings.worker_device)

@@ -1,0 +1,243 @@
+"""Who is calling: API key → tenant and scopes, checked once per call by an interceptor.
+
+The interceptor runs before ErrorInterceptor. It reads `authorization: Bearer <key>`, looks
+the key up (KeyStore, cached for AUTH_CACHE_S so a revocation bites within seconds), checks
+the scope the method needs, takes a token from the tenant's rate limit, and puts the caller's
+`Identity` in a contextvar that servicers read with `caller()`. Health and reflection stay
+open (Kubernetes probes). With MAAS_AUTH=off every call is tenant "" with every scope.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from gateway.errors import to_status
+from maas.api_keys import SCOPES, read_key_file
+from maas.errors import (
+    MaasError,
+    PermissionDenied,
+    QuotaExceeded,
+    QuotaViolation,
+    Unauthenticated,
+    Unavailable,
+)
+from maas.settings import Settings
+from scheduler.auth import KeyStore, RateLimiter
+from scheduler.connection import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+AUTH_CACHE_S = 1.0
+MAX_CACHED_KEYS = 10_000
+ADMIN_TENANT = "admin"
+# Services anyone may call: Kubernetes probes and tools that list what the server offers.
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                           "grpc.reflection.v1.ServerReflection"})
+SERVICE_SCOPES = {
+    "inference.GRPCInferenceService": "infer",
+    "maas.v1.InferenceService": "infer",
+    "maas.v1.ModelService": "infer",
+    "maas.v1.TrainingService": "train",
+    "maas.v1.DatasetService": "train",
+    "maas.v1.KeyService": "admin",
+    "maas.v1.QueueService": "admin",  # dead letters of any model: operators only
+}
+# Methods that need more than their service: registering weights makes a model.
+METHOD_SCOPES = {"/maas.v1.ModelService/RegisterModel": "train"}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller of the current call."""
+
+    tenant: str
+    scopes: frozenset[str]
+    key_id: str = ""
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+ANONYMOUS = Identity("", frozenset(SCOPES))  # auth off: one tenant, every scope
+_CALLER: contextvars.ContextVar[Identity] = contextvars.ContextVar("maas_caller",
+                                                                  default=ANONYMOUS)
+
+
+def caller() -> Identity:
+    """The identity of the call being served (ANONYMOUS when auth is off)."""
+    return _CALLER.get()
+
+
+def require(scope: str, what: str) -> None:
+    """PERMISSION_DENIED unless the caller holds `scope`."""
+    who = caller()
+    if not who.has(scope):
+        raise PermissionDenied(f"{what} needs an API key with the {scope!r} scope; key "
+                               f"{who.key_id} of tenant {who.tenant!r} has "
+                               f"{sorted(who.scopes)}")
+
+
+def scope_of(method: str) -> str | None:
+    """The scope a method needs; None for open services. Unknown services need admin."""
+    service = method.split("/")[1] if method.count("/") >= 2 else method
+    if service in OPEN_SERVICES:
+        return None
+    return METHOD_SCOPES.get(method) or SERVICE_SCOPES.get(service, "admin")
+
+
+def bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            kind, _, token = value.strip().partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class Authenticator:
+    """Identities of API keys, cached for AUTH_CACHE_S (misses too, against floods)."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+        self._cache: dict[str, tuple[float, Identity | None]] = {}
+
+    async def identify(self, metadata: Any, method: str) -> Identity:
+        token = bearer(metadata)
+        if token is None:
+            raise Unauthenticated(f"{method} needs an API key: send the metadata "
+                                  "`authorization: Bearer <key>` (maas.Client(api_key=...), "
+                                  "MAAS_API_KEY for the CLI)")
+        identity = await self._lookup(token)
+        if identity is None:
+            raise Unauthenticated("the API key is unknown or revoked")
+        return identity
+
+    async def _lookup(self, token: str) -> Identity | None:
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None and now - hit[0] < AUTH_CACHE_S:
+            return hit[1]
+        record = await self._store.lookup(token)
+        identity = None if record is None else Identity(
+            record.tenant, frozenset(record.scopes), record.key_id)
+        if len(self._cache) >= MAX_CACHED_KEYS:
+            self._cache.clear()
+        self._cache[token] = (now, identity)
+        return identity
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates (when on), authorizes and rate-limits every call but the open ones."""
+
+    def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter | None) -> None:
+        self._authenticator = authenticator
+        self._limiter = limiter
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        scope = scope_of(method)
+        if scope is None:
+            return await continuation(details)
+        try:
+            identity = await self._admit(details, method, scope)
+        except MaasError as err:
+            return _refusal(await continuation(details), to_status(err))
+        except TRANSIENT_ERRORS as exc:
+            log.warning("%s: cannot check the API key, Redis unavailable: %s", method, exc)
+            return _refusal(await continuation(details), _unavailable())
+        _CALLER.set(identity)
+        return await continuation(details)
+
+    async def _admit(self, details: grpc.HandlerCallDetails, method: str,
+                     scope: str) -> Identity:
+        identity = ANONYMOUS
+        if self._authenticator is not None:
+            metadata = details.invocation_metadata
+            identity = await self._authenticator.identify(metadata, method)
+            if not identity.has(scope):
+                raise PermissionDenied(
+                    f"{method} needs the {scope!r} scope; API key {identity.key_id} of tenant "
+                    f"{identity.tenant!r} has {sorted(identity.scopes)}")
+        if self._limiter is not None:
+            wait_s = await self._limiter.take(identity.tenant)
+            if wait_s > 0:
+                rate = self._limiter.rate_per_s
+                raise QuotaExceeded(
+                    f"tenant {identity.tenant!r} is over its rate limit of {rate:g} calls/s "
+                    f"(MAAS_TENANT_RATE_PER_S); retry in {wait_s:.3f}s", retry_delay_s=wait_s,
+                    quota_violations=(QuotaViolation(
+                        f"tenant:{identity.tenant}",
+                        f"MAAS_TENANT_RATE_PER_S={rate:g} calls per second"),))
+        return identity
+
+
+def _unavailable() -> grpc.Status:
+    return to_status(Unavailable("cannot check the API key: the queue (Redis) is unreachable "
+                                 "right now; retry shortly", retry_delay_s=1.0))
+
+
+def _refusal(handler: grpc.RpcMethodHandler | None,
+             status: grpc.Status) -> grpc.RpcMethodHandler | None:
+    """A handler of the same shape as `handler` that only aborts with `status`."""
+    if handler is None:
+        return None
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort_with_status(status)
+
+    codecs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(refuse, **codecs)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse, **codecs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(refuse, **codecs)
+    return grpc.stream_stream_rpc_method_handler(refuse, **codecs)
+
+
+async def build_auth(settings: Settings, store: KeyStore,
+                     limiter: RateLimiter | None) -> AuthInterceptor:
+    """The interceptor these settings ask for; installs MAAS_ADMIN_KEY_FILE's key first."""
+    if settings.admin_key_file:
+        try:
+            api_key = read_key_file(settings.admin_key_file)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"MAAS_ADMIN_KEY_FILE={settings.admin_key_file}: {exc}") from exc
+        record = await store.install(api_key, ADMIN_TENANT, SCOPES, "MAAS_ADMIN_KEY_FILE")
+        log.info("admin API key %s (tenant %r) is installed", record.key_id, record.tenant)
+    if not settings.is_auth_on:
+        log.warning("MAAS_AUTH=off: every call is accepted without an API key (local "
+                    "development only)")
+    return AuthInterceptor(Authenticator(store) if settings.is_auth_on else None, limiter)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS from MAAS_TLS_* (mutual TLS with a client CA); None for plaintext."""
+    if not settings.is_tls_on:
+        return None
+
+    def read(name: str, path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise SystemExit(f"{name}={path}: {exc}") from exc
+
+    chain = read("MAAS_TLS_CERT_FILE", settings.tls_cert_file)
+    key = read("MAAS_TLS_KEY_FILE", settings.tls_key_file)
+    client_ca = (read("MAAS_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file)
+                 if settings.tls_client_ca_file else None)
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)

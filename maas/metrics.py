@@ -1,0 +1,130 @@
+"""Prometheus metrics of every maas process, and the `/metrics` endpoint that serves them.
+
+Names follow Triton's (`nv_inference_request_success` → `maas_inference_request_success_total`)
+where the meaning is the same, so dashboards carry over. Each process exports what it sees:
+
+- gateway: request success/failure and end-to-end duration (what clients experienced);
+- worker: queue and compute durations, batch sizes, busy time, training jobs it ran;
+- scheduler: queue depth and age per model stream, reclaimed leases, training jobs by state.
+
+Dead letters and expired jobs are counted where they happen (the worker's START, the
+scheduler's REAP): sum them over processes. Gauges of the scheduler are exported by every
+replica: aggregate them with `max`, not `sum`. deploy/grafana/maas-dashboard.json reads
+only these names (a test checks it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from maas.queue.v1.queue_pb2 import JobResult
+
+log = logging.getLogger(__name__)
+
+# Microseconds, 100 us to 60 s: inference is fast, but a queued job may wait for a worker.
+DURATION_US_BUCKETS = (100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+                       250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+                       30_000_000, 60_000_000)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# --- gateway ------------------------------------------------------------------------------
+INFERENCE_SUCCESS = Counter(
+    "maas_inference_request_success", "Inference requests answered with a result.",
+    ["model", "version"])
+INFERENCE_FAILURE = Counter(
+    "maas_inference_request_failure",
+    "Inference requests that failed, by the error's reason (MODEL_NOT_FOUND, ...).",
+    ["model", "reason"])
+REQUEST_DURATION_US = Histogram(
+    "maas_inference_request_duration_us",
+    "Gateway-side duration of an inference request, from arrival to answer (us).",
+    ["model"], buckets=DURATION_US_BUCKETS)
+
+# --- worker -------------------------------------------------------------------------------
+QUEUE_DURATION_US = Histogram(
+    "maas_inference_queue_duration_us",
+    "Time a job waited between enqueue and the start of its forward pass (us).",
+    ["model"], buckets=DURATION_US_BUCKETS)
+COMPUTE_DURATION_US = Histogram(
+    "maas_inference_compute_duration_us",
+    "Time of the forward pass that ran the job (us; shared by a batch's jobs).",
+    ["model"], buckets=DURATION_US_BUCKETS)
+BATCH_SIZE = Histogram(
+    "maas_batch_size", "Jobs run together in one forward pass.", ["model"],
+    buckets=BATCH_SIZE_BUCKETS)
+EXEC_COUNT = Counter(
+    "maas_inference_exec_count", "Forward passes (batches) run by the worker.", ["model"])
+WORKER_BUSY_SECONDS = Counter(
+    "maas_worker_busy_seconds", "Seconds the worker spent running batches (load + forward).")
+TRAINING_FINISHED = Counter(
+    "maas_training_jobs_finished",
+    "Training job attempts that ended on this worker: SUCCEEDED, FAILED, CANCELLED, "
+    "HANDED_BACK (drain), REQUEUED (attempt failed) or LEASE_LOST.", ["state"])
+TRAINING_SAMPLES_PER_SECOND = Gauge(
+    "maas_training_samples_per_second",
+    "Throughput of the training job running on this worker (its latest progress report; "
+    "0 when none runs).")
+
+# --- scheduler ----------------------------------------------------------------------------
+QUEUE_DEPTH = Gauge(
+    "maas_queue_depth", "Jobs in a model's stream: not yet read plus leased (lag + pending).",
+    ["model"])
+QUEUE_OLDEST_AGE_SECONDS = Gauge(
+    "maas_queue_oldest_age_seconds",
+    "Age of the oldest job still in a model's stream (queued or leased); 0 when empty.",
+    ["model"])
+TRAINING_JOBS = Gauge(
+    "maas_training_jobs", "Training jobs by state: queued (not yet leased) or running.",
+    ["state"])
+LEASES_RECLAIMED = Counter(
+    "maas_leases_reclaimed", "Expired leases the scheduler reclaimed (requeued, expired, "
+    "dead-lettered or dropped jobs).", ["model"])
+
+# --- several processes --------------------------------------------------------------------
+DEAD_LETTERS = Counter(
+    "maas_dead_letters", "Jobs dead-lettered after losing their worker max_attempts times.",
+    ["model"])
+JOBS_EXPIRED = Counter(
+    "maas_jobs_expired", "Jobs whose deadline passed before they could run.", ["model"])
+REDIS_ERRORS = Counter(
+    "maas_redis_errors", "Redis calls that failed with a transient error (then retried).",
+    ["process"])
+
+ALL: tuple[Any, ...] = (
+    INFERENCE_SUCCESS, INFERENCE_FAILURE, REQUEST_DURATION_US, QUEUE_DURATION_US,
+    COMPUTE_DURATION_US, BATCH_SIZE, EXEC_COUNT, WORKER_BUSY_SECONDS, TRAINING_FINISHED,
+    TRAINING_SAMPLES_PER_SECOND, QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE_SECONDS, TRAINING_JOBS, LEASES_RECLAIMED, DEAD_LETTERS, JOBS_EXPIRED,
+    REDIS_ERRORS)
+
+
+def exposed_names() -> set[str]:
+    """Every series name the metrics above expose (`_total`, `_bucket`, `_sum`, ...)."""
+    suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
+                "histogram": ("_bucket", "_sum", "_count", "_created")}
+    return {family.name + suffix for metric in ALL for family in metric.collect()
+            for suffix in suffixes[family.type]}
+
+
+def observe_batch(model: str, results: Sequence[JobResult], busy_s: float) -> None:
+    """A worker ran one batch: its jobs' durations, its size, the worker's busy time."""
+    for result in results:
+        QUEUE_DURATION_US.labels(model).observe(result.queue_us)
+        COMPUTE_DURATION_US.labels(model).observe(result.compute_us)
+    BATCH_SIZE.labels(model).observe(len(results))
+    EXEC_COUNT.labels(model).inc()
+    WORKER_BUSY_SECONDS.inc(busy_s)
+
+
+def serve(port: int, host: str = "0.0.0.0") -> Any:
+    """Serves `/metrics` over HTTP in a daemon thread; port 0 = disabled (returns None).
+    Returns the HTTP server (call `.shutdown()` to stop it)."""
+    if port == 0:
+        return None
+    server, _ = start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return server

@@ -1,0 +1,154 @@
+"""The SDK's transport: one channel per client (TLS when asked, the API key on every call),
+and maas errors rebuilt from the rich statuses the gateway sends."""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from maas import errors
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_DETAILS_KEY = "grpc-status-details-bin"
+
+Pem = bytes | str | Path
+
+
+def default_target() -> str:
+    """MAAS_TARGET, else 127.0.0.1:50051."""
+    return os.environ.get("MAAS_TARGET") or DEFAULT_TARGET
+
+
+def default_api_key() -> str | None:
+    """MAAS_API_KEY, else no key."""
+    return os.environ.get("MAAS_API_KEY") or None
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+
+
+def _pem(value: Pem | None) -> bytes | None:
+    """PEM bytes as given, or read from a path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def credentials(tls: bool | None, root_certificates: Pem | None, certificate_chain: Pem | None,
+                private_key: Pem | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials (mutual with a client certificate and key); None for plaintext.
+
+    `tls=None` means TLS exactly when a certificate option is given; `tls=True` alone trusts
+    the system's roots.
+    """
+    given = (root_certificates, certificate_chain, private_key)
+    if not (tls or (tls is None and any(v is not None for v in given))):
+        return None
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("a client certificate needs both certificate_chain and private_key")
+    return grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates),
+                                        private_key=_pem(private_key),
+                                        certificate_chain=_pem(certificate_chain))
+
+
+class _Details(collections.namedtuple("_Details", ("method", "timeout", "metadata",
+                                                   "credentials", "wait_for_ready",
+                                                   "compression")),
+               grpc.ClientCallDetails):
+    pass
+
+
+class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <key>` to every call of a blocking channel."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    def _details(self, d: Any) -> _Details:
+        return _Details(d.method, d.timeout, [*(d.metadata or ()), self._header], d.credentials,
+                        d.wait_for_ready, getattr(d, "compression", None))
+
+    def _call(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    intercept_unary_unary = intercept_unary_stream = _call
+    intercept_stream_unary = intercept_stream_stream = _call
+
+
+class _AsyncApiKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
+                   grpc.aio.StreamUnaryClientInterceptor,
+                   grpc.aio.StreamStreamClientInterceptor):
+    """The same for an asyncio channel."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    async def _call(self, continuation: Callable[[Any, Any], Any], d: Any, request: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(d.metadata or ()), self._header)
+        details = grpc.aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials,
+                                             d.wait_for_ready)
+        return await continuation(details, request)
+
+    intercept_unary_unary = intercept_unary_stream = _call
+    intercept_stream_unary = intercept_stream_stream = _call
+
+
+def open_channel(target: str, options: list[tuple[str, Any]], api_key: str | None,
+                 creds: grpc.ChannelCredentials | None) -> grpc.Channel:
+    channel = (grpc.secure_channel(target, creds, options) if creds is not None
+               else grpc.insecure_channel(target, options))
+    return grpc.intercept_channel(channel, _ApiKey(api_key)) if api_key else channel
+
+
+def open_aio_channel(target: str, options: list[tuple[str, Any]], api_key: str | None,
+                     creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    interceptors = [_AsyncApiKey(api_key)] if api_key else None
+    if creds is not None:
+        return grpc.aio.secure_channel(target, creds, options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target, options, interceptors=interceptors)
+
+
+def _unpack(detail: Any, found: dict[str, Any]) -> None:
+    """Reads one google.rpc detail into `found` (reason, violations, quota, retry_s)."""
+    kinds = {error_details_pb2.ErrorInfo: "reason", error_details_pb2.BadRequest: "violations",
+             error_details_pb2.QuotaFailure: "quota", error_details_pb2.RetryInfo: "retry_s"}
+    for kind, slot in kinds.items():
+        if detail.Is(kind.DESCRIPTOR):
+            message = kind()
+            detail.Unpack(message)
+            found[slot] = message
+
+
+def from_rpc_error(err: grpc.RpcError) -> errors.MaasError:
+    """The maas error a failed call carries (ErrorInfo reason, BadRequest, QuotaFailure,
+    RetryInfo)."""
+    code: grpc.StatusCode = err.code()
+    message: str = err.details() or ""
+    found: dict[str, Any] = {}
+    for key, value in err.trailing_metadata() or ():
+        if key == _DETAILS_KEY:
+            for detail in status_pb2.Status.FromString(value).details:
+                _unpack(detail, found)
+    reason = found["reason"].reason if "reason" in found else code.name
+    violations = tuple(errors.FieldViolation(v.field, v.description)
+                       for v in getattr(found.get("violations"), "field_violations", ()))
+    quota = tuple(errors.QuotaViolation(v.subject, v.description)
+                  for v in getattr(found.get("quota"), "violations", ()))
+    retry_s = (found["retry_s"].retry_delay.ToMilliseconds() / 1000
+               if "retry_s" in found else None)
+    cls = errors.error_class_for(code, reason)
+    exc = cls(message, reason=reason, violations=violations, retry_delay_s=retry_s,
+              quota_violations=quota)
+    exc.code = code
+    return exc
