@@ -64,3 +64,18 @@ local function start_one(stream, dead_key, group, consumer, ttl_ms, job_key, ent
   redis.call('HSET', job_key, 'state', 'RUNNING', 'owner', consumer, 'attempt', attempt)
   return {'RUN', attempt, f[6]}
 end
+
+-- An idempotency key already used: {'EXISTS', id} for the same request (by fingerprint),
+-- {'MISMATCH', id} for a different one; nil when the key is new.
+local function reuse_of(idem_key, fingerprint)
+  local existing = redis.call('GET', idem_key)
+  if not existing then
+    return nil
+  end
+  local sep = string.find(existing, '|', 1, true)
+  local id = string.sub(existing, 1, sep - 1)
+  if string.sub(existing, sep + 1) ~= fingerprint then
+    return {'MISMATCH', id}
+  end
+  return {'EXISTS', id}
+end

@@ -6,14 +6,9 @@
 -- ARGV[9] model version  ARGV[10] tenant ('' = none; jobs are read back by their tenant only)
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
 if #KEYS == 3 then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then
-    local sep = string.find(existing, '|', 1, true)
-    local id = string.sub(existing, 1, sep - 1)
-    if string.sub(existing, sep + 1) ~= ARGV[6] then
-      return {'MISMATCH', id}
-    end
-    return {'EXISTS', id}
+  local reused = reuse_of(KEYS[3], ARGV[6])
+  if reused then
+    return reused
   end
 end
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])

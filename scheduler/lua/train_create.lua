@@ -5,14 +5,9 @@
 -- ARGV[8] tenant ('' = none); KEYS[4] is that tenant's index
 -- Returns {'OK'|'EXISTS'|'MISMATCH', job id}
 if #KEYS == 5 then
-  local existing = redis.call('GET', KEYS[5])
-  if existing then
-    local sep = string.find(existing, '|', 1, true)
-    local id = string.sub(existing, 1, sep - 1)
-    if string.sub(existing, sep + 1) ~= ARGV[6] then
-      return {'MISMATCH', id}
-    end
-    return {'EXISTS', id}
+  local reused = reuse_of(KEYS[5], ARGV[6])
+  if reused then
+    return reused
   end
 end
 local now = now_ms()
