@@ -11,7 +11,7 @@ import grpc
 from gateway.auth import caller
 from gateway.observe import InferCall, observe_infer
 from gateway.replies import ReplyDispatcher
-from gateway.submitter import SubmitCoalescer
+from gateway.submitter import SubmitCoalescer, queue_full
 from gateway.validation import infer_task, priority_of
 from maas import __version__
 from maas.errors import DeadlineExceeded, MessageTooLarge, by_code_name
@@ -23,7 +23,7 @@ from maas.settings import Settings
 from maas.tracing import from_metadata, trace_id
 from maas.v1.model_service_pb2 import ModelVersion
 from scheduler.connection import TRANSIENT_ERRORS
-from scheduler.queue import new_job_id
+from scheduler.queue import SubmitStatus, new_job_id
 from scheduler.registry import ModelRegistry
 from scheduler.workers import WorkerDirectory
 
@@ -122,7 +122,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         caller is gone (deadline, cancellation) and that has not started never runs."""
         future = self._replies.expect(envelope.job_id)
         try:
-            await self._submitter.submit(envelope)
+            status, detail = await self._submitter.submit(envelope)
+            if status == SubmitStatus.FULL:
+                raise queue_full(envelope.model, detail)
             timeout_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
             try:
                 async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for

@@ -9,6 +9,7 @@ import uuid
 import grpc
 
 from gateway.auth import caller
+from gateway.submitter import queue_full
 from gateway.validation import infer_task
 from maas.errors import (
     FailedPrecondition,
@@ -88,6 +89,8 @@ class JobServicer(InferenceServiceServicer):
             infer=infer_task(v2_request(request), version,
                              max_elements=self._settings.max_tensor_elements))
         status, job_id = await self._queue.submit(envelope)
+        if status == SubmitStatus.FULL:
+            raise queue_full(request.model, job_id)
         if status == SubmitStatus.MISMATCH:
             raise IdempotencyKeyReused(f"request_id {shown(request.request_id)} was used for a "
                                        f"different request (job {job_id})")

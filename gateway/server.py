@@ -122,7 +122,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     redis = connect(settings.redis_url)
     await check_durability(redis)
     gateway_id = uuid.uuid4().hex[:12]
-    queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
+    queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
+                     max_depth=settings.max_queue_depth)
     registry = ModelRegistry(redis)
     stream = ReplyStream(redis, gateway_id)
     replies = ReplyDispatcher(stream)

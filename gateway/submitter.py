@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
+from maas.errors import Unavailable
 from maas.queue.v1.queue_pb2 import JobEnvelope
 from scheduler.queue import JobQueue, SubmitStatus
 
 MAX_BATCH = 256
+
+
+def queue_full(model: str, depth: str) -> Unavailable:
+    return Unavailable(f"the queue of model {model!r} is full ({depth} jobs queued or running; "
+                       "MAAS_MAX_QUEUE_DEPTH): retry shortly", reason="QUEUE_FULL",
+                       retry_delay_s=1.0)
 
 
 class SubmitCoalescer:

@@ -21,6 +21,7 @@ AUTH_MODES = ("off", "on")
 _MINIMUM: dict[str, float] = {
     "gateway_port": 0,  # 0: any free port
     "training_slots": 0,  # 0: serve only
+    "max_queue_depth": 0,  # 0: no limit
     "max_queue_delay_microseconds": 0,  # 0: never wait to fill a batch
     "torch_threads": 0,  # 0: one per core
     "worker_model_memory_mb": 0,  # 0: no budget
@@ -63,6 +64,9 @@ class Settings:
     # Inference lease; the worker renews it every lease/3 while it works.
     infer_lease_ms: int = 3000
     max_attempts: int = 3
+    # Most jobs queued or running per model and priority; beyond it a submit is refused with
+    # UNAVAILABLE and a retry delay (0 = no limit).
+    max_queue_depth: int = 100_000
     # Deadline of a call that sets none, so no call can wait forever.
     default_deadline_s: float = 60.0
     # How long a finished job's record stays readable (async and training work).

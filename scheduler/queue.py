@@ -31,6 +31,7 @@ class SubmitStatus(Enum):
     CREATED = "OK"
     EXISTS = "EXISTS"
     MISMATCH = "MISMATCH"
+    FULL = "FULL"  # the stream is at its depth limit: nothing was written
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,16 @@ def _s(value: bytes | str) -> str:
 class JobQueue:
     """The queue API used in-process by the gateway, the worker and the daemon."""
 
-    def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000) -> None:
+    def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000,
+                 max_depth: int = 0) -> None:
         self._redis = client
         self._scripts = Scripts.register(client)
         self._result_ttl_ms = result_ttl_ms
+        self._max_depth = max_depth  # most entries per priority stream; 0 = no limit
 
     # --- producer side ---------------------------------------------------------------------
 
-    @staticmethod
-    def _submit_args(envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
+    def _submit_args(self, envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
         model = envelope.model
         level = keys.level_of(envelope.priority)
         job_keys = [keys.stream(model, level), keys.job(model, envelope.job_id)]
@@ -141,7 +143,7 @@ class JobQueue:
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
                           IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
-                          envelope.tenant]
+                          envelope.tenant, self._max_depth]
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         """Stores the job and its stream entry in one script call; returns (status, job id)."""

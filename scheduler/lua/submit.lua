@@ -4,12 +4,18 @@
 -- ARGV[5] reply stream key ('' = nobody waits)  ARGV[6] request fingerprint
 -- ARGV[7] idempotency TTL s  ARGV[8] result TTL ms of this job (0 = the queue's default)
 -- ARGV[9] model version  ARGV[10] tenant ('' = none; jobs are read back by their tenant only)
+-- ARGV[11] most entries the stream may hold (0 = no limit)
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
+--   | {'FULL', stream length} (refused: nothing written)
 if #KEYS == 3 then
   local reused = reuse_of(KEYS[3], ARGV[6])
   if reused then
     return reused
   end
+end
+local depth = redis.call('XLEN', KEYS[1])
+if tonumber(ARGV[11]) > 0 and depth >= tonumber(ARGV[11]) then
+  return {'FULL', tostring(depth)}
 end
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,

@@ -1,0 +1,48 @@
+"""Global overload: a model's queue at MAAS_MAX_QUEUE_DEPTH refuses new work with UNAVAILABLE
+and a retry delay, writing nothing; room again once jobs complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import maas
+from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope
+from scheduler import keys
+from scheduler.connection import connect
+from scheduler.queue import JobQueue, SubmitStatus, new_job_id
+from tests.conftest import RedisServer
+from tests.inprocess import mlp_weights, running_gateway
+
+
+async def test_full_stream_refuses_and_writes_nothing(redis_url: str) -> None:
+    client = connect(redis_url)
+    queue = JobQueue(client, max_depth=2)
+    await queue.ensure_group("m")
+    jobs = [JobEnvelope(job_id=new_job_id(), model="m", model_version="1", max_attempts=1,
+                        infer=InferTask()) for _ in range(3)]
+    assert [(await queue.submit(j))[0] for j in jobs] == [
+        SubmitStatus.CREATED, SubmitStatus.CREATED, SubmitStatus.FULL]
+    assert await client.xlen(keys.stream("m")) == 2
+    assert not await client.exists(keys.job("m", jobs[2].job_id))
+    other = JobEnvelope(job_id=new_job_id(), model="m", model_version="1", priority=1,
+                        max_attempts=1, infer=InferTask())
+    assert (await queue.submit(other))[0] == SubmitStatus.CREATED  # a level has its own room
+    await client.aclose()
+
+
+def test_gateway_answers_unavailable_with_retry_info(redis_server: RedisServer,
+                                                     redis_url: str, tmp_path: Path) -> None:
+    with running_gateway(redis_url, tmp_path, max_queue_depth=1) as port, \
+            maas.Client(f"127.0.0.1:{port}") as client:
+        client.register_model("mlp", "mlp", mlp_weights())
+        x = {"input": np.zeros((1, 64), np.float32)}
+        client.submit("mlp", x)  # no worker: it stays queued and fills the queue
+        with pytest.raises(maas.Unavailable) as full:
+            client.submit("mlp", x)
+        assert full.value.reason == "QUEUE_FULL" and full.value.retry_delay_s == 1.0
+        assert "MAAS_MAX_QUEUE_DEPTH" in full.value.message
+        with pytest.raises(maas.Unavailable):
+            client.infer("mlp", x, timeout_s=5)
