@@ -13,8 +13,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from maas import metrics
-from maas.errors import ERROR_DOMAIN, MaasError
-from scheduler.connection import TRANSIENT_ERRORS
+from maas.errors import ERROR_DOMAIN, MaasError, QueueStorageFull
+from scheduler.connection import TRANSIENT_ERRORS, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ async def _abort_for(exc: BaseException, method: str, context: grpc.aio.Servicer
     """Aborts the call with the status that `exc` stands for."""
     if isinstance(exc, MaasError):
         await context.abort_with_status(to_status(exc))
+    if is_out_of_memory(exc):
+        metrics.REDIS_ERRORS.labels("gateway").inc()
+        log.error("%s: Redis is at maxmemory: %s", method, exc)
+        await context.abort_with_status(to_status(QueueStorageFull(
+            "the queue's Redis is full (maxmemory reached; nothing was evicted): this request "
+            "was not accepted. Retry later; operators: raise maxmemory or add shards",
+            retry_delay_s=5.0)))
     if isinstance(exc, TRANSIENT_ERRORS):
         metrics.REDIS_ERRORS.labels("gateway").inc()
         log.warning("%s: Redis unavailable: %s", method, exc)

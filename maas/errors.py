@@ -10,6 +10,7 @@
     ├── QuotaExceeded              (RESOURCE_EXHAUSTED, QUOTA_EXCEEDED) + quota violations
     ├── Unauthenticated            (UNAUTHENTICATED, UNAUTHENTICATED)
     ├── PermissionDenied           (PERMISSION_DENIED, PERMISSION_DENIED)
+    ├── QueueStorageFull           (RESOURCE_EXHAUSTED, QUEUE_STORAGE_FULL)
     ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
     ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
     ├── Cancelled                  (CANCELLED, CANCELLED)
@@ -151,6 +152,13 @@ class PermissionDenied(MaasError):
 
     code = grpc.StatusCode.PERMISSION_DENIED
     reason = "PERMISSION_DENIED"
+
+
+class QueueStorageFull(MaasError):
+    """Redis reached maxmemory (noeviction): new work is refused until there is room."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUEUE_STORAGE_FULL"
 
 
 class DeadlineExceeded(MaasError):

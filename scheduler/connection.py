@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Exceptions a caller should answer with UNAVAILABLE (retry later), never INTERNAL.
@@ -49,3 +49,9 @@ async def check_durability(client: aioredis.Redis) -> None:
         raise EvictingRedis(
             f"Redis maxmemory-policy is {policy!r}: it may evict queued jobs. Set "
             "`maxmemory-policy noeviction` (redis.conf or CONFIG SET) and start again.")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Redis at maxmemory with noeviction refuses writes with an OOM error (nothing evicted)."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("OOM"))

@@ -46,3 +46,26 @@ def test_gateway_answers_unavailable_with_retry_info(redis_server: RedisServer,
         assert "MAAS_MAX_QUEUE_DEPTH" in full.value.message
         with pytest.raises(maas.Unavailable):
             client.infer("mlp", x, timeout_s=5)
+
+
+def test_redis_at_maxmemory_is_resource_exhausted_and_evicts_nothing(
+        redis_server: RedisServer, redis_url: str, tmp_path: Path) -> None:
+    admin = redis_server.client()
+    with running_gateway(redis_url, tmp_path) as port, \
+            maas.Client(f"127.0.0.1:{port}") as client:
+        client.register_model("mlp", "mlp", mlp_weights())
+        x = {"input": np.zeros((1, 64), np.float32)}
+        kept = client.submit("mlp", x)
+        before = admin.dbsize()
+        admin.config_set("maxmemory", "1")  # far below what Redis already uses
+        try:
+            with pytest.raises(maas.MaasError) as full:
+                client.submit("mlp", x)
+            assert full.value.code.name == "RESOURCE_EXHAUSTED"
+            assert full.value.reason == "QUEUE_STORAGE_FULL"
+            assert admin.dbsize() == before  # nothing written, nothing evicted
+        finally:
+            admin.config_set("maxmemory", "0")
+        assert client.get_job(kept.job_id).job_id == kept.job_id
+        client.submit("mlp", x)  # room again
+    admin.close()
