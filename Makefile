@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run bench test test-fast check lint typecheck protos protos-check buf-lint clean
+.PHONY: setup run bench soak test test-fast check lint typecheck protos protos-check buf-lint clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -18,6 +18,10 @@ bench: setup
 	$(PY) -m bench.training
 	$(PY) -m bench.memory
 
+## A bounded soak under faults (worker kills, a Redis restart): accepted, completed, lost, duplicated.
+soak: setup
+	$(PY) -m bench.soak --seconds 120
+
 ## Every test, fault-injection ones included (what CI runs).
 test: setup
 	$(PY) -m pytest -q
@@ -28,7 +32,7 @@ test-fast: setup
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 
-check: lint protos-check buf-lint
+check: lint typecheck protos-check buf-lint
 
 ## buf STANDARD lint and format of our own protos (the v2 contract is excluded).
 buf-lint:

@@ -25,7 +25,8 @@ SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.ModelVersionNotFound, errors.MessageTooLarge, errors.DeadlineExceeded,
               errors.Unavailable, errors.Cancelled, errors.FailedPrecondition,
               errors.IdempotencyKeyReused, errors.JobFailed, errors.TooManyElements,
-              errors.QuotaExceeded, errors.Unauthenticated, errors.PermissionDenied]
+              errors.QuotaExceeded, errors.Unauthenticated, errors.PermissionDenied,
+              errors.QueueStorageFull]
 
 
 def test_the_tree_is_complete() -> None:
