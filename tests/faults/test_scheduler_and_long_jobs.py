@@ -18,14 +18,9 @@ import maas
 from maas.v1.training_service_pb2 import TrainingJob
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
-from tests.faults.test_worker_kill import wait_until_holding
+from tests.faults.test_worker_kill import freeze_holding
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def holding(r: object, consumer: str) -> int:
-    return sum(int(c["pending"]) for c in r.xinfo_consumers(  # type: ignore[attr-defined]
-        keys.stream("cnn"), keys.GROUP) if c["name"].decode() == consumer)
 
 
 @pytest.fixture
@@ -45,12 +40,7 @@ async def test_leases_are_reclaimed_only_while_a_daemon_runs(short_leases: Clust
         calls = [asyncio.ensure_future(client.infer("cnn", {"input": x}, timeout_s=60))
                  for x in xs]
         victim = short_leases.service("worker-1")
-        while True:  # freeze it while it holds jobs (no race with its completing them)
-            await asyncio.to_thread(wait_until_holding, r, "worker-1")
-            victim.send_signal(signal.SIGSTOP)
-            if holding(r, "worker-1"):
-                break
-            victim.send_signal(signal.SIGCONT)
+        await freeze_holding(r, victim)  # while it holds jobs: no race with finishing them
         victim.send_signal(signal.SIGKILL)
         await asyncio.sleep(3.0)  # three leases pass: with no daemon, nothing is reclaimed
         stranded = r.xpending(keys.stream("cnn"), keys.GROUP)["pending"]

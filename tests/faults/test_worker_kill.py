@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,21 @@ def wait_until_holding(r: redis.Redis, consumer: str, timeout_s: float = 20) -> 
     raise AssertionError(f"{consumer} never held a job")
 
 
+def holding(r: redis.Redis, consumer: str) -> int:
+    return sum(int(c["pending"]) for c in r.xinfo_consumers(keys.stream("cnn"), keys.GROUP)
+               if c["name"].decode() == consumer)
+
+
+async def freeze_holding(r: redis.Redis, worker: subprocess.Popen[bytes]) -> int:
+    """SIGSTOPs worker-1 at a moment it holds jobs (no race with it finishing them)."""
+    while True:
+        await asyncio.to_thread(wait_until_holding, r, "worker-1")
+        worker.send_signal(signal.SIGSTOP)
+        if held := holding(r, "worker-1"):
+            return held
+        worker.send_signal(signal.SIGCONT)
+
+
 async def test_sigkill_worker_mid_batch_loses_nothing(two_workers: Cluster) -> None:
     rng = np.random.default_rng(0)
     xs = [rng.random((64, 1, 28, 28), dtype=np.float32) for _ in range(96)]
@@ -50,7 +66,7 @@ async def test_sigkill_worker_mid_batch_loses_nothing(two_workers: Cluster) -> N
                     for i, x in enumerate(xs)]
         calls = [asyncio.ensure_future(client._v2.ModelInfer(req, timeout=60))
                  for req in requests]
-        held = await asyncio.to_thread(wait_until_holding, r, "worker-1")
+        held = await freeze_holding(r, two_workers.service("worker-1"))
         two_workers.service("worker-1").send_signal(signal.SIGKILL)
         started = time.monotonic()
         responses = await asyncio.gather(*calls)
@@ -84,8 +100,7 @@ async def test_sigstop_past_the_lease_then_sigcont_is_fenced(two_workers: Cluste
         calls = [asyncio.ensure_future(client._v2.ModelInfer(
             maas.client.infer_request("cnn", {"input": x}, request_id=f"s{i}"), timeout=60))
             for i, x in enumerate(xs)]
-        held = await asyncio.to_thread(wait_until_holding, r, "worker-1")
-        frozen.send_signal(signal.SIGSTOP)
+        held = await freeze_holding(r, frozen)
         try:
             responses = await asyncio.gather(*calls)  # worker-2 answers after the reaping
         finally:
