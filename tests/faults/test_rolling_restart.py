@@ -3,7 +3,7 @@
 Clients send inference requests without pause while each worker is replaced (the new one
 starts first, the old one gets SIGTERM and drains), then the scheduler, then the gateway
 (SIGTERM, then a new one on the same port; meanwhile clients retry UNAVAILABLE with the same
-request). Every request gets its one correct answer. A training job running through the
+request, after the RetryInfo delay that a draining gateway sends). Every request gets its one correct answer. A training job running through the
 restarts is checkpointed and handed back by each drained worker without losing an attempt.
 """
 
@@ -69,7 +69,8 @@ async def infer_until_answered(stub: GRPCInferenceServiceStub, request: Any,
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                 raise
             tally.retried += 1
-            await asyncio.sleep(0.05)
+            # A draining gateway says how long to wait (RetryInfo); no gateway says nothing.
+            await asyncio.sleep(maas.client.from_rpc_error(exc).retry_delay_s or 0.05)
 
 
 async def client_loop(target: str, seed: int, stop: asyncio.Event, tally: Tally) -> None:
