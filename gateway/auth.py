@@ -133,7 +133,7 @@ class Authenticator:
         return identity
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates (when on), authorizes and rate-limits every call but the open ones."""
 
     def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter | None) -> None:

@@ -92,7 +92,7 @@ def _guard_stream(inner: StreamHandler, method: str) -> StreamHandler:
     return guarded
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every method so that no exception leaves as a bare, unexplained INTERNAL."""
 
     async def intercept_service(

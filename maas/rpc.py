@@ -64,12 +64,12 @@ def credentials(tls: bool | None, root_certificates: Pem | None, certificate_cha
 class _Details(collections.namedtuple("_Details", ("method", "timeout", "metadata",
                                                    "credentials", "wait_for_ready",
                                                    "compression")),
-               grpc.ClientCallDetails):
+               grpc.ClientCallDetails):  # type: ignore[misc]
     pass
 
 
-class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):  # type: ignore[misc]
     """Adds `authorization: Bearer <key>` to every call of a blocking channel."""
 
     def __init__(self, api_key: str) -> None:
@@ -86,9 +86,9 @@ class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
     intercept_stream_unary = intercept_stream_stream = _call
 
 
-class _AsyncApiKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                   grpc.aio.StreamUnaryClientInterceptor,
-                   grpc.aio.StreamStreamClientInterceptor):
+class _AsyncApiKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+                   grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
+                   grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     """The same for an asyncio channel."""
 
     def __init__(self, api_key: str) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from maas.errors import FieldViolation, InvalidArgument
 from maas.training_spec import TrainingSpec
 from maas.v1 import training_service_pb2 as pb
 
 # Fields with a non-zero default travel as proto3 `optional`: unset means "the default".
-_OPTIONAL = ("validation_fraction", "lr", "momentum", "weight_decay", "batch_size", "epochs",
-             "checkpoint_every")
+# (Final keeps each name's literal type, which HasField requires.)
+_OPTIONAL: Final = ("validation_fraction", "lr", "momentum", "weight_decay", "batch_size",
+                    "epochs", "checkpoint_every")
 _PLAIN = ("architecture", "dataset", "init_from", "loss", "optimizer", "max_steps", "seed", "keep")
 
 

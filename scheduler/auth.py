@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -56,7 +57,8 @@ class KeyStore:
         key_id = key_id_of(api_key)
         if key_id is None:
             return None
-        stored, raw = await self._redis.hmget(keys.api_key(key_id), "sha256", "record")
+        stored, raw = cast("list[bytes | None]",
+                           await self._redis.hmget(keys.api_key(key_id), "sha256", "record"))
         if raw is None or stored is None:
             return None
         if not hmac.compare_digest(stored, key_sha256(api_key).encode()):
@@ -65,7 +67,8 @@ class KeyStore:
 
     async def list(self, tenant: str = "") -> list[ApiKey]:
         """Every key's record (of one tenant when given), by tenant then id."""
-        ids = sorted(k.decode() for k in await self._redis.smembers(keys.api_keys()))
+        ids = sorted(k.decode()
+                     for k in cast("set[bytes]", await self._redis.smembers(keys.api_keys())))
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id in ids:
                 pipe.hget(keys.api_key(key_id), "record")
@@ -76,7 +79,7 @@ class KeyStore:
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Deletes the key; NOT_FOUND when there is none of that id."""
-        raw = await self._redis.hget(keys.api_key(key_id), "record")
+        raw = cast("bytes | None", await self._redis.hget(keys.api_key(key_id), "record"))
         if raw is None:
             raise ApiKeyNotFound(f"no API key with id {key_id[:64]!r}")
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -7,6 +7,8 @@ keeps the name its owner gave it. Built-in datasets are not stored: they are lis
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis.asyncio as aioredis
 
 from maas.errors import NotFound
@@ -29,7 +31,8 @@ class DatasetStore:
                                dataset.SerializeToString())
 
     async def get(self, name: str, tenant: str = "") -> Dataset:
-        raw = await self._redis.hget(keys.datasets(), keys.model_id(tenant, name))
+        raw = cast("bytes | None",
+                   await self._redis.hget(keys.datasets(), keys.model_id(tenant, name)))
         if raw is None:
             shown = keys.split_model_id(name)[1]
             raise DatasetNotFound(f"no dataset {shown!r}; upload one or use a built-in (digits)")
@@ -37,7 +40,8 @@ class DatasetStore:
 
     async def names(self, tenant: str = "") -> list[str]:
         """The names of one tenant's datasets."""
-        ids = (keys.split_model_id(n.decode()) for n in await self._redis.hkeys(keys.datasets()))
+        names = cast("list[bytes]", await self._redis.hkeys(keys.datasets()))
+        ids = (keys.split_model_id(n.decode()) for n in names)
         return sorted(name for owner, name in ids if owner == tenant)
 
     async def delete(self, name: str, tenant: str = "") -> bool:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from maas import metrics
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult, JobState
 from scheduler import keys
+from scheduler.redis_types import Entry, Fields, GroupStreams
 from scheduler.scripts import Scripts
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -198,7 +199,7 @@ class JobQueue:
 
     async def job_state(self, model: str, job_id: str) -> dict[str, bytes]:
         """The job hash, for inspection and tests."""
-        raw = await self._redis.hgetall(keys.job(model, job_id))
+        raw = cast("Fields", await self._redis.hgetall(keys.job(model, job_id)))
         return {_s(k): v for k, v in raw.items()}
 
     # --- consumer side ---------------------------------------------------------------------
@@ -209,8 +210,8 @@ class JobQueue:
         if not models:
             return []
         by_stream = {keys.stream(m, level): (m, level) for m in models for level in keys.LEVELS}
-        reply = await self._redis.xreadgroup(
-            keys.GROUP, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms)
+        reply = cast("GroupStreams | None", await self._redis.xreadgroup(
+            keys.GROUP, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms))
         found = []
         for stream, entries in reply or []:
             model, level = by_stream[_s(stream)]
@@ -288,7 +289,7 @@ class JobQueue:
 
     async def dead_letters(self, model: str, count: int = 100) -> list[DeadLetter]:
         """Dead-lettered jobs of a model, oldest first."""
-        rows = await self._redis.xrange(keys.dead_letters(model), count=count)
+        rows = cast("list[Entry]", await self._redis.xrange(keys.dead_letters(model), count=count))
         found = []
         for entry_id, fields in rows:
             job_id = _s(fields[b"job"])

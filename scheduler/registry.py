@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -22,6 +23,7 @@ from maas.errors import (
 )
 from maas.v1.model_service_pb2 import Model, ModelVersion
 from scheduler import keys
+from scheduler.redis_types import Fields
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ID = re.compile(rf"(?:{_NAME.pattern}/)?{_NAME.pattern}")
@@ -142,7 +144,8 @@ class ModelRegistry:
         cached = self._versions.get((model, version))
         if cached is not None:
             return cached
-        raw = await self._redis.hget(keys.model_record(model), f"v:{version}")
+        raw = cast("bytes | None",
+                   await self._redis.hget(keys.model_record(model), f"v:{version}"))
         if raw is None:
             if not await self._redis.exists(keys.model_record(model)):
                 raise ModelNotFound(f"model {_shown(model)} is not registered")
@@ -157,7 +160,7 @@ class ModelRegistry:
         hit = self._latest.get(model)
         if hit and time.monotonic() - hit[0] < LATEST_CACHE_S:
             return hit[1]
-        raw = await self._redis.hget(keys.model_record(model), "latest")
+        raw = cast("bytes | None", await self._redis.hget(keys.model_record(model), "latest"))
         if raw is None:
             raise ModelNotFound(f"model {_shown(model)} is not registered")
         latest = raw.decode()
@@ -165,11 +168,11 @@ class ModelRegistry:
         return latest
 
     async def version_numbers(self, model: str) -> list[str]:
-        fields = await self._redis.hkeys(keys.model_record(model))
+        fields = cast("list[bytes]", await self._redis.hkeys(keys.model_record(model)))
         return sorted((f.decode()[2:] for f in fields if f.startswith(b"v:")), key=int)
 
     async def get_model(self, model: str) -> Model:
-        record = await self._redis.hgetall(keys.model_record(model))
+        record = cast("Fields", await self._redis.hgetall(keys.model_record(model)))
         if not record:
             raise ModelNotFound(f"model {_shown(model)} is not registered")
         versions = sorted((ModelVersion.FromString(v) for k, v in record.items()
@@ -177,4 +180,5 @@ class ModelRegistry:
         return Model(name=model, versions=versions, latest_version=record[b"latest"].decode())
 
     async def model_names(self) -> list[str]:
-        return sorted(m.decode() for m in await self._redis.smembers(keys.models()))
+        names = cast("set[bytes]", await self._redis.smembers(keys.models()))
+        return sorted(m.decode() for m in names)

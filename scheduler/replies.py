@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
 from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState
 from scheduler import keys
+from scheduler.redis_types import Fields, Streams
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class Reply:
     result: JobResult
 
 
-def _decode(fields: dict[bytes, bytes]) -> Reply:
+def _decode(fields: Fields) -> Reply:
     job_id = fields[b"job"].decode()
     if b"result" in fields:
         return Reply(job_id, JobResult.FromString(fields[b"result"]))
@@ -37,7 +39,8 @@ class ReplyStream:
 
     async def read(self, block_ms: int, count: int = 1024) -> list[Reply]:
         """Replies after the last one read; waits up to block_ms for one to arrive."""
-        reply = await self._redis.xread({self.key: self._last_id}, count=count, block=block_ms)
+        reply = cast("Streams | None", await self._redis.xread({self.key: self._last_id},
+                                                               count=count, block=block_ms))
         out: list[Reply] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

@@ -8,8 +8,10 @@ another tenant, it does not exist. The state a client sees is the hash's
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -18,6 +20,7 @@ from maas.queue.v1.queue_pb2 import JobEnvelope
 from maas.v1.training_service_pb2 import TrainingEvent, TrainingJob
 from scheduler import keys
 from scheduler.queue import IDEMPOTENCY_TTL_S, Delivery, JobQueue, SubmitStatus, fingerprint
+from scheduler.redis_types import ScoredMembers, Streams
 
 Q = keys.TRAINING_QUEUE
 _STATES = {
@@ -68,12 +71,13 @@ class TrainingStore:
 
     async def get(self, job_id: str, tenant: str | None = None) -> TrainingJob:
         """The job; NOT_FOUND when there is none, or it is not `tenant`'s (None: anyone's)."""
-        f = await self._redis.hmget(keys.job(Q, job_id), "record", "state", "attempt", "cancel",
-                                    "error_message", "tenant")
+        f = cast("list[bytes | None]", await self._redis.hmget(
+            keys.job(Q, job_id), "record", "state", "attempt", "cancel", "error_message",
+            "tenant"))
         if f[0] is None or (tenant is not None and (f[5] or b"").decode() != tenant):
             raise TrainingJobNotFound(f"no training job {job_id[:64]!r}")
         job = TrainingJob.FromString(f[0])
-        raw_state = f[1].decode()
+        raw_state = cast(bytes, f[1]).decode()  # set together with the record, by Lua
         job.state = _STATES.get(raw_state, TrainingJob.STATE_UNSPECIFIED)
         if job.state == TrainingJob.RUNNING and f[3] == b"1":
             job.state = TrainingJob.CANCELLING
@@ -86,8 +90,9 @@ class TrainingStore:
                    tenant: str = "") -> tuple[list[TrainingJob], str]:
         """A tenant's jobs, newest first; the token is the creation score to continue below."""
         top = f"({page_token}" if page_token else "+inf"
-        rows = await self._redis.zrevrangebyscore(keys.training_index(tenant), top, "-inf",
-                                                  start=0, num=page_size + 1, withscores=True)
+        rows = cast("ScoredMembers", await self._redis.zrevrangebyscore(
+            keys.training_index(tenant), top, "-inf", start=0, num=page_size + 1,
+            withscores=True))
         jobs = [await self.get(job_id.decode()) for job_id, _ in rows[:page_size]]
         token = str(int(rows[page_size - 1][1])) if len(rows) > page_size else ""
         return jobs, token
@@ -122,9 +127,10 @@ class TrainingStore:
         return int(flag) == 1
 
     async def events(self, job_id: str, cursor: EventCursor,
-                     block_ms: int) -> tuple[list[TrainingEvent], EventCursor]:
-        reply = await self._redis.xread({keys.training_events(job_id): cursor.stream_id},
-                                        count=500, block=block_ms)
+                     block_ms: int) -> tuple[builtins.list[TrainingEvent], EventCursor]:
+        # (builtins.list: inside this class, `list` names the method above)
+        reply = cast("Streams | None", await self._redis.xread(
+            {keys.training_events(job_id): cursor.stream_id}, count=500, block=block_ms))
         found: list[TrainingEvent] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -29,7 +30,7 @@ class WorkerDirectory:
         if time.monotonic() - at < max_age_s:
             return cached
         names = [k async for k in self._redis.scan_iter(match=keys.workers_pattern(), count=200)]
-        values = await self._redis.mget(names) if names else []
+        values = cast("list[bytes | None]", await self._redis.mget(names)) if names else []
         found = [WorkerHeartbeat.FromString(v) for v in values if v]
         self._cache = (time.monotonic(), found)
         return found

@@ -248,8 +248,9 @@ class Worker:
                        started: Sequence[Started]) -> list[JobResult]:
         meta = await self._registry.resolve(model, version)
         loop = asyncio.get_running_loop()
-        loaded = self.cache.cached(model, version) or await loop.run_in_executor(
-            self._torch, self.cache.load, meta)
+        loaded = self.cache.cached(model, version)
+        if loaded is None:
+            loaded = await loop.run_in_executor(self._torch, self.cache.load, meta)
         jobs = [(s.delivery.job_id, s.attempt, s.envelope.enqueue_unix_ms, s.envelope.infer)
                 for s in started]
         return await loop.run_in_executor(self._torch, run_batch, loaded, jobs, self.id)
