@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.auth import build_auth, server_credentials
 from gateway.datasets import DatasetServicer
+from gateway.drain import DrainInterceptor, drain
 from gateway.errors import ErrorInterceptor
 from gateway.health import GatewayHealth
 from gateway.inference import InferenceServicer
@@ -72,12 +73,14 @@ class Gateway:
     port: int
     health: health.aio.HealthServicer
     inference: InferenceServicer
+    gate: DrainInterceptor = field(default_factory=DrainInterceptor)
+    in_flight: Callable[[], int] = lambda: 0  # inference calls waiting for a result
 
     async def drain(self, grace_s: float) -> None:
-        """NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
+        """NOT_SERVING, refuse new calls (UNAVAILABLE + RetryInfo), let in-flight calls
+        finish within the grace (gateway/drain.py)."""
         self.inference.is_ready = False
-        await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        await drain(self.server, self.health, self.gate, self.in_flight, grace_s)
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:
@@ -133,8 +136,9 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     key_store = KeyStore(redis)
     limiter = (RateLimiter(redis, settings.tenant_rate_per_s) if settings.tenant_rate_per_s
                else None)
+    gate = DrainInterceptor()
     server = grpc.aio.server(
-        interceptors=[await build_auth(settings, key_store, limiter), ErrorInterceptor()],
+        interceptors=[gate, await build_auth(settings, key_store, limiter), ErrorInterceptor()],
         options=grpc_options(settings.max_message_bytes))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     artifacts = ArtifactStore(settings.artifact_dir)
@@ -168,7 +172,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
              bound, "mutual TLS" if settings.tls_client_ca_file else
              "TLS" if credentials is not None else "plaintext", settings.auth)
     try:
-        yield Gateway(server, bound, health_servicer, inference)
+        yield Gateway(server, bound, health_servicer, inference, gate, lambda: replies.waiting)
     finally:
         await server.stop(settings.shutdown_grace_s)
         for task in (reader, sender):

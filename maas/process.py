@@ -1,11 +1,33 @@
-"""What every maas service process does at start: an event loop, signals."""
+"""What every maas service process does at start: an event loop, signals; and how a maas
+process starts a child that must die with it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-from collections.abc import Callable, Coroutine
+import sys
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+
+# Runs in the child: PR_SET_PDEATHSIG (Linux; kept across exec), gives up if the parent
+# already died meanwhile, then execs the real command. argv: signal, parent pid, command...
+_EXEC_DYING_WITH_PARENT = (
+    "import contextlib, ctypes, os, sys\n"
+    "with contextlib.suppress(OSError, AttributeError):\n"
+    "    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, int(sys.argv[1]))\n"
+    "if os.getppid() != int(sys.argv[2]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n")
+
+
+def dying_with_parent(argv: Sequence[str], sig: int = signal.SIGTERM) -> list[str]:
+    """`argv` wrapped so that the child gets `sig` when this process (the forking thread)
+    dies. Use this, never `preexec_fn`: Python code between fork and exec is unsafe in a
+    process with threads, and in one that has used gRPC its fork handlers restart gRPC in
+    the child, which then aborts ("epoll_wait error: Bad file descriptor") as the fds close."""
+    return [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, str(int(sig)), str(os.getpid()),
+            *argv]
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -22,6 +22,8 @@ try:
 except ImportError:  # optional: no spans, only log fields
     propagate = trace = None
 
+HAS_OPENTELEMETRY = trace is not None
+
 
 def from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> dict[str, str]:
     """The trace headers of a call's invocation metadata (keys are lower case in gRPC)."""

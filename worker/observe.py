@@ -23,7 +23,8 @@ def batch_scope(model: str, version: str, started: Sequence[Started]) -> Iterato
     single = len(started) == 1
     attributes: list[dict[str, str | int]] = [
         {"maas.job_id": s.delivery.job_id, "maas.model": model, "maas.model_version": version,
-         "maas.attempt": s.attempt, "maas.batch_size": len(started)} for s in started]
+         "maas.attempt": s.attempt, "maas.batch_size": len(started)} for s in started
+    ] if tracing.HAS_OPENTELEMETRY else []
     with (log_context(model=model, job_id=job_ids[0] if single else None,
                       job_ids=None if single else job_ids,
                       tenant=started[0].envelope.tenant if single else None,

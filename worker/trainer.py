@@ -8,8 +8,6 @@ re-leased by the reaper and resumes from its last checkpoint in the same job dir
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import signal
@@ -19,6 +17,7 @@ from typing import Any
 
 from maas import metrics
 from maas.artifacts import ArtifactStore
+from maas.process import dying_with_parent
 from maas.training_proto import from_proto
 from maas.v1.training_service_pb2 import (
     CheckpointInfo,
@@ -35,11 +34,6 @@ from worker.training_lineage import register_result
 
 log = logging.getLogger(__name__)
 EXIT_INVALID, EXIT_STOPPED = 2, 3
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _event(**kwargs: Any) -> TrainingEvent:
@@ -94,7 +88,7 @@ class TrainingExecutor:
     async def _run_child(self, started: Started, run: _Run, draining: asyncio.Event) -> int:
         argv = await self._argv(started)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent)
+            *dying_with_parent(argv, signal.SIGKILL), stdout=asyncio.subprocess.PIPE)
         stop_sent = False
         try:
             assert proc.stdout is not None

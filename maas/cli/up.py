@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from maas.api_keys import ensure_key_file
 from maas.client import Client
 from maas.errors import ModelNotFound
+from maas.process import dying_with_parent
 
 READY_TIMEOUT_S = 90.0
 MAX_BACKOFF_S = 30.0
@@ -32,12 +32,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when `maas up` itself dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -61,9 +55,9 @@ class LocalCluster:
         self.stopping = False
 
     def start(self, service: Service) -> None:
-        service.proc = subprocess.Popen(
-            service.argv, env={**self.env, **service.env}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        service.proc = subprocess.Popen(  # SIGTERM'd when `maas up` itself dies
+            dying_with_parent(service.argv), env={**self.env, **service.env},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         service.started_at = time.monotonic()
         service.printer = threading.Thread(target=_prefix, args=(service.name, service.proc),
                                            daemon=True)

@@ -3,8 +3,9 @@
 Clients send inference requests without pause while each worker is replaced (the new one
 starts first, the old one gets SIGTERM and drains), then the scheduler, then the gateway
 (SIGTERM, then a new one on the same port; meanwhile clients retry UNAVAILABLE with the same
-request, after the RetryInfo delay that a draining gateway sends). Every request gets its one correct answer. A training job running through the
-restarts is checkpointed and handed back by each drained worker without losing an attempt.
+request, after the RetryInfo delay that a draining gateway sends). Every request gets its one
+correct answer. A training job running through the restarts is checkpointed and handed back
+by each drained worker without losing an attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 import maas
+from maas.cli.up import Service
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from maas.v1 import training_service_pb2 as tpb
@@ -73,14 +75,23 @@ async def infer_until_answered(stub: GRPCInferenceServiceStub, request: Any,
             await asyncio.sleep(maas.client.from_rpc_error(exc).retry_delay_s or 0.05)
 
 
-async def client_loop(target: str, seed: int, stop: asyncio.Event, tally: Tally) -> None:
+def cases(seed: int, count: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inputs and their in-process results, computed before the restarts: the test process
+    runs no torch while it forks new processes (torch's and OpenMP's fork handlers may crash
+    a child forked mid-computation)."""
     model = reference_model("mlp")
     rng = np.random.default_rng(seed)
+    xs = [rng.random((int(rng.integers(1, 5)), 64), dtype=np.float32) for _ in range(count)]
+    return [(x, run_reference(model, x)) for x in xs]
+
+
+async def client_loop(target: str, seed: int, known: list[tuple[np.ndarray, np.ndarray]],
+                      stop: asyncio.Event, tally: Tally) -> None:
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub = GRPCInferenceServiceStub(channel)
         i = 0
         while not stop.is_set():
-            x = rng.random((int(rng.integers(1, 5)), 64), dtype=np.float32)
+            x, expected = known[i % len(known)]
             request = maas.client.infer_request("mlp", {"input": x}, request_id=f"{seed}-{i}")
             i += 1
             try:
@@ -89,24 +100,27 @@ async def client_loop(target: str, seed: int, stop: asyncio.Event, tally: Tally)
                 tally.failed.append(f"{request.id}: {exc.code().name} {exc.details()}")
                 continue
             out = maas.client.infer_outputs(response)["output"]
-            if response.id != request.id or np.abs(out - run_reference(model, x)).max() > 1e-5:
+            if response.id != request.id or np.abs(out - expected).max() > 1e-5:
                 tally.wrong += 1
             tally.answered += 1
 
 
-def wait_serving(cluster: Cluster, worker_id: str, timeout_s: float = 60) -> None:
+def wait_serving(cluster: Cluster, worker: Service, timeout_s: float = 90) -> None:
     """Until the worker's heartbeat says it has mlp loaded."""
     r = cluster.redis.client()
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            raw = r.get(keys.worker(worker_id))
+            raw = r.get(keys.worker(worker.name))
             if raw and "mlp:1" in WorkerHeartbeat.FromString(raw).models:
                 return
+            assert worker.proc is not None and worker.proc.poll() is None, (
+                f"{worker.name} exited with {worker.proc and worker.proc.returncode}")
             time.sleep(0.1)
     finally:
         r.close()
-    raise AssertionError(f"{worker_id} never served mlp")
+    raise AssertionError(f"{worker.name} never served mlp in {timeout_s:.0f}s; last "
+                         f"heartbeat: {raw and WorkerHeartbeat.FromString(raw)}")
 
 
 def stop_gracefully(proc: subprocess.Popen[bytes]) -> int:
@@ -126,8 +140,7 @@ def roll(cluster: Cluster, tally: Tally) -> list[tuple[str, int, int]]:
     steps = []
     for i in (1, 2):
         new = f"worker-{i}b"
-        cluster.local.add(new, [py, "-m", "worker", "--id", new])
-        wait_serving(cluster, new)
+        wait_serving(cluster, cluster.local.add(new, [py, "-m", "worker", "--id", new]))
         steps.append((f"worker-{i}", stop_gracefully(cluster.service(f"worker-{i}")),
                       tally.answered))
     code = stop_gracefully(cluster.service("scheduler"))
@@ -144,7 +157,7 @@ async def test_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> Non
         training = client.train(TRAINING)
         await asyncio.to_thread(first_checkpoint, training)
         tally, stop = Tally(), asyncio.Event()
-        loops = [asyncio.create_task(client_loop(cluster.target, seed, stop, tally))
+        loops = [asyncio.create_task(client_loop(cluster.target, seed, cases(seed), stop, tally))
                  for seed in range(CLIENTS)]
         started = time.monotonic()
         steps = await asyncio.to_thread(roll, cluster, tally)
