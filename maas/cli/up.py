@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maas.api_keys import ensure_key_file
+from maas.cli.demo import start_demo
 from maas.client import Client
 from maas.errors import ModelNotFound
 from maas.process import dying_with_parent
@@ -201,37 +202,6 @@ def register_demo_models(target: str, api_key: str | None = None) -> None:
             print(f"[maas] registered demo model {name} v{v.version}", flush=True)
 
 
-DEMO_SPEC = {"model_name": "digits-cnn", "architecture": "cnn", "dataset": "digits",
-             "optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "batch_size": 16, "epochs": 10,
-             "seed": 0, "keep": "best"}
-
-
-def run_demo(target: str, api_key: str | None = None) -> None:
-    """Infers with the demo cnn, trains the seed CNN on digits, infers with the result."""
-    import numpy as np
-
-    from maas.datasets import builtin_dataset, present
-
-    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
-    with Client(target, timeout_s=60, api_key=api_key) as client:
-        started = time.perf_counter()
-        logits = client.infer("cnn", {"input": x})["output"]
-        ms = (time.perf_counter() - started) * 1000
-        print(f"[maas] demo: cnn on 4 random images → classes {logits.argmax(1).tolist()} "
-              f"in {ms:.1f} ms (gateway → Redis → worker)", flush=True)
-        started = time.perf_counter()
-        job = client.train(DEMO_SPEC).wait()
-        best = max((e.val_accuracy for e in job.epochs), default=0.0)
-        print(f"[maas] demo: trained {job.model_version} on digits in "
-              f"{time.perf_counter() - started:.1f}s: best validation accuracy {best:.3f} "
-              f"({len(job.epochs)} epochs, job {job.job_id})", flush=True)
-        digits = present(builtin_dataset("digits"), (-1, 1, 28, 28))
-        name, _, version = job.model_version.partition(":")
-        out = client.infer(name, {"input": digits.features[:12]}, version=version)["output"]
-        print(f"[maas] demo: {job.model_version} reads digits {digits.labels[:12].tolist()} "
-              f"as {out.argmax(1).tolist()}", flush=True)
-
-
 def service_env(args: argparse.Namespace, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=str(args.data_dir),
@@ -267,10 +237,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         register_demo_models(target, key)
         wait_models_ready(target, ["mlp", "cnn"], cluster, key)
         print(f"maas ready: gateway {target}", flush=True)
-        if not args.no_demo:
-            run_demo(target, key)
-        while not stop.is_set() and not args.exit_after_demo:
+        demo = None if args.no_demo else start_demo(target, key)
+        # The demo runs beside the supervisor: a process that dies meanwhile is restarted.
+        while not stop.is_set():
             cluster.supervise_once()
+            if args.exit_after_demo and (demo is None or not demo.is_alive()):
+                break
             stop.wait(0.2)
     finally:
         print("[maas] stopping", flush=True)

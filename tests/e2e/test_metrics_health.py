@@ -16,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import maas
-from maas.cli.up import DEMO_SPEC, free_port
+from maas.cli.demo import DEMO_SPEC
+from maas.cli.up import free_port
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from tests.conftest import Cluster, start_cluster, stop_cluster
 
