@@ -208,8 +208,9 @@ def _refusal(handler: grpc.RpcMethodHandler | None,
 
 
 async def build_auth(settings: Settings, store: KeyStore,
-                     limiter: RateLimiter | None) -> AuthInterceptor:
-    """The interceptor these settings ask for; installs MAAS_ADMIN_KEY_FILE's key first."""
+                     limiter: RateLimiter | None) -> list[AuthInterceptor]:
+    """The interceptor these settings ask for (none when auth is off and no rate limit: every
+    caller is ANONYMOUS then); installs MAAS_ADMIN_KEY_FILE's key first."""
     if settings.admin_key_file:
         try:
             api_key = read_key_file(settings.admin_key_file)
@@ -220,7 +221,9 @@ async def build_auth(settings: Settings, store: KeyStore,
     if not settings.is_auth_on:
         log.warning("MAAS_AUTH=off: every call is accepted without an API key (local "
                     "development only)")
-    return AuthInterceptor(Authenticator(store) if settings.is_auth_on else None, limiter)
+    if not settings.is_auth_on and limiter is None:
+        return []
+    return [AuthInterceptor(Authenticator(store) if settings.is_auth_on else None, limiter)]
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

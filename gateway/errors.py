@@ -93,7 +93,16 @@ def _guard_stream(inner: StreamHandler, method: str) -> StreamHandler:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every method so that no exception leaves as a bare, unexplained INTERNAL."""
+    """Wraps every method so that no exception leaves as a bare, unexplained INTERNAL.
+
+    The wrapped handler of each method is built once and reused (the hot path pays no
+    allocation per call for it).
+    """
+
+    def __init__(self) -> None:
+        # method → (the handler seen, its wrapper); a different handler (a refusal made by
+        # an earlier interceptor) is wrapped afresh and replaces the entry.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -101,18 +110,27 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        codecs = {"request_deserializer": handler.request_deserializer,
-                  "response_serializer": handler.response_serializer} if handler else {}
         if handler is None:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_guard(handler.unary_unary, method),
-                                                       **codecs)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(_guard(handler.stream_unary, method),
-                                                        **codecs)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _guard_stream(handler.unary_stream, method), **codecs)
-        return handler
+        method = handler_call_details.method
+        seen = self._wrapped.get(method)
+        if seen is not None and seen[0] is handler:
+            return seen[1]
+        wrapped = _wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    codecs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_guard(handler.unary_unary, method),
+                                                   **codecs)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_guard(handler.stream_unary, method),
+                                                    **codecs)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _guard_stream(handler.unary_stream, method), **codecs)
+    return handler

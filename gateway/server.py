@@ -138,7 +138,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
                else None)
     gate = DrainInterceptor()
     server = grpc.aio.server(
-        interceptors=[gate, await build_auth(settings, key_store, limiter), ErrorInterceptor()],
+        interceptors=[gate, *await build_auth(settings, key_store, limiter), ErrorInterceptor()],
         options=grpc_options(settings.max_message_bytes))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     artifacts = ArtifactStore(settings.artifact_dir)
