@@ -11,7 +11,9 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from maas.cli.commands import add_client_flags, client_for, emit
+from maas.client import Client
 from maas.v1 import training_service_pb2 as tpb
+from maas.v1.inference_service_pb2 import InferenceJob
 
 _SPEC_FLAGS = ("architecture", "dataset", "init_from", "optimizer", "lr", "momentum",
                "weight_decay", "batch_size", "epochs", "max_steps", "seed", "checkpoint_every",
@@ -52,8 +54,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if job.state != tpb.TrainingJob.FAILED else 1
 
 
+def _queue_ops(args: argparse.Namespace, client: Client) -> int:
+    if args.jobs_command == "dlq":
+        letters = client.dead_letters(args.model)
+        emit(args, {"dead_letters": [_doc(d) for d in letters]},
+             "\n".join(f"{d.job_id}  attempts {d.attempts}  "
+                       f"{'redrivable' if d.redrivable else 'expired'}" for d in letters)
+             or "no dead letters")
+    else:
+        done = client.redrive(args.model, args.job_ids)
+        emit(args, {"redriven": done}, f"queued again: {len(done)} jobs")
+    return 0
+
+
+def _inference_job(args: argparse.Namespace, client: Client) -> int:
+    if args.jobs_command == "cancel":
+        job = client.cancel_job(args.job_id)
+    elif args.jobs_command == "watch":
+        job = client.wait_job(args.job_id, timeout_s=args.timeout)
+    else:
+        job = client.get_job(args.job_id)
+    doc = _doc(job)
+    for tensor in doc.get("outputs", []):
+        tensor.pop("raw", None)  # base64 bytes; `maas.Client.get_job` returns the arrays
+    emit(args, doc, f"{job.job_id}  {InferenceJob.State.Name(job.state)}  "
+                    f"{job.model}:{job.model_version}")
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     with client_for(args) as client:
+        if args.jobs_command in ("dlq", "redrive"):
+            return _queue_ops(args, client)
+        if ":" in getattr(args, "job_id", ""):  # "<model>:<hex>": an inference job
+            return _inference_job(args, client)
         if args.jobs_command == "list":
             jobs = client.list_training_jobs()
             emit(args, {"jobs": [_doc(j) for j in jobs]},
