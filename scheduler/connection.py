@@ -16,12 +16,21 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTime
                                                  ConnectionError, OSError)
 
 
+SOCKET_TIMEOUT_S = 10.0  # > every BLOCK of ours (at most 1 s)
+
+
 def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
-    """A client with bounded timeouts and retries; binary replies (payloads are protobuf)."""
+    """A client with bounded timeouts and retries; binary replies (payloads are protobuf).
+
+    Every command has a deadline (socket_timeout, above the longest BLOCK we use): a reply
+    lost with a Redis that died must not leave a caller waiting forever — a worker stuck in
+    COMPLETE would keep renewing the leases of jobs it will never finish.
+    """
     return aioredis.Redis.from_url(
         url,
         decode_responses=False,
         socket_connect_timeout=2.0,
+        socket_timeout=SOCKET_TIMEOUT_S,
         socket_keepalive=True,
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
