@@ -53,6 +53,14 @@ from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 
 
+def _channel_setup(api_key: str | None, max_message_bytes: int, tls: bool | None,
+                   root_certificates: Pem | None, certificate_chain: Pem | None,
+                   private_key: Pem | None) -> tuple[Any, ...]:
+    """Options, API key and credentials of a channel: the same for both clients."""
+    return (channel_options(max_message_bytes), api_key or default_api_key(),
+            credentials(tls, root_certificates, certificate_chain, private_key))
+
+
 class Client:
     """Blocking client. Every call has a deadline (`timeout_s`, default 30 s).
 
@@ -66,11 +74,9 @@ class Client:
                  timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  tls: bool | None = None, root_certificates: Pem | None = None,
                  certificate_chain: Pem | None = None, private_key: Pem | None = None) -> None:
-        self.target = target or default_target()
-        self.timeout_s = timeout_s
-        self._channel = open_channel(
-            self.target, channel_options(max_message_bytes), api_key or default_api_key(),
-            credentials(tls, root_certificates, certificate_chain, private_key))
+        self.target, self.timeout_s = target or default_target(), timeout_s
+        self._channel = open_channel(self.target, *_channel_setup(
+            api_key, max_message_bytes, tls, root_certificates, certificate_chain, private_key))
         self._v2 = GRPCInferenceServiceStub(self._channel)
         self._models = ModelServiceStub(self._channel)
         self._training = TrainingServiceStub(self._channel)
@@ -213,11 +219,9 @@ class AsyncClient:
                  timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  tls: bool | None = None, root_certificates: Pem | None = None,
                  certificate_chain: Pem | None = None, private_key: Pem | None = None) -> None:
-        self.target = target or default_target()
-        self.timeout_s = timeout_s
-        self._channel = open_aio_channel(
-            self.target, channel_options(max_message_bytes), api_key or default_api_key(),
-            credentials(tls, root_certificates, certificate_chain, private_key))
+        self.target, self.timeout_s = target or default_target(), timeout_s
+        self._channel = open_aio_channel(self.target, *_channel_setup(
+            api_key, max_message_bytes, tls, root_certificates, certificate_chain, private_key))
         self._v2 = GRPCInferenceServiceStub(self._channel)
         self._models = ModelServiceStub(self._channel)
         self._jobs = InferenceServiceStub(self._channel)
