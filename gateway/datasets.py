@@ -24,7 +24,13 @@ FORMATS = {"npz": datasets.load_npz_bytes, "safetensors": datasets.load_safetens
 # Facts of the built-in datasets (a unit test checks them against maas.datasets).
 BUILTIN = {"digits": pb.Dataset(
     name="digits", num_samples=1797, feature_shape=[8, 8], num_classes=10, format="builtin",
-    sha256="dc37fc07a078a1d97ef646b022dd5e20f085be4863f393fe064a58121e9349b1")}
+    sha256="dc37fc07a078a1d97ef646b022dd5e20f085be4863f393fe064a58121e9349b1"),
+    "parity": pb.Dataset(
+        name="parity", num_samples=2000, feature_shape=[20], num_classes=2, format="builtin",
+        sha256="7ba7adfbc8ffb02eb1b99273bdcd70bd99a57a51373e260ff02b2f95d766d41e"),
+    "majority": pb.Dataset(
+        name="majority", num_samples=2000, feature_shape=[32], num_classes=4, format="builtin",
+        sha256="0b872f0549829cb370bea95cf3443cedf4940921c80b499083f973f31631ccc5")}
 
 
 def _bad(field: str, why: str) -> InvalidArgument:

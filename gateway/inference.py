@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
 from gateway.auth import caller
 from gateway.observe import InferCall, observe_infer
 from gateway.replies import ReplyDispatcher
-from gateway.submitter import SubmitCoalescer, queue_full
+from gateway.repository import ModelRepository
+from gateway.streaming import stream_infer
+from gateway.submitter import SubmitCoalescer, refusal
 from gateway.validation import infer_task, priority_of
 from maas import __version__
-from maas.errors import DeadlineExceeded, MessageTooLarge, by_code_name
+from maas.artifacts import ArtifactStore
+from maas.errors import DeadlineExceeded, MessageTooLarge, Unavailable, by_code_name
 from maas.inference import grpc_service_pb2 as pb
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from maas.logs import log_context
@@ -23,11 +27,14 @@ from maas.settings import Settings
 from maas.tracing import from_metadata, trace_id
 from maas.v1.model_service_pb2 import ModelVersion
 from scheduler.connection import TRANSIENT_ERRORS
-from scheduler.queue import SubmitStatus, new_job_id
+from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry
 from scheduler.workers import WorkerDirectory
 
 PLATFORM = "pytorch"
+# Cancels sent to Redis at once: a burst (a stream cancelled, many deadlines passing together)
+# must wait for a connection rather than exhaust the pool and leave jobs queued.
+MAX_CONCURRENT_CANCELS = 16
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
@@ -40,7 +47,10 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         self._workers = workers
         self._replies = replies
         self._reply_key = reply_key
+        self._repository = ModelRepository(registry, self._queue,
+                                           ArtifactStore(settings.artifact_dir))
         self.is_ready = True
+        self._cancelling = asyncio.Semaphore(MAX_CONCURRENT_CANCELS)
 
     async def ServerLive(self, request: pb.ServerLiveRequest,
                          context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
@@ -58,8 +68,24 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         """Serving, and a live worker has the version loaded (also health `model/<name>`)."""
         resolved = await self._registry.resolve_visible(caller().tenant, name, version)
         loaded = f"{resolved.model}:{resolved.version}"
+        if await self._registry.is_unloaded(resolved.model):
+            return False
         workers = await self._workers.live()
         return self.is_ready and any(loaded in w.models for w in workers)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
+                              context: grpc.aio.ServicerContext) -> pb.RepositoryIndexResponse:
+        return await self._repository.index(request)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> pb.RepositoryModelLoadResponse:
+        return await self._repository.load(request)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> pb.RepositoryModelUnloadResponse:
+        return await self._repository.unload(request)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
@@ -85,6 +111,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         with observe_infer(request.id, request.model_name) as call:
             return await self._infer(request, context, call)
 
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
+                               context: grpc.aio.ServicerContext,
+                               ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Pipelined ModelInfer calls on one stream, errors in-band (gateway/streaming.py)."""
+        async with contextlib.aclosing(stream_infer(request_iterator, context,
+                                                    self.ModelInfer)) as responses:
+            async for response in responses:
+                yield response
+
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
                      call: InferCall) -> pb.ModelInferResponse:
         limit = self._settings.max_message_bytes
@@ -95,7 +130,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 "gateway and the client")
         version = await self._registry.resolve_visible(caller().tenant, request.model_name,
                                                        request.model_version)
+        await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
         call.resolved(version)
+        await self._require_live_worker(request.model_name)
         envelope = self._envelope(request, version, context)
         envelope.infer.CopyFrom(infer_task(request, version,
                                            max_elements=self._settings.max_tensor_elements))
@@ -103,6 +140,17 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                          trace_id=trace_id(envelope.trace_context)):
             result = await self._run(envelope)
         return _response(request, version.version, result)
+
+    async def _require_live_worker(self, model: str) -> None:
+        """UNAVAILABLE + retry delay when no worker is alive (MAAS_REQUIRE_LIVE_WORKER=on): a
+        synchronous caller would only wait out its deadline. Async jobs are queued anyway."""
+        if self._settings.require_live_worker == "off" or await self._workers.live():
+            return
+        if not await self._workers.live(max_age_s=0):  # a worker may have just started
+            raise Unavailable(
+                f"no worker is alive to run model {model!r}: start one (`maas worker`, or "
+                "`maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off queues requests instead",
+                reason="NO_LIVE_WORKER", retry_delay_s=2.0)
 
     def _envelope(self, request: pb.ModelInferRequest, version: ModelVersion,
                   context: grpc.aio.ServicerContext) -> JobEnvelope:
@@ -117,14 +165,21 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             max_attempts=self._settings.max_attempts,
             trace_context=from_metadata(context.invocation_metadata()))
 
+    async def run_job(self, envelope: JobEnvelope) -> JobResult:
+        """Runs a job built elsewhere (Explain) as an inference runs: the reply comes to this
+        gateway; deadline, cancellation and errors as in ModelInfer."""
+        envelope.reply_to = self._reply_key
+        await self._require_live_worker(envelope.model)
+        return await self._run(envelope)
+
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose
         caller is gone (deadline, cancellation) and that has not started never runs."""
         future = self._replies.expect(envelope.job_id)
         try:
             status, detail = await self._submitter.submit(envelope)
-            if status == SubmitStatus.FULL:
-                raise queue_full(envelope.model, detail)
+            if error := refusal(self._queue, envelope, status, detail):
+                raise error
             timeout_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
             try:
                 async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
@@ -147,8 +202,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def _end_queued(self, envelope: JobEnvelope, state: str) -> None:
         """Best effort: if Redis is away, START still expires the job by its deadline."""
-        with contextlib.suppress(*TRANSIENT_ERRORS):
-            await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
+        async with self._cancelling:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
 
 
 def _response(request: pb.ModelInferRequest, version: str,

@@ -9,7 +9,8 @@ import uuid
 import grpc
 
 from gateway.auth import caller
-from gateway.submitter import queue_full
+from gateway.explain import Explainer
+from gateway.submitter import refusal
 from gateway.validation import infer_task
 from maas.errors import (
     FailedPrecondition,
@@ -60,10 +61,17 @@ def v2_request(request: pb.SubmitInferenceRequest) -> v2.ModelInferRequest:
 
 
 class JobServicer(InferenceServiceServicer):
-    def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry) -> None:
+    def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry,
+                 explainer: Explainer) -> None:
         self._settings = settings
         self._queue = queue
         self._registry = registry
+        self._explainer = explainer
+
+    async def Explain(self, request: pb.ExplainRequest,
+                      context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
+        """Attributions computed on a worker (gateway/explain.py, worker/explain.py)."""
+        return await self._explainer.explain(request, context)
 
     async def SubmitInference(self, request: pb.SubmitInferenceRequest,
                               context: grpc.aio.ServicerContext) -> pb.SubmitInferenceResponse:
@@ -77,6 +85,7 @@ class JobServicer(InferenceServiceServicer):
         tenant = caller().tenant
         version = await self._registry.resolve_visible(tenant, request.model,
                                                        request.model_version)
+        await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
         now_ms = int(time.time() * 1000)
         window_ms = request.deadline_ms or int(self._settings.default_deadline_s * 1000)
         envelope = JobEnvelope(
@@ -89,8 +98,8 @@ class JobServicer(InferenceServiceServicer):
             infer=infer_task(v2_request(request), version,
                              max_elements=self._settings.max_tensor_elements))
         status, job_id = await self._queue.submit(envelope)
-        if status == SubmitStatus.FULL:
-            raise queue_full(request.model, job_id)
+        if error := refusal(self._queue, envelope, status, job_id):
+            raise error
         if status == SubmitStatus.MISMATCH:
             raise IdempotencyKeyReused(f"request_id {shown(request.request_id)} was used for a "
                                        f"different request (job {job_id})")

@@ -1,7 +1,9 @@
-"""maas.v1.ModelService: register, list and describe models.
+"""maas.v1.ModelService: register, list and describe models; aliases and version deletion.
 
 A tenant sees its own models and the shared catalog, by name; below the gateway a model is
-its id `<tenant>/<name>` (scheduler/keys.py), which never leaves the gateway.
+its id `<tenant>/<name>` (scheduler/keys.py), which never leaves the gateway. Changing a
+model (aliases, deleting versions, unloading) needs the `train` scope, and `admin` for a
+model of the shared catalog.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import grpc
 
 from gateway.auth import caller, require
 from maas.architectures import TensorSpec, get_architecture
+from maas.archives import PLATFORMS, archive_format, check_specs
 from maas.artifacts import ArtifactStore
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, ModelNotFound, shown
 from maas.v1 import model_service_pb2 as pb
@@ -20,7 +23,7 @@ from maas.v1.model_service_pb2_grpc import ModelServiceServicer
 from maas.weights import check_weights, sha256_hex
 from scheduler import keys
 from scheduler.queue import JobQueue
-from scheduler.registry import ModelRegistry, check_model_name
+from scheduler.registry import ModelRegistry, check_alias, check_model_name
 
 DEFAULT_PAGE_SIZE = 100
 
@@ -43,7 +46,37 @@ def public_version(version: pb.ModelVersion) -> pb.ModelVersion:
 def public_model(model: pb.Model) -> pb.Model:
     tenant, name = keys.split_model_id(model.name)
     return pb.Model(name=name, versions=[public_version(v) for v in model.versions],
-                    latest_version=model.latest_version, shared=not tenant)
+                    latest_version=model.latest_version, shared=not tenant,
+                    aliases=model.aliases, unloaded=model.unloaded)
+
+
+async def changed_model_id(registry: ModelRegistry, name: str, what: str) -> str:
+    """The id of the model `name` means to the caller, for a change: NOT_FOUND when there is
+    none; needs `train`, and `admin` for a shared model."""
+    require("train", what)
+    tenant = caller().tenant
+    try:
+        model_id = await registry.visible_id(tenant, name)
+    except InvalidArgument:
+        raise ModelNotFound(f"model {shown(name)} is not registered") from None
+    await registry.get_model(model_id)  # NOT_FOUND before the shared-model question
+    if keys.split_model_id(model_id)[0] != tenant:
+        require("admin", f"{what} of the shared model {name!r}")
+    return model_id
+
+
+async def add_archive_version(registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
+                              model_id: str, data: bytes, inputs: list[TensorSpec],
+                              outputs: list[TensorSpec], field: str = "archive"
+                              ) -> pb.ModelVersion:
+    """Checks a TorchScript / torch.export archive's layout (no torch here), stores it and
+    registers it as the model's next version."""
+    fmt = await asyncio.to_thread(archive_format, data, field)
+    digest = await asyncio.to_thread(store.put_archive, data)
+    await queue.ensure_group(model_id)
+    return await registry.add_version(pb.ModelVersion(
+        model=model_id, format=fmt, archive_sha256=digest, archive_bytes=len(data),
+        inputs=_specs(inputs), outputs=_specs(outputs), platform=PLATFORMS[fmt]))
 
 
 class ModelServicer(ModelServiceServicer):
@@ -82,6 +115,8 @@ class ModelServicer(ModelServiceServicer):
                 f"weights of {len(request.weights)} bytes exceed MAAS_MAX_MESSAGE_BYTES="
                 f"{self._max_message_bytes}; raise the setting on gateway and client")
         check_model_name(request.name)
+        if request.archive:
+            return await self._register_archive(request)
         arch = get_architecture(request.architecture)
         config = arch.resolve_config(request.config_json)
         if request.weights_sha256 and request.weights_sha256 != sha256_hex(request.weights):
@@ -97,5 +132,53 @@ class ModelServicer(ModelServiceServicer):
             model=model_id, architecture=arch.name,
             config_json=json.dumps(config, sort_keys=True), weights_sha256=digest,
             weights_bytes=len(request.weights), inputs=_specs(arch.inputs(config)),
-            outputs=_specs(arch.outputs(config)), platform="pytorch"))
+            outputs=_specs(arch.outputs(config)), platform="pytorch",
+            format=pb.ModelFormat.MODEL_FORMAT_SAFETENSORS))
         return pb.RegisterModelResponse(model_version=public_version(stored))
+
+    async def _register_archive(self, request: pb.RegisterModelRequest
+                                ) -> pb.RegisterModelResponse:
+        mixed = [f for f in ("architecture", "config_json", "weights") if getattr(request, f)]
+        if mixed:
+            raise InvalidArgument(
+                f"give either an archive or architecture + weights, not both (also set: "
+                f"{', '.join(mixed)})", violations=tuple(
+                    FieldViolation(f, "not taken with an archive") for f in mixed))
+        if request.weights_sha256 and request.weights_sha256 != sha256_hex(request.archive):
+            raise InvalidArgument("weights_sha256 does not match the uploaded archive",
+                                  violations=(FieldViolation("weights_sha256", "mismatch"),))
+        inputs = check_specs((TensorSpec(t.name, t.datatype, tuple(t.shape))
+                              for t in request.inputs), "inputs")
+        outputs = check_specs((TensorSpec(t.name, t.datatype, tuple(t.shape))
+                               for t in request.outputs), "outputs")
+        if request.shared:
+            require("admin", "registering a shared model (shared=true)")
+        model_id = keys.model_id("" if request.shared else caller().tenant, request.name)
+        stored = await add_archive_version(self._registry, self._queue, self._store, model_id,
+                                           request.archive, inputs, outputs)
+        return pb.RegisterModelResponse(model_version=public_version(stored))
+
+    async def SetModelAlias(self, request: pb.SetModelAliasRequest,
+                            context: grpc.aio.ServicerContext) -> pb.SetModelAliasResponse:
+        check_alias(request.alias)
+        model_id = await changed_model_id(self._registry, request.name, "setting an alias")
+        previous = await self._registry.set_alias(model_id, request.alias, request.version)
+        return pb.SetModelAliasResponse(
+            model=public_model(await self._registry.get_model(model_id)),
+            previous_version=previous)
+
+    async def DeleteModelAlias(self, request: pb.DeleteModelAliasRequest,
+                               context: grpc.aio.ServicerContext) -> pb.DeleteModelAliasResponse:
+        check_alias(request.alias)
+        model_id = await changed_model_id(self._registry, request.name, "deleting an alias")
+        await self._registry.delete_alias(model_id, request.alias)
+        return pb.DeleteModelAliasResponse(
+            model=public_model(await self._registry.get_model(model_id)))
+
+    async def DeleteModelVersion(self, request: pb.DeleteModelVersionRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.DeleteModelVersionResponse:
+        model_id = await changed_model_id(self._registry, request.name, "deleting a version")
+        await self._registry.delete_version(model_id, request.version)
+        return pb.DeleteModelVersionResponse(
+            model=public_model(await self._registry.get_model(model_id)))

@@ -19,6 +19,7 @@ from gateway.auth import build_auth, server_credentials
 from gateway.datasets import DatasetServicer
 from gateway.drain import DrainInterceptor, drain
 from gateway.errors import ErrorInterceptor
+from gateway.explain import Explainer
 from gateway.health import GatewayHealth
 from gateway.inference import InferenceServicer
 from gateway.jobs import JobServicer
@@ -48,7 +49,7 @@ from maas.v1 import (
 from scheduler.auth import KeyStore, RateLimiter
 from scheduler.connection import check_durability, connect
 from scheduler.datasets import DatasetStore
-from scheduler.queue import JobQueue
+from scheduler.queue import JobQueue, tenant_policy
 from scheduler.registry import ModelRegistry
 from scheduler.replies import ReplyStream
 from scheduler.training import TrainingStore
@@ -116,6 +117,9 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Never GOAWAY "too many pings": a slow, loaded client's keepalive and flow-control
+        # pings must not end a long WatchTrainingJob or ModelStreamInfer stream.
+        ("grpc.http2.max_ping_strikes", 0),
     ]
 
 
@@ -126,7 +130,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     await check_durability(redis)
     gateway_id = uuid.uuid4().hex[:12]
     queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
-                     max_depth=settings.max_queue_depth)
+                     max_depth=settings.max_queue_depth, tenants=tenant_policy(settings))
     registry = ModelRegistry(redis)
     stream = ReplyStream(redis, gateway_id)
     replies = ReplyDispatcher(stream)
@@ -146,12 +150,14 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(registry, queue, artifacts, settings.max_message_bytes), server)
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
-        TrainingServicer(settings, TrainingStore(redis, queue), registry, datasets), server)
+        TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
+                         registry, datasets), server)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
         DatasetServicer(datasets, artifacts, settings.max_dataset_bytes), server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        JobServicer(settings, queue, registry), server)
+        JobServicer(settings, queue, registry, Explainer(settings, registry, inference.run_job)),
+        server)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
         QueueAdminServicer(queue, registry), server)
     health_servicer = GatewayHealth(inference.model_ready)  # + `model/<name>` readiness

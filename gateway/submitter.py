@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from maas.errors import Unavailable
+from maas.errors import MaasError, QuotaExceeded, QuotaViolation, Unavailable
 from maas.queue.v1.queue_pb2 import JobEnvelope
 from scheduler.queue import JobQueue, SubmitStatus
 
@@ -19,6 +19,25 @@ def queue_full(model: str, depth: str) -> Unavailable:
     return Unavailable(f"the queue of model {model!r} is full ({depth} jobs queued or running; "
                        "MAAS_MAX_QUEUE_DEPTH): retry shortly", reason="QUEUE_FULL",
                        retry_delay_s=1.0)
+
+
+def tenant_quota(model: str, tenant: str, queued: str, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"tenant {tenant!r} has {queued} jobs queued on model {model!r}, its most "
+        f"(MAAS_TENANT_MAX_QUEUED={limit}): wait for some to finish, then retry",
+        retry_delay_s=1.0,
+        quota_violations=(QuotaViolation(f"tenant:{tenant}",
+                                         f"at most {limit} queued jobs per model"),))
+
+
+def refusal(queue: JobQueue, envelope: JobEnvelope, status: SubmitStatus,
+            detail: str) -> MaasError | None:
+    """The error of a submit the queue refused (nothing was written); None if accepted."""
+    if status == SubmitStatus.FULL:
+        return queue_full(envelope.model, detail)
+    if status == SubmitStatus.QUOTA:
+        return tenant_quota(envelope.model, envelope.tenant, detail, queue.tenants.max_queued)
+    return None
 
 
 class SubmitCoalescer:

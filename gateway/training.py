@@ -19,7 +19,14 @@ from gateway.auth import caller
 from gateway.datasets import BUILTIN
 from maas import datasets
 from maas.architectures import get_architecture
-from maas.errors import FieldViolation, IdempotencyKeyReused, InvalidArgument, MaasError
+from maas.errors import (
+    FieldViolation,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    MaasError,
+    QuotaExceeded,
+    QuotaViolation,
+)
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from maas.settings import Settings
 from maas.training_proto import from_proto, to_proto
@@ -71,6 +78,11 @@ class TrainingServicer(TrainingServiceServicer):
                 raise InvalidArgument(err.message, violations=(
                     FieldViolation("spec.model_name", err.message),)) from None
             raise _prefixed(err) from None
+        if spec.replicas > self._settings.train_max_replicas:
+            raise InvalidArgument(
+                f"replicas {spec.replicas} is more than this cluster allows "
+                f"({self._settings.train_max_replicas}, MAAS_TRAIN_MAX_REPLICAS)",
+                violations=(FieldViolation("spec.replicas", "more than the cluster's maximum"),))
         dataset_sha = await self._check_dataset(spec, tenant)
         if spec.dataset not in BUILTIN:
             spec = replace(spec, dataset=keys.model_id(tenant, spec.dataset))
@@ -87,7 +99,7 @@ class TrainingServicer(TrainingServiceServicer):
             except MaasError:
                 raise InvalidArgument(f"unknown dataset {spec.dataset!r}", violations=(
                     FieldViolation("spec.dataset", "no such dataset (upload it first; "
-                                   "built-in: digits)"),)) from None
+                                   f"built-in: {', '.join(BUILTIN)})"),)) from None
         arch = get_architecture(spec.architecture)
         probe = datasets.Dataset(spec.dataset, np.zeros((1, *record.feature_shape), np.float32),
                                  np.zeros(1, np.int64))
@@ -137,6 +149,13 @@ class TrainingServicer(TrainingServiceServicer):
         if status == SubmitStatus.MISMATCH:
             raise IdempotencyKeyReused(f"request_id {request.request_id!r} was used for a "
                                        f"different spec (job {job_id})")
+        if status == SubmitStatus.QUOTA:
+            limit = self._store.max_active
+            raise QuotaExceeded(
+                f"tenant {tenant!r} has {job_id} training jobs queued or running, its most "
+                f"(MAAS_TENANT_MAX_TRAINING={limit}): wait for one to end, then retry",
+                retry_delay_s=5.0, quota_violations=(QuotaViolation(
+                    f"tenant:{tenant}", f"at most {limit} training jobs at once"),))
         return pb.CreateTrainingJobResponse(job=public_job(await self._store.get(job_id)))
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest,

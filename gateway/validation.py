@@ -7,9 +7,11 @@ from the request are shortened in messages: the status must fit in gRPC's traile
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from maas import tensors
+from maas.architectures import Architecture, Config, get_architecture
 from maas.errors import FieldViolation, InvalidArgument, TooManyElements, shown
 from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
 from maas.queue.v1.queue_pb2 import InferTask, Tensor
@@ -97,6 +99,29 @@ def _check_input(p: _Problems, i: int, inp: ModelInferRequest.InferInputTensor,
     return Tensor(name=inp.name, datatype=inp.datatype, shape=inp.shape, raw=raw)
 
 
+@functools.lru_cache(maxsize=1024)
+def _architecture(name: str, config_json: str) -> tuple[Architecture, Config] | None:
+    """A version's architecture and resolved config (registered versions always have one)."""
+    try:
+        arch = get_architecture(name)
+        return arch, arch.resolve_config(config_json)
+    except InvalidArgument:
+        return None
+
+
+def _check_values(p: _Problems, request: ModelInferRequest, version: ModelVersion,
+                  inputs: Sequence[Tensor]) -> None:
+    """What the architecture checks in the values (lengths per row, token ids in range)."""
+    found = _architecture(version.architecture, version.config_json)
+    if found is None:
+        return
+    arch, config = found
+    arrays = {t.name: tensors.from_raw(t.raw, t.datatype, t.shape) for t in inputs}
+    index = {inp.name: i for i, inp in enumerate(request.inputs)}
+    for name, below, why in arch.check_inputs(config, arrays):
+        p.add(f"inputs[{index[name]}]" + (f".{below}" if below else ""), why)
+
+
 def _check_batch(p: _Problems, inputs: Sequence[Tensor], specs: dict[str, TensorSpec]) -> None:
     batches = {t.shape[0] for t in inputs if specs[t.name].shape[:1] == [-1]}
     if len(batches) > 1:
@@ -161,6 +186,8 @@ def infer_task(request: ModelInferRequest, version: ModelVersion, *,
         if out.name not in outputs:
             p.add(f"outputs[{j}].name", f"model {version.model!r} has no output "
                   f"{shown(out.name)}; its outputs: {sorted(outputs)}")
+    if not p.items:
+        _check_values(p, request, version, converted)
     if not p.items:
         _check_batch(p, converted, specs)
     if p.items:

@@ -9,16 +9,20 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maas.errors import FieldViolation, InvalidArgument, shown
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 Config = dict[str, Any]
 Shapes = dict[str, tuple[int, ...]]
+# (input name, field below that input ("" or e.g. "shape[0]"), description) of a bad value.
+InputProblem = tuple[str, str, str]
+InputCheck = Callable[[Config, Mapping[str, "np.ndarray"]], list[InputProblem]]
 
 MAX_WIDTH = 65536  # largest value of any config width
 MAX_REPORTED = 10  # unknown config keys given a violation each (the message lists them short)
@@ -26,7 +30,7 @@ MAX_REPORTED = 10  # unknown config keys given a violation each (the message lis
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output tensor; -1 marks a variable dimension (the batch)."""
+    """One input or output tensor; -1 marks a variable dimension (the batch, a sequence)."""
 
     name: str
     datatype: str
@@ -44,6 +48,12 @@ class Architecture:
     outputs: Callable[[Config], list[TensorSpec]]
     param_shapes: Callable[[Config], Shapes]
     build: Callable[[Config], torch.nn.Module]
+    # The allowed values of each string config key.
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Problems between config keys (each key alone is fine), e.g. d_model % heads.
+    constraints: Callable[[Config], list[FieldViolation]] = lambda c: []
+    # Problems of input values the shapes cannot show (token ids, lengths), for the gateway.
+    check_inputs: InputCheck = lambda c, arrays: []
 
     def resolve_config(self, config: Mapping[str, Any] | str | None) -> Config:
         """Defaults overlaid with `config` (a mapping or a JSON object); rejects unknown keys."""
@@ -58,7 +68,13 @@ class Architecture:
             )
         resolved = {**self.defaults, **given}
         for key, value in resolved.items():
-            _check_like_default(key, value, self.defaults[key])
+            _check_like_default(key, value, self.defaults[key], self.choices.get(key, ()))
+        violations = self.constraints(resolved)
+        if violations:
+            raise InvalidArgument(
+                f"architecture {self.name!r}: "
+                + "; ".join(f"{v.field} {v.description}" for v in violations),
+                violations=tuple(violations))
         return resolved
 
 
@@ -90,9 +106,14 @@ def _is_width(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_WIDTH
 
 
-def _check_like_default(key: str, value: Any, default: Any) -> None:
-    """Every config value is a width: one integer, or a list of them where the default is."""
-    if isinstance(default, list):
+def _check_like_default(key: str, value: Any, default: Any, choices: tuple[str, ...]) -> None:
+    """A config value is a width (one integer, or a list of them where the default is) or,
+    where the default is a string, one of the key's choices."""
+    if isinstance(default, str):
+        if value in choices:
+            return
+        wanted = f"one of {list(choices)}"
+    elif isinstance(default, list):
         if isinstance(value, list) and value and all(_is_width(v) for v in value):
             return
         wanted = f"a non-empty list of integers from 1 to {MAX_WIDTH}"
@@ -148,6 +169,89 @@ def _logits(c: Config) -> list[TensorSpec]:
     return [TensorSpec("output", "FP32", (-1, c["num_classes"]))]
 
 
+# --- rnn, transformer: tokens [B, T] + lengths [B] → logits [B, num_classes] -----------
+
+def _sequence_inputs(c: Config) -> list[TensorSpec]:
+    return [TensorSpec("tokens", "INT64", (-1, -1)), TensorSpec("lengths", "INT64", (-1,))]
+
+
+def _sequence_logits(c: Config) -> list[TensorSpec]:
+    return [TensorSpec("logits", "FP32", (-1, c["num_classes"]))]
+
+
+def _rnn_param_shapes(c: Config) -> Shapes:
+    gates = 4 if c["cell"] == "lstm" else 3
+    shapes: Shapes = {"embedding.weight": (c["vocab_size"], c["embed_dim"])}
+    for layer in range(c["layers"]):
+        n_in = c["embed_dim"] if layer == 0 else c["hidden"]
+        shapes[f"rnn.weight_ih_l{layer}"] = (gates * c["hidden"], n_in)
+        shapes[f"rnn.weight_hh_l{layer}"] = (gates * c["hidden"], c["hidden"])
+        shapes[f"rnn.bias_ih_l{layer}"] = (gates * c["hidden"],)
+        shapes[f"rnn.bias_hh_l{layer}"] = (gates * c["hidden"],)
+    shapes["head.weight"] = (c["num_classes"], c["hidden"])
+    shapes["head.bias"] = (c["num_classes"],)
+    return shapes
+
+
+def _build_rnn(c: Config) -> torch.nn.Module:
+    from maas.sequence_nn import RNNClassifier
+
+    return RNNClassifier(c["cell"], c["vocab_size"], c["embed_dim"], c["hidden"], c["layers"],
+                         c["num_classes"])
+
+
+def _transformer_param_shapes(c: Config) -> Shapes:
+    d, ff = c["d_model"], c["ff"]
+    shapes: Shapes = {"embedding.weight": (c["vocab_size"], d)}
+    for i in range(c["layers"]):
+        p = f"encoder.layers.{i}."
+        shapes.update({
+            p + "self_attn.in_proj_weight": (3 * d, d), p + "self_attn.in_proj_bias": (3 * d,),
+            p + "self_attn.out_proj.weight": (d, d), p + "self_attn.out_proj.bias": (d,),
+            p + "linear1.weight": (ff, d), p + "linear1.bias": (ff,),
+            p + "linear2.weight": (d, ff), p + "linear2.bias": (d,),
+            p + "norm1.weight": (d,), p + "norm1.bias": (d,),
+            p + "norm2.weight": (d,), p + "norm2.bias": (d,)})
+    shapes["head.weight"] = (c["num_classes"], d)
+    shapes["head.bias"] = (c["num_classes"],)
+    return shapes
+
+
+def _transformer_constraints(c: Config) -> list[FieldViolation]:
+    if c["d_model"] % c["heads"]:
+        return [FieldViolation("config.heads", f"must divide d_model ({c['d_model']}); "
+                                               f"got {c['heads']}")]
+    return []
+
+
+def _build_transformer(c: Config) -> torch.nn.Module:
+    from maas.sequence_nn import TransformerClassifier
+
+    return TransformerClassifier(c["vocab_size"], c["d_model"], c["heads"], c["layers"],
+                                 c["ff"], c["max_len"], c["num_classes"])
+
+
+def _check_sequences(c: Config, arrays: Mapping[str, np.ndarray]) -> list[InputProblem]:
+    """lengths: one per row, each 1..T; token ids in [0, vocab_size); T <= max_len."""
+    tokens, lengths = arrays["tokens"], arrays["lengths"]
+    batch, steps = tokens.shape
+    found: list[InputProblem] = []
+    if lengths.shape[0] != batch:
+        found.append(("lengths", "shape[0]", f"'lengths' has {lengths.shape[0]} entries for "
+                      f"{batch} sequences in 'tokens' (one length per row)"))
+    elif int(lengths.min()) < 1 or int(lengths.max()) > steps:
+        found.append(("lengths", "", f"'lengths' must be in 1..{steps} (the tokens' sequence "
+                      f"dim); got {int(lengths.min())}..{int(lengths.max())}"))
+    if "max_len" in c and steps > c["max_len"]:
+        found.append(("tokens", "shape[1]", f"sequences of {steps} tokens exceed the model's "
+                      f"max_len {c['max_len']}"))
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= c["vocab_size"]:
+        found.append(("tokens", "", f"token ids must be in [0, {c['vocab_size']}) "
+                      f"(vocab_size); got {low}..{high}"))
+    return found
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
@@ -168,6 +272,33 @@ ARCHITECTURES: dict[str, Architecture] = {
             outputs=_logits,
             param_shapes=_cnn_param_shapes,
             build=_build_cnn,
+        ),
+        Architecture(
+            name="rnn",
+            description="LSTM/GRU classifier: tokens [B, T] + lengths [B] → packed RNN → "
+                        "final hidden state → logits [B, num_classes]",
+            defaults={"cell": "lstm", "vocab_size": 32, "embed_dim": 32, "hidden": 64,
+                      "layers": 1, "num_classes": 2},
+            inputs=_sequence_inputs,
+            outputs=_sequence_logits,
+            param_shapes=_rnn_param_shapes,
+            build=_build_rnn,
+            choices={"cell": ("lstm", "gru")},
+            check_inputs=_check_sequences,
+        ),
+        Architecture(
+            name="transformer",
+            description="Transformer encoder classifier: tokens [B, T] + lengths [B] → "
+                        "embedding + sinusoidal positions → N layers with a padding mask → "
+                        "masked mean → logits [B, num_classes]",
+            defaults={"vocab_size": 32, "d_model": 32, "heads": 4, "layers": 2, "ff": 64,
+                      "max_len": 64, "num_classes": 4},
+            inputs=_sequence_inputs,
+            outputs=_sequence_logits,
+            param_shapes=_transformer_param_shapes,
+            build=_build_transformer,
+            constraints=_transformer_constraints,
+            check_inputs=_check_sequences,
         ),
     )
 }

@@ -22,6 +22,24 @@ class ArtifactStore:
     def dataset_path(self, sha256: str, file_format: str) -> Path:
         return self.root / "datasets" / f"{sha256}.{file_format}"
 
+    def archive_path(self, sha256: str) -> Path:
+        """A TorchScript or torch.export archive (a zip), by its sha256."""
+        return self.root / "archives" / f"{sha256}.zip"
+
+    def put_archive(self, data: bytes) -> str:
+        """Stores a model archive (idempotent); returns its sha256."""
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.archive_path(digest).exists():
+            write_atomic(self.archive_path(digest), data)
+        return digest
+
+    def read_archive(self, sha256: str) -> bytes:
+        """The archive with that digest; FileNotFoundError, or ValueError on corruption."""
+        data = self.archive_path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError(f"model archive {sha256} is corrupt (sha256 mismatch)")
+        return data
+
     def job_dir(self, job_id: str) -> Path:
         """Checkpoints and outputs of one training job (resume reads them back)."""
         return self.root / "jobs" / job_id

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from maas.explanation import Explanation, explain_request, explanation_of
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from maas.messages import infer_outputs as infer_outputs  # re-exported for callers
@@ -51,6 +52,20 @@ from maas.v1.queue_service_pb2 import (
 )
 from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
+
+TensorSpecs = Mapping[str, tuple[str, Sequence[int]]]
+
+
+def archive_request(name: str, archive: bytes | Path | str, inputs: TensorSpecs,
+                    outputs: TensorSpecs, shared: bool = False) -> mpb.RegisterModelRequest:
+    """RegisterModel of an archive (bytes, or a path to the file)."""
+    data = archive if isinstance(archive, bytes) else Path(archive).read_bytes()
+
+    def specs(given: TensorSpecs) -> list[mpb.TensorSpec]:
+        return [mpb.TensorSpec(name=n, datatype=d, shape=list(s)) for n, (d, s) in given.items()]
+
+    return mpb.RegisterModelRequest(name=name, archive=data, inputs=specs(inputs),
+                                    outputs=specs(outputs), shared=shared)
 
 
 def _channel_setup(api_key: str | None, max_message_bytes: int, tls: bool | None,
@@ -122,6 +137,15 @@ class Client:
     def cancel_job(self, job_id: str) -> ipb.InferenceJob:
         return self._call(self._jobs.CancelJob, ipb.CancelJobRequest(job_id=job_id), None).job  # type: ignore[no-any-return]
 
+    def explain(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+                method: str = "ig", target: int | None = None,
+                baselines: Mapping[str, Any] | None = None, n_steps: int = 0,
+                timeout_s: float | None = None) -> Explanation:
+        """Attributions of `target` (default: each row's predicted class) to the inputs:
+        method "ig" (Integrated Gradients, baselines default to zeros) or "saliency"."""
+        request = explain_request(model, inputs, version, method, target, baselines, n_steps)
+        return explanation_of(self._call(self._jobs.Explain, request, timeout_s))
+
     def is_ready(self) -> bool:
         return bool(self._call(self._v2.ServerReady, v2.ServerReadyRequest(), None).ready)
 
@@ -135,6 +159,28 @@ class Client:
 
     def get_model(self, name: str) -> mpb.Model:
         return self._call(self._models.GetModel, mpb.GetModelRequest(name=name), None).model  # type: ignore[no-any-return]
+
+    def upload_model(self, name: str, archive: bytes | Path | str, inputs: TensorSpecs,
+                     outputs: TensorSpecs, *, shared: bool = False) -> mpb.ModelVersion:
+        """A TorchScript (torch.jit.save) or torch.export (torch.export.save) archive as the
+        next version of a model. inputs/outputs: {name: (datatype, shape)}, -1 = any size,
+        e.g. {"input": ("FP32", [-1, 4])}."""
+        request = archive_request(name, archive, inputs, outputs, shared)
+        return self._call(self._models.RegisterModel, request, None).model_version  # type: ignore[no-any-return]
+
+    def set_model_alias(self, name: str, alias: str, version: str | int) -> mpb.Model:
+        """Points `alias` (e.g. "production") at a version, atomically; returns the model."""
+        request = mpb.SetModelAliasRequest(name=name, alias=alias, version=str(version))
+        return self._call(self._models.SetModelAlias, request, None).model  # type: ignore[no-any-return]
+
+    def delete_model_alias(self, name: str, alias: str) -> mpb.Model:
+        request = mpb.DeleteModelAliasRequest(name=name, alias=alias)
+        return self._call(self._models.DeleteModelAlias, request, None).model  # type: ignore[no-any-return]
+
+    def delete_model_version(self, name: str, version: str | int) -> mpb.Model:
+        """Refused (maas.errors.ModelVersionInUse) while an alias points to the version."""
+        request = mpb.DeleteModelVersionRequest(name=name, version=str(version))
+        return self._call(self._models.DeleteModelVersion, request, None).model  # type: ignore[no-any-return]
 
     def list_models(self) -> list[mpb.Model]:
         found: list[mpb.Model] = []
@@ -252,6 +298,10 @@ class AsyncClient:
         request = mpb.GetModelRequest(name=name)
         return (await self._call(self._models.GetModel, request, None)).model  # type: ignore[no-any-return]
 
+    async def set_model_alias(self, name: str, alias: str, version: str | int) -> mpb.Model:
+        request = mpb.SetModelAliasRequest(name=name, alias=alias, version=str(version))
+        return (await self._call(self._models.SetModelAlias, request, None)).model  # type: ignore[no-any-return]
+
     async def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
                      outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
                      deadline_s: float | None = None) -> ipb.InferenceJob:
@@ -270,6 +320,13 @@ class AsyncClient:
     async def cancel_job(self, job_id: str) -> ipb.InferenceJob:
         request = ipb.CancelJobRequest(job_id=job_id)
         return (await self._call(self._jobs.CancelJob, request, None)).job  # type: ignore[no-any-return]
+
+    async def explain(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
+                      method: str = "ig", target: int | None = None,
+                      baselines: Mapping[str, Any] | None = None, n_steps: int = 0,
+                      timeout_s: float | None = None) -> Explanation:
+        request = explain_request(model, inputs, version, method, target, baselines, n_steps)
+        return explanation_of(await self._call(self._jobs.Explain, request, timeout_s))
 
     async def close(self) -> None:
         await self._channel.close()

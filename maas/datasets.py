@@ -1,8 +1,11 @@
-"""Training datasets: named arrays `features` (float32) and `labels` (int64 class ids).
+"""Training datasets: named arrays `features` (float32) and `labels` (int64 class ids), and
+for sequences an optional `lengths` (int64): features [N, T] then hold token ids, row i's
+first lengths[i] of them real, the rest padding (without `lengths` every token is real).
 
 Uploaded datasets arrive as .npz (loaded with allow_pickle=False) or safetensors bytes and
-are validated here; every problem is an INVALID_ARGUMENT naming the field. The built-in
-`digits` ships with scikit-learn. numpy only: no torch, so the gateway can validate too.
+are validated here; every problem is an INVALID_ARGUMENT naming the field. Built in:
+`digits` (ships with scikit-learn), and the generated sequence tasks `parity` and
+`majority` (maas/sequence_data.py). numpy only: no torch, so the gateway can validate too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy.typing as npt
 from maas.errors import FieldViolation, InvalidArgument
 
 MAX_DATASET_BYTES = 512 * 1024 * 1024
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "parity", "majority")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -28,11 +31,13 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """features[i] is one sample (any shape), labels[i] its class id."""
+    """features[i] is one sample (any shape), labels[i] its class id; lengths[i] (when
+    given) how many of a sequence's tokens features[i] are real."""
 
     name: str
     features: FloatArray
     labels: IntArray
+    lengths: IntArray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -76,7 +81,23 @@ def from_arrays(name: str, arrays: Mapping[str, np.ndarray]) -> Dataset:
     features32 = np.ascontiguousarray(features, dtype=np.float32)
     if not np.isfinite(features32).all():
         raise _invalid("features", "contains NaN or Inf (or values beyond float32)")
-    return Dataset(name, features32, np.ascontiguousarray(labels, dtype=np.int64))
+    lengths = _checked_lengths(arrays.get("lengths"), features.shape)
+    return Dataset(name, features32, np.ascontiguousarray(labels, dtype=np.int64), lengths)
+
+
+def _checked_lengths(lengths: np.ndarray | None, shape: tuple[int, ...]) -> IntArray | None:
+    """Optional per-sample sequence lengths: 1-D integers, one per sample, in 1..T."""
+    if lengths is None:
+        return None
+    if len(shape) != 2:
+        raise _invalid("lengths", f"only sequences (features [N, T]) have lengths; features "
+                                  f"are {list(shape)}")
+    if lengths.shape != shape[:1] or not np.issubdtype(lengths.dtype, np.integer):
+        raise _invalid("lengths", f"must be {shape[0]} integers (one per sample), got "
+                                  f"{lengths.dtype} of shape {list(lengths.shape)}")
+    if lengths.min() < 1 or lengths.max() > shape[1]:
+        raise _invalid("lengths", f"must be in 1..{shape[1]} (the features' sequence dim)")
+    return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
 def load_npz_bytes(data: bytes, name: str = "uploaded",
@@ -94,7 +115,7 @@ def load_npz_bytes(data: bytes, name: str = "uploaded",
         raise _invalid("dataset", f"not a readable .npz archive ({exc})") from exc
     with npz:
         _check_size(sum(info.file_size for info in npz.zip.infolist()), max_bytes)
-        arrays = {key: _read_npz_array(npz, key) for key in ("features", "labels")
+        arrays = {key: _read_npz_array(npz, key) for key in ("features", "labels", "lengths")
                   if key in npz.files}
         for key in ("features", "labels"):
             if key not in arrays:
@@ -123,10 +144,16 @@ def load_safetensors_bytes(data: bytes, name: str = "uploaded",
 
 
 def builtin_dataset(name: str) -> Dataset:
-    """A dataset that ships with maas; `digits`: 1,797 8x8 images in [0, 1], 10 classes."""
-    if name != "digits":
+    """A dataset that ships with maas; `digits`: 1,797 8x8 images in [0, 1], 10 classes;
+    `parity`, `majority`: generated token sequences (see maas/sequence_data.py)."""
+    if name not in BUILTIN_DATASETS:
         raise _invalid("dataset", f"unknown built-in dataset {name!r}; known: "
                                   f"{list(BUILTIN_DATASETS)}")
+    if name != "digits":
+        from maas import sequence_data
+
+        tokens, lengths, labels = sequence_data.GENERATORS[name]()
+        return Dataset(name, tokens.astype(np.float32), labels, lengths)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -145,12 +172,17 @@ def present(dataset: Dataset, input_shape: Sequence[int]) -> Dataset:
     """The dataset with samples shaped as an architecture's input ([-1, ...] TensorSpec).
 
     Same element count → reshape (8x8 → 64); a 2-D image (optionally [1, H, W]) and an
-    image input [C, H, W] with C = 1 → bilinear resize (8x8 → 1x28x28).
+    image input [C, H, W] with C = 1 → bilinear resize (8x8 → 1x28x28). A -1 in the input
+    (a sequence dim) takes any size: such samples are taken as they are.
     """
     target = tuple(int(d) for d in input_shape[1:])
     source = dataset.sample_shape
-    if source == target:
+    if len(source) == len(target) and all(t in (-1, s) for s, t in zip(source, target,
+                                                                          strict=True)):
         return dataset
+    if -1 in target:
+        raise _invalid("dataset", f"features of shape {list(source)} do not fit "
+                                  f"architecture input {[-1, *target]} (-1 = any size)")
     if int(np.prod(source)) == int(np.prod(target)):
         features = dataset.features.reshape((-1, *target))
     elif _is_image(source) and _is_image(target) and (len(target) == 2 or target[0] == 1):
@@ -159,7 +191,8 @@ def present(dataset: Dataset, input_shape: Sequence[int]) -> Dataset:
     else:
         raise _invalid("dataset", f"features of shape {list(source)} do not fit "
                                   f"architecture input {[-1, *target]}")
-    return Dataset(dataset.name, np.ascontiguousarray(features), dataset.labels)
+    return Dataset(dataset.name, np.ascontiguousarray(features), dataset.labels,
+                   dataset.lengths)
 
 
 def _is_image(shape: tuple[int, ...]) -> bool:
@@ -208,4 +241,7 @@ def dataset_sha256(dataset: Dataset) -> str:
     digest.update(json.dumps(header, sort_keys=True).encode() + b"\n")
     digest.update(np.ascontiguousarray(dataset.features, dtype="<f4").tobytes())
     digest.update(np.ascontiguousarray(dataset.labels, dtype="<i8").tobytes())
+    if dataset.lengths is not None:  # absent: the digest of a dataset without lengths
+        digest.update(b"lengths\n")
+        digest.update(np.ascontiguousarray(dataset.lengths, dtype="<i8").tobytes())
     return digest.hexdigest()

@@ -5,6 +5,7 @@
     ├── NotFound                   (NOT_FOUND, NOT_FOUND)
     │   ├── ModelNotFound          (NOT_FOUND, MODEL_NOT_FOUND)
     │   └── ModelVersionNotFound   (NOT_FOUND, MODEL_VERSION_NOT_FOUND)
+    │       └── ModelAliasNotFound (NOT_FOUND, MODEL_ALIAS_NOT_FOUND)
     ├── MessageTooLarge            (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE)
     │   └── TooManyElements        (RESOURCE_EXHAUSTED, TOO_MANY_ELEMENTS)
     ├── QuotaExceeded              (RESOURCE_EXHAUSTED, QUOTA_EXCEEDED) + quota violations
@@ -13,9 +14,11 @@
     ├── QueueStorageFull           (RESOURCE_EXHAUSTED, QUEUE_STORAGE_FULL)
     ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
     ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
+    │   └── ModelUnloaded          (UNAVAILABLE, MODEL_UNLOADED)
     ├── Cancelled                  (CANCELLED, CANCELLED)
     ├── FailedPrecondition         (FAILED_PRECONDITION, FAILED_PRECONDITION)
-    │   └── IdempotencyKeyReused   (FAILED_PRECONDITION, IDEMPOTENCY_KEY_REUSED)
+    │   ├── IdempotencyKeyReused   (FAILED_PRECONDITION, IDEMPOTENCY_KEY_REUSED)
+    │   └── ModelVersionInUse      (FAILED_PRECONDITION, MODEL_VERSION_IN_USE)
     └── JobFailed                  (INTERNAL, JOB_FAILED)
 
 The gateway's interceptor turns a MaasError into a google.rpc.Status with an ErrorInfo
@@ -120,6 +123,12 @@ class ModelVersionNotFound(NotFound):
     reason = "MODEL_VERSION_NOT_FOUND"
 
 
+class ModelAliasNotFound(ModelVersionNotFound):
+    """The model has no alias of that name."""
+
+    reason = "MODEL_ALIAS_NOT_FOUND"
+
+
 class MessageTooLarge(MaasError):
     """A request or response is larger than the configured message limit."""
 
@@ -175,6 +184,12 @@ class Unavailable(MaasError):
     reason = "UNAVAILABLE"
 
 
+class ModelUnloaded(Unavailable):
+    """The model was unloaded (RepositoryModelUnload); RepositoryModelLoad serves it again."""
+
+    reason = "MODEL_UNLOADED"
+
+
 class Cancelled(MaasError):
     """The job was cancelled."""
 
@@ -193,6 +208,12 @@ class IdempotencyKeyReused(FailedPrecondition):
     """The same request id came earlier with a different request body."""
 
     reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class ModelVersionInUse(FailedPrecondition):
+    """The version cannot be deleted: an alias points to it, or it is the only one."""
+
+    reason = "MODEL_VERSION_IN_USE"
 
 
 class JobFailed(MaasError):

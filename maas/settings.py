@@ -28,6 +28,9 @@ _MINIMUM: dict[str, float] = {
     "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
     "max_tensor_elements": 0,  # 0: no limit
     "tenant_rate_per_s": 0,  # 0: unlimited
+    "tenant_max_queued": 0,  # 0: no limit
+    "fair_share_slots": 0,  # 0: no fair share
+    "tenant_max_training": 0,  # 0: no limit
     "metrics_port": 0,  # 0: no /metrics endpoint
     "health_port": 0,  # 0: no health server (worker, scheduler)
 }
@@ -67,6 +70,22 @@ class Settings:
     # Most jobs queued or running per model and priority; beyond it a submit is refused with
     # UNAVAILABLE and a retry delay (0 = no limit).
     max_queue_depth: int = 100_000
+    # Most jobs one tenant may have queued per model; beyond it RESOURCE_EXHAUSTED with a
+    # QuotaFailure (0 = no limit).
+    tenant_max_queued: int = 0
+    # Fair share across tenants: the stream entries one tenant (of weight 1) may have waiting
+    # per model; its further jobs wait in its own backlog, so a flood cannot starve another
+    # tenant's trickle. Keep it >= 2 * MAAS_MAX_BATCH_SIZE. 0 = first come, first served.
+    fair_share_slots: int = 64
+    # Tenant weights of the fair share, "acme=3,beta=0.5" (unlisted tenants weigh 1).
+    tenant_weights: str = ""
+    # Retry backoff of a job whose worker was lost: base * 2^(attempt-1) up to the cap,
+    # with jitter (times 0.5..1).
+    retry_backoff_ms: int = 200
+    retry_backoff_max_ms: int = 10_000
+    # "on": a model request when no worker is alive is refused with UNAVAILABLE and a retry
+    # delay; "off": it is queued (a cluster that scales workers from zero, e.g. with KEDA).
+    require_live_worker: str = "on"
     # Deadline of a call that sets none, so no call can wait forever.
     default_deadline_s: float = 60.0
     # How long a finished job's record stays readable (async and training work).
@@ -77,8 +96,16 @@ class Settings:
     # Training lease (renewed by the worker's heartbeat) and attempts (a resume counts).
     train_lease_ms: int = 30000
     train_max_attempts: int = 5
+    # Most training jobs one tenant may have queued or running at once; beyond it
+    # RESOURCE_EXHAUSTED with a QuotaFailure (0 = no limit).
+    tenant_max_training: int = 0
     # Training jobs a worker runs at once (each in its own subprocess); 0 = serve only.
     training_slots: int = 1
+    # Most data-parallel replicas a training job may ask for (spec.replicas).
+    train_max_replicas: int = 8
+    # How long a partial gang of replicas holds its workers before it is released and the
+    # job waits in the queue again (all or none: no deadlock with fewer workers than replicas).
+    train_gang_timeout_s: float = 30.0
     # The scheduler daemon's reaper period.
     reaper_interval_ms: int = 500
     # Triton's batching knobs, for every model a worker serves.
@@ -112,6 +139,10 @@ class Settings:
                 raise ValueError(f"MAAS_{name.upper()}={getattr(self, name)}: "
                                  "a port is 0-65535")
         self._check_security()
+        self.tenant_weight_map  # noqa: B018 -- parses, raises ValueError when malformed
+        if self.require_live_worker not in AUTH_MODES:
+            raise ValueError(f"MAAS_REQUIRE_LIVE_WORKER={self.require_live_worker!r}: must be "
+                             "on or off")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"MAAS_LOG_FORMAT={self.log_format!r}: must be one of {LOG_FORMATS}")
         if self.log_level.upper() not in logging.getLevelNamesMapping():
@@ -126,6 +157,22 @@ class Settings:
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("MAAS_TLS_CLIENT_CA_FILE needs MAAS_TLS_CERT_FILE and "
                              "MAAS_TLS_KEY_FILE (mutual TLS is TLS first)")
+
+    @property
+    def tenant_weight_map(self) -> dict[str, float]:
+        """MAAS_TENANT_WEIGHTS as {tenant: weight}."""
+        weights: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in self.tenant_weights.split(","))):
+            tenant, sep, raw = item.partition("=")
+            try:
+                weight = float(raw) if sep and tenant.strip() else math.nan
+            except ValueError:
+                weight = math.nan
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"MAAS_TENANT_WEIGHTS: {item!r} is not tenant=weight with a "
+                                 "weight > 0 (e.g. acme=3,beta=0.5)")
+            weights[tenant.strip()] = weight
+        return weights
 
     @property
     def is_auth_on(self) -> bool:

@@ -12,7 +12,7 @@ from maas.v1 import training_service_pb2 as pb
 # Fields with a non-zero default travel as proto3 `optional`: unset means "the default".
 # (Final keeps each name's literal type, which HasField requires.)
 _OPTIONAL: Final = ("validation_fraction", "lr", "momentum", "weight_decay", "batch_size",
-                    "epochs", "checkpoint_every")
+                    "epochs", "checkpoint_every", "replicas")
 _PLAIN = ("architecture", "dataset", "init_from", "loss", "optimizer", "max_steps", "seed", "keep")
 
 

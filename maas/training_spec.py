@@ -20,6 +20,8 @@ LOSSES = ("cross_entropy",)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 KEEP = ("last", "best")
 MAX_VALIDATION_FRACTION = 0.9
+# Hard cap of data-parallel replicas; a cluster may set a lower one (MAAS_TRAIN_MAX_REPLICAS).
+MAX_REPLICAS = 256
 _KIND = {str: "a string", int: "an integer", float: "a number"}
 _INIT_FROM = re.compile(r"^[^:\s]+(:[1-9][0-9]*)?$")
 
@@ -48,6 +50,8 @@ class TrainingSpec:
     checkpoint_every: int = 50
     # "last": the final weights; "best": the epoch with the highest validation accuracy.
     keep: str = "last"
+    # Data-parallel replicas (one worker each, gang-scheduled); batch_size is the global batch.
+    replicas: int = 1
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:
@@ -130,6 +134,9 @@ def _loop_violations(s: TrainingSpec) -> list[FieldViolation]:
         ("max_steps", s.max_steps >= 0, "must be >= 0 (0 = no limit)"),
         ("seed", 0 <= s.seed < 2**63, "must be in [0, 2**63)"),
         ("checkpoint_every", s.checkpoint_every >= 0, "must be >= 0 (0 = epoch ends only)"),
+        ("replicas", 1 <= s.replicas <= MAX_REPLICAS, f"must be in [1, {MAX_REPLICAS}]"),
+        ("replicas", s.replicas < 1 or s.batch_size % s.replicas == 0,
+         f"batch_size {s.batch_size} (the global batch) must be divisible by replicas"),
     ]
     return [FieldViolation(name, why) for name, ok, why in checks if not ok]
 

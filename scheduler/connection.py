@@ -26,8 +26,11 @@ def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     lost with a Redis that died must not leave a caller waiting forever — a worker stuck in
     COMPLETE would keep renewing the leases of jobs it will never finish.
     """
-    return aioredis.Redis.from_url(
+    # A blocking pool: at max_connections a command waits for a free connection (up to the
+    # socket timeout) instead of failing with "Too many connections" (a burst of cancels).
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        timeout=SOCKET_TIMEOUT_S,
         decode_responses=False,
         socket_connect_timeout=2.0,
         socket_timeout=SOCKET_TIMEOUT_S,
@@ -37,6 +40,7 @@ def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         max_connections=max_connections,
     )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 class EvictingRedis(RuntimeError):

@@ -1,4 +1,5 @@
-"""The scheduler daemon: reclaims expired leases of every model's stream, on a period.
+"""The scheduler daemon: reclaims expired leases of every model's stream, on a period, and
+puts jobs whose retry backoff is over back in their streams.
 
 Safe to run twice at once: REAP is one atomic script per stream, so two daemons only
 split the work.
@@ -14,7 +15,7 @@ from maas import metrics
 from maas.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
-from scheduler.queue import JobQueue
+from scheduler.queue import JobQueue, retry_policy
 from scheduler.registry import ModelRegistry
 from scheduler.stats import observe_stream, stream_stats
 
@@ -26,7 +27,8 @@ class Daemon:
         self.settings = settings
         self._redis = connect(settings.redis_url, max_connections=4)
         self.queue = JobQueue(self._redis,
-                              result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
+                              result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
+                              retry=retry_policy(settings))
         self._registry = ModelRegistry(self._redis)
         self._stopping = asyncio.Event()
 
@@ -44,6 +46,7 @@ class Daemon:
         for model, lease_ms, ttl_ms in queues:
             await self.queue.ensure_group(model)
             counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
+            await self.queue.promote(model)
             observe_stream(model, counts, await stream_stats(self._redis, model))
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
             if moved:

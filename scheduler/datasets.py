@@ -35,7 +35,8 @@ class DatasetStore:
                    await self._redis.hget(keys.datasets(), keys.model_id(tenant, name)))
         if raw is None:
             shown = keys.split_model_id(name)[1]
-            raise DatasetNotFound(f"no dataset {shown!r}; upload one or use a built-in (digits)")
+            raise DatasetNotFound(f"no dataset {shown!r}; upload one or use a built-in "
+                                  "(digits, parity, majority)")
         return Dataset.FromString(raw)
 
     async def names(self, tenant: str = "") -> list[str]:

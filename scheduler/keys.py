@@ -12,12 +12,25 @@ Key (type) — writer — TTL:
   consumes — none; done entries XDEL'd
 - maas:{m:M}:job:ID (HASH) — queue scripts — none while live; result TTL once terminal
 - maas:{m:M}:idem:TENANT:KEY (STRING) — SUBMIT — 24 h
+- maas:{m:M}:share:TENANT (HASH) — queue scripts: `ready` (undelivered entries), `backlog`
+  (jobs in the backlog lists) of a tenant's fair share — none
+- maas:{m:M}:backlog:LEVEL:TENANT (LIST) — SUBMIT over the share cap; scripts move them to
+  the stream as the tenant's entries are delivered — none
+- maas:{m:M}:delayed (ZSET) — REAP: job id → Unix ms its retry backoff ends; PROMOTE — none
 - maas:{m:M}:dead (STREAM) — START/REAP dead letters — MAXLEN ~ 10000
-- maas:{m:M}:model (HASH) — registry: `next`, `latest`, `v:N` → ModelVersion — none
+- maas:{m:M}:model (HASH) — registry: `next`, `latest`, `v:N` → ModelVersion, `a:ALIAS` →
+  version N (MODEL_ALIAS_SET / MODEL_VERSION_DELETE keep aliases and versions consistent),
+  `unloaded` = 1 after RepositoryModelUnload — none
 - maas:models (SET) — registry: every model name — none
 - maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
 - maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
+- maas:{m:_train}:gang:ID (HASH) — the gang of a multi-replica training job: size, state
+  (FORMING, FORMED, BROKEN), gen (= attempt), rank:R → worker, beat:R → ms, addr (rendezvous
+  host:port) — TRAIN_START opens it, GANG_* scripts — PEXPIRE gang timeout + lease, renewed
+  by the ranks' beats; DEL'd when the gang ends
+- maas:{m:_train}:forming (ZSET) — job ids of gangs forming, by formation deadline ms —
+  TRAIN_START adds, GANG_JOIN / GANG_ABORT remove — none (stale members expire by score)
 - maas:datasets (HASH) — dataset id (`<tenant>/<name>`) → Dataset — none
 - maas:apikey:ID (HASH) — KeyStore: `sha256` of the key, `record` ApiKey — none (DEL = revoked)
 - maas:apikeys (SET) — KeyStore: every key id — none
@@ -73,6 +86,14 @@ def idempotency(model: str, tenant: str, key: str) -> str:
     return f"{model_tag(model)}:idem:{tenant}:{key}"
 
 
+def delayed(model: str) -> str:
+    return f"{model_tag(model)}:delayed"
+
+
+def share(model: str, tenant: str) -> str:
+    return f"{model_tag(model)}:share:{tenant}"
+
+
 def dead_letters(model: str) -> str:
     return f"{model_tag(model)}:dead"
 
@@ -104,6 +125,14 @@ def training_events(job_id: str) -> str:
 def training_index(tenant: str = "") -> str:
     index = f"{model_tag(TRAINING_QUEUE)}:index"
     return f"{index}:{tenant}" if tenant else index
+
+
+def training_gang(job_id: str) -> str:
+    return f"{model_tag(TRAINING_QUEUE)}:gang:{job_id}"
+
+
+def training_forming() -> str:
+    return f"{model_tag(TRAINING_QUEUE)}:forming"
 
 
 def datasets() -> str:

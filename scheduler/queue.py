@@ -9,6 +9,7 @@ script call (one round trip), fenced on the entry's owner.
 from __future__ import annotations
 
 import hashlib
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from maas import metrics
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult, JobState
+from maas.settings import Settings
 from scheduler import keys
 from scheduler.redis_types import Entry, Fields, GroupStreams
 from scheduler.scripts import Scripts
@@ -33,6 +35,37 @@ class SubmitStatus(Enum):
     EXISTS = "EXISTS"
     MISMATCH = "MISMATCH"
     FULL = "FULL"  # the stream is at its depth limit: nothing was written
+    QUOTA = "QUOTA"  # the tenant has its most queued jobs on this model: nothing was written
+
+
+UNCAPPED = 1 << 30  # a share cap that never backlogs (counts only, for the queued quota)
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """Fair share and quotas of tenants on one model's queue (tenant "" has neither)."""
+
+    # Undelivered entries a tenant of weight 1 may hold per model; 0 = no fair share.
+    share_slots: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+    # Most jobs a tenant may have queued per model; 0 = no limit.
+    max_queued: int = 0
+
+    def cap(self, tenant: str) -> int:
+        """The tenant's share cap; 0 = not counted at all."""
+        if not tenant:
+            return 0
+        if self.share_slots:
+            return max(1, round(self.share_slots * self.weights.get(tenant, 1.0)))
+        return UNCAPPED if self.max_queued else 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff of a job whose worker was lost: base * 2^(attempt-1), capped, times 0.5..1."""
+
+    backoff_ms: int = 200
+    backoff_max_ms: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -122,15 +155,27 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def tenant_policy(settings: Settings) -> TenantPolicy:
+    return TenantPolicy(settings.fair_share_slots, settings.tenant_weight_map,
+                        settings.tenant_max_queued)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(settings.retry_backoff_ms, settings.retry_backoff_max_ms)
+
+
 class JobQueue:
     """The queue API used in-process by the gateway, the worker and the daemon."""
 
     def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000,
-                 max_depth: int = 0) -> None:
+                 max_depth: int = 0, tenants: TenantPolicy | None = None,
+                 retry: RetryPolicy | None = None) -> None:
         self._redis = client
         self._scripts = Scripts.register(client)
         self._result_ttl_ms = result_ttl_ms
         self._max_depth = max_depth  # most entries per priority stream; 0 = no limit
+        self.tenants = tenants or TenantPolicy()
+        self._retry = retry or RetryPolicy()
 
     # --- producer side ---------------------------------------------------------------------
 
@@ -144,7 +189,8 @@ class JobQueue:
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
                           IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
-                          envelope.tenant, self._max_depth]
+                          envelope.tenant, self._max_depth, self.tenants.cap(envelope.tenant),
+                          self.tenants.max_queued, level]
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         """Stores the job and its stream entry in one script call; returns (status, job id)."""
@@ -317,12 +363,23 @@ class JobQueue:
     async def reap(self, model: str, lease_ms: int, count: int = 100,
                    result_ttl_ms: int | None = None) -> ReapCounts:
         """Reclaims entries idle longer than the lease on each priority stream; requeues
-        (on the same stream), expires or dead-letters their jobs."""
+        (after a backoff, see `promote`), expires or dead-letters their jobs."""
         total = [0, 0, 0, 0]
         for level in keys.LEVELS:
             counts = await self._scripts.reap(
                 keys=[keys.stream(model, level), keys.dead_letters(model)],
                 args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count, keys.model_tag(model),
-                      result_ttl_ms or self._result_ttl_ms])
+                      result_ttl_ms or self._result_ttl_ms, level, self._retry.backoff_ms,
+                      self._retry.backoff_max_ms, random.random()])
             total = [t + int(c) for t, c in zip(total, counts, strict=True)]
         return ReapCounts(*total)
+
+    async def promote(self, model: str, count: int = 1000) -> int:
+        """Moves jobs whose retry backoff is over back to their streams; returns how many."""
+        return int(await self._scripts.promote(keys=[keys.delayed(model)],
+                                               args=[keys.model_tag(model), count]))
+
+    async def tenant_queued(self, model: str, tenant: str) -> int:
+        """Jobs of a tenant waiting on a model (stream entries not yet delivered + backlog)."""
+        ready, backlog = await self._redis.hmget(keys.share(model, tenant), "ready", "backlog")
+        return int(ready or 0) + int(backlog or 0)

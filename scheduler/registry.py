@@ -1,6 +1,11 @@
 """The model registry in Redis: versions of each model as ModelVersion protobufs.
 
-Versions are immutable once written, so readers cache them forever; only `latest` moves.
+Versions are immutable once written; readers cache them and check every second that they
+still exist (a version can be deleted). `latest` and aliases move: an alias (`production` →
+version N) is set, moved and deleted atomically by Lua scripts that keep every alias on an
+existing version, and is read with its version in one step, never cached, so a request that
+names it runs on the old or the new version. An unloaded model (Triton's repository
+extension) serves no inference until it is loaded again.
 Models are stored under their id (`<tenant>/<name>`, or `<name>` in the shared catalog, see
 scheduler/keys.py); `visible` and `resolve_visible` are what one tenant may see and run:
 its own models, then the shared catalog.
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from importlib.resources import files
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -17,7 +23,10 @@ import redis.asyncio as aioredis
 from maas.errors import (
     FieldViolation,
     InvalidArgument,
+    ModelAliasNotFound,
     ModelNotFound,
+    ModelUnloaded,
+    ModelVersionInUse,
     ModelVersionNotFound,
     shown,
 )
@@ -28,6 +37,8 @@ from scheduler.redis_types import Fields
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ID = re.compile(rf"(?:{_NAME.pattern}/)?{_NAME.pattern}")
 _VERSION = re.compile(r"[1-9][0-9]{0,18}")  # versions are 1, 2, 3, ...
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")  # never a number: versions are
+RESERVED_ALIASES = frozenset({"latest"})  # what an empty version means; not settable
 LATEST_CACHE_S = 1.0
 MAX_CACHED_IDS = 10_000
 MAX_VERSIONS_SHOWN = 10
@@ -49,6 +60,22 @@ def check_model_id(model_id: str, field: str = "model_name") -> None:
         check_model_name(model_id, field)  # a tenant part that no tenant can have
 
 
+def is_alias(name: str) -> bool:
+    return bool(_ALIAS.fullmatch(name)) and name not in RESERVED_ALIASES
+
+
+def check_alias(alias: str, field: str = "alias") -> None:
+    """INVALID_ARGUMENT (violation on `field`) unless `alias` can name an alias."""
+    if not is_alias(alias):
+        raise InvalidArgument(
+            f"alias {shown(alias)} is not valid: use a letter, then up to 62 letters, digits, "
+            "'-' or '_' (not 'latest')", violations=(FieldViolation(field, "invalid alias"),))
+
+
+def _script(name: str) -> str:
+    return (files("scheduler") / "lua" / f"{name}.lua").read_text()
+
+
 def _shown(model_id: str) -> str:
     """An id as its owner knows it: the name, without the tenant."""
     return repr(keys.split_model_id(model_id)[1])
@@ -66,8 +93,12 @@ class ModelRegistry:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._versions: dict[tuple[str, str], ModelVersion] = {}
+        self._versions: dict[tuple[str, str], tuple[float, ModelVersion]] = {}
         self._latest: dict[str, tuple[float, str]] = {}
+        self._unloaded: dict[str, tuple[float, bool]] = {}
+        self._alias_get = client.register_script(_script("model_alias_get"))
+        self._alias_set = client.register_script(_script("model_alias_set"))
+        self._version_delete = client.register_script(_script("model_version_delete"))
         # Whether a model id exists, as last seen (ids a tenant asked for that may not exist).
         self._exists: dict[str, tuple[float, bool]] = {}
 
@@ -87,7 +118,7 @@ class ModelRegistry:
                       "ARGV[1]) end return 1", 1, key, number)
             pipe.sadd(keys.models(), version.model)
             await pipe.execute()
-        self._versions[(stored.model, stored.version)] = stored
+        self._versions[(stored.model, stored.version)] = (time.monotonic(), stored)
         self._latest[stored.model] = (time.monotonic(), stored.version)
         self._exists[stored.model] = (time.monotonic(), True)
         return stored
@@ -132,18 +163,20 @@ class ModelRegistry:
         exists.
 
         An id no model can have is INVALID_ARGUMENT (field `model_name`), and a version that
-        is not a positive integer is NOT_FOUND, both without a round trip to Redis.
+        is neither a positive integer nor an alias is NOT_FOUND, both without a round trip.
         """
         check_model_id(model, field="model_name")
         if version and not _VERSION.fullmatch(version):
-            raise ModelVersionNotFound(
-                f"model {_shown(model)} has no version {shown(version)}: versions are 1, 2, 3, "
-                "... (empty = latest)")
+            if not is_alias(version):
+                raise ModelVersionNotFound(
+                    f"model {_shown(model)} has no version {shown(version)}: versions are 1, "
+                    "2, 3, ... or an alias (empty = latest)")
+            return await self._resolve_alias(model, version)
         if not version:
             version = await self._latest_version(model)
         cached = self._versions.get((model, version))
-        if cached is not None:
-            return cached
+        if cached is not None and time.monotonic() - cached[0] < LATEST_CACHE_S:
+            return cached[1]
         raw = cast("bytes | None",
                    await self._redis.hget(keys.model_record(model), f"v:{version}"))
         if raw is None:
@@ -152,9 +185,108 @@ class ModelRegistry:
             raise ModelVersionNotFound(
                 f"model {_shown(model)} has no version {version}; "
                 f"versions: {_listed(await self.version_numbers(model))}")
-        found = ModelVersion.FromString(raw)
-        self._versions[(model, version)] = found
+        found = cached[1] if cached is not None else ModelVersion.FromString(raw)
+        self._versions[(model, version)] = (time.monotonic(), found)
         return found
+
+    async def _resolve_alias(self, model: str, alias: str) -> ModelVersion:
+        reply = cast("list[bytes]", await self._alias_get(keys=[keys.model_record(model)],
+                                                          args=[alias]))
+        if reply[0] == b"nomodel":
+            raise ModelNotFound(f"model {_shown(model)} is not registered")
+        if reply[0] == b"missing":
+            known = ", ".join(sorted(await self.aliases(model))) or "none"
+            raise ModelAliasNotFound(f"model {_shown(model)} has no version or alias "
+                                     f"{shown(alias)}; its aliases: {known}")
+        version = reply[0].decode()
+        cached = self._versions.get((model, version))
+        found = cached[1] if cached is not None else ModelVersion.FromString(reply[1])
+        self._versions[(model, version)] = (time.monotonic(), found)
+        return found
+
+    async def aliases(self, model: str) -> dict[str, str]:
+        """alias → version number of a model."""
+        record = cast("Fields", await self._redis.hgetall(keys.model_record(model)))
+        return _aliases(record)
+
+    async def set_alias(self, model: str, alias: str, version: str) -> str:
+        """Points `alias` at `version` (a number, or an alias resolved now); returns the
+        version it pointed to before ("" when new)."""
+        check_alias(alias)
+        if not version:
+            raise InvalidArgument("version is required: the version number the alias names",
+                                  violations=(FieldViolation("version", "empty"),))
+        target = (await self.resolve(model, version)).version
+        reply = cast("list[bytes]", await self._alias_set(keys=[keys.model_record(model)],
+                                                          args=[alias, target]))
+        if reply[0] == b"nomodel":
+            raise ModelNotFound(f"model {_shown(model)} is not registered")
+        if reply[0] == b"missing":  # deleted since resolve
+            raise ModelVersionNotFound(f"model {_shown(model)} has no version {target}")
+        return reply[1].decode()
+
+    async def delete_alias(self, model: str, alias: str) -> None:
+        check_alias(alias)
+        if not await self._redis.hdel(keys.model_record(model), f"a:{alias}"):
+            if not await self._redis.exists(keys.model_record(model)):
+                raise ModelNotFound(f"model {_shown(model)} is not registered")
+            raise ModelAliasNotFound(f"model {_shown(model)} has no alias {shown(alias)}")
+
+    async def delete_version(self, model: str, version: str) -> None:
+        """FAILED_PRECONDITION (MODEL_VERSION_IN_USE) while an alias points to the version
+        or when it is the model's only one."""
+        if not _VERSION.fullmatch(version):
+            raise InvalidArgument(f"version {shown(version)} is not a version number (1, 2, 3, "
+                                  "...); delete versions by number, not by alias",
+                                  violations=(FieldViolation("version", "not a number"),))
+        reply = cast("list[bytes]", await self._version_delete(
+            keys=[keys.model_record(model)], args=[version]))
+        outcome, named = reply[0].decode(), [a.decode() for a in reply[1:]]
+        if outcome == "nomodel":
+            raise ModelNotFound(f"model {_shown(model)} is not registered")
+        if outcome == "missing":
+            raise ModelVersionNotFound(f"model {_shown(model)} has no version {version}; "
+                                       f"versions: {_listed(await self.version_numbers(model))}")
+        if outcome == "aliased":
+            listed = ", ".join(repr(a) for a in named)
+            raise ModelVersionInUse(
+                f"version {version} of model {_shown(model)} cannot be deleted: alias "
+                f"{listed} points to it; move the alias to another version (SetModelAlias) or "
+                "delete it (DeleteModelAlias) first")
+        if outcome == "only":
+            raise ModelVersionInUse(f"version {version} is the only version of model "
+                                    f"{_shown(model)} and cannot be deleted")
+        self._versions.pop((model, version), None)
+        self._latest.pop(model, None)
+
+    async def set_unloaded(self, model: str, unloaded: bool) -> None:
+        """Marks a model unloaded (no inference) or loaded again; NOT_FOUND when unknown."""
+        key = keys.model_record(model)
+        if not await self._redis.exists(key):
+            raise ModelNotFound(f"model {_shown(model)} is not registered")
+        await (self._redis.hset(key, "unloaded", "1") if unloaded
+               else self._redis.hdel(key, "unloaded"))
+        self._unloaded[model] = (time.monotonic(), unloaded)
+
+    async def is_unloaded(self, model: str) -> bool:
+        """As last seen within LATEST_CACHE_S (this process sees its own changes at once)."""
+        hit = self._unloaded.get(model)
+        if hit and time.monotonic() - hit[0] < LATEST_CACHE_S:
+            return hit[1]
+        if len(self._unloaded) > MAX_CACHED_IDS:
+            self._unloaded.clear()
+        found = bool(await self._redis.hexists(keys.model_record(model), "unloaded"))
+        self._unloaded[model] = (time.monotonic(), found)
+        return found
+
+    async def check_serving(self, version: ModelVersion) -> None:
+        """UNAVAILABLE (MODEL_UNLOADED) when the version's model is unloaded."""
+        if await self.is_unloaded(version.model):
+            name = keys.split_model_id(version.model)[1]
+            raise ModelUnloaded(
+                f"model {name!r} is unloaded (RepositoryModelUnload) and serves no inference; "
+                f"load it again with RepositoryModelLoad (tritonclient: "
+                f"client.load_model({name!r}))")
 
     async def _latest_version(self, model: str) -> str:
         hit = self._latest.get(model)
@@ -177,8 +309,13 @@ class ModelRegistry:
             raise ModelNotFound(f"model {_shown(model)} is not registered")
         versions = sorted((ModelVersion.FromString(v) for k, v in record.items()
                            if k.startswith(b"v:")), key=lambda v: int(v.version))
-        return Model(name=model, versions=versions, latest_version=record[b"latest"].decode())
+        return Model(name=model, versions=versions, latest_version=record[b"latest"].decode(),
+                     aliases=_aliases(record), unloaded=b"unloaded" in record)
 
     async def model_names(self) -> list[str]:
         names = cast("set[bytes]", await self._redis.smembers(keys.models()))
         return sorted(m.decode() for m in names)
+
+
+def _aliases(record: Fields) -> dict[str, str]:
+    return {k.decode()[2:]: v.decode() for k, v in record.items() if k.startswith(b"a:")}

@@ -29,6 +29,7 @@ class Scripts:
     extend: AsyncScript
     complete: AsyncScript
     reap: AsyncScript
+    promote: AsyncScript
     release: AsyncScript
     cancel: AsyncScript
     redrive: AsyncScript
@@ -38,6 +39,6 @@ class Scripts:
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
-        names = ("submit", "start", "claim", "extend", "complete", "reap", "release", "cancel",
-                 "redrive", "train_create", "train_update", "train_cancel")
+        names = ("submit", "start", "claim", "extend", "complete", "reap", "promote", "release",
+                 "cancel", "redrive", "train_create", "train_update", "train_cancel")
         return cls(**{name: client.register_script(_source(name)) for name in names})

@@ -54,9 +54,10 @@ class EventCursor:
 
 
 class TrainingStore:
-    def __init__(self, client: aioredis.Redis, queue: JobQueue) -> None:
+    def __init__(self, client: aioredis.Redis, queue: JobQueue, max_active: int = 0) -> None:
         self._redis = client
         self._scripts = queue.scripts
+        self.max_active = max_active  # training jobs a tenant may have queued or running
 
     async def create(self, job: TrainingJob, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         job_keys = [keys.stream(Q), keys.job(Q, job.job_id), keys.training_events(job.job_id),
@@ -66,14 +67,15 @@ class TrainingStore:
         status, job_id = await self._scripts.train_create(keys=job_keys, args=[
             job.job_id, envelope.SerializeToString(), envelope.max_attempts,
             job.SerializeToString(), state_event(TrainingJob.QUEUED).SerializeToString(),
-            fingerprint(envelope), IDEMPOTENCY_TTL_S, envelope.tenant])
+            fingerprint(envelope), IDEMPOTENCY_TTL_S, envelope.tenant,
+            max(job.spec.replicas, 1), self.max_active if envelope.tenant else 0])
         return SubmitStatus(status.decode()), job_id.decode()
 
     async def get(self, job_id: str, tenant: str | None = None) -> TrainingJob:
         """The job; NOT_FOUND when there is none, or it is not `tenant`'s (None: anyone's)."""
         f = cast("list[bytes | None]", await self._redis.hmget(
             keys.job(Q, job_id), "record", "state", "attempt", "cancel", "error_message",
-            "tenant"))
+            "tenant", "wait"))
         if f[0] is None or (tenant is not None and (f[5] or b"").decode() != tenant):
             raise TrainingJobNotFound(f"no training job {job_id[:64]!r}")
         job = TrainingJob.FromString(f[0])
@@ -84,6 +86,8 @@ class TrainingStore:
         job.attempts = int(f[2] or 0)
         if raw_state in ("DEAD_LETTERED", "EXPIRED") and f[4]:
             job.error = f[4].decode()
+        if job.state == TrainingJob.QUEUED and f[6]:
+            job.status_message = f[6].decode()  # e.g. why its gang has not formed
         return job
 
     async def list(self, page_size: int, page_token: str,

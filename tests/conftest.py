@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,14 +92,19 @@ class Cluster:
 
 def start_cluster(tmp: Path, workers: int = 2,
                   service_env: dict[str, dict[str, str]] | None = None,
-                  appendonly: bool = False, **settings: str) -> Cluster:
+                  appendonly: bool = False, launcher: str = "",
+                  redis_url_for: Callable[[RedisServer], str] | None = None,
+                  **settings: str) -> Cluster:
     """Scheduler, gateway and workers as `maas up` starts them, on a private redis-server.
     `service_env`: variables of one service (by name: "gateway", "worker-1", ...).
+    `launcher`: a module that runs the gateway and workers (`python -m LAUNCHER worker ...`).
+    `redis_url_for`: the URL the processes use for the server (e.g. through a proxy).
     With auth="on", the gateway installs an admin key (`Cluster.admin_key`) at start."""
     server = start_redis_server(tmp / "redis", appendonly=appendonly)
     port = free_port()
     env = dict(os.environ)
-    env.update(MAAS_REDIS_URL=server.url, MAAS_DATA_DIR=str(tmp / "data"),
+    url = redis_url_for(server) if redis_url_for else server.url
+    env.update(MAAS_REDIS_URL=url, MAAS_DATA_DIR=str(tmp / "data"),
                MAAS_GATEWAY_PORT=str(port), MAAS_INFER_LEASE_MS="1000",
                MAAS_REAPER_INTERVAL_MS="200", MAAS_SHUTDOWN_GRACE_S="2",
                MAAS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
@@ -113,10 +118,11 @@ def start_cluster(tmp: Path, workers: int = 2,
     py = sys.executable
     own = service_env or {}
     local.add("scheduler", [py, "-m", "scheduler"], own.get("scheduler"))
-    local.add("gateway", [py, "-m", "gateway"], own.get("gateway"))
+    run = [py, "-m", launcher] if launcher else [py, "-m"]
+    local.add("gateway", [*run, "gateway"], own.get("gateway"))
     for i in range(workers):
         name = f"worker-{i + 1}"
-        local.add(name, [py, "-m", "worker", "--id", name], own.get(name))
+        local.add(name, [*run, "worker", "--id", name], own.get(name))
     target = f"127.0.0.1:{port}"
     wait_ready(target, local)
     register_demo_models(target, admin_key or None)

@@ -26,8 +26,10 @@ def running_gateway(redis_url: str, data_dir: Path, **settings: object) -> Itera
 
     async def main() -> None:
         try:
+            # No worker runs here: requests are queued (tests that want the refusal say "on").
+            values: dict[str, object] = {"require_live_worker": "off", **settings}
             async with serve(Settings(redis_url=redis_url, data_dir=data_dir,
-                                      shutdown_grace_s=0.5, **settings), port=0) as gateway:
+                                      shutdown_grace_s=0.5, **values), port=0) as gateway:
                 outcome["port"] = gateway.port
                 started.set()
                 await stop.wait()

@@ -1,24 +1,39 @@
 """ModelCache: each model version loaded once per worker, placed on the device, warmed up,
-and evicted least-recently-used when the cache would exceed its memory budget."""
+and evicted least-recently-used when the cache would exceed its memory budget.
+
+Loaders: safetensors weights into a maas architecture; TorchScript archives with
+torch.jit.load; torch.export archives with torch.export.load, after the archive's layout is
+checked again (maas/archives.py: no pickled tensors or objects) and with torch.load forced to
+weights_only (TORCH_FORCE_WEIGHTS_ONLY_LOAD), so nothing goes through Python's pickle.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
+from torch.export.passes import move_to_device_pass
 
 from maas.architectures import get_architecture
+from maas.archives import TORCH_EXPORT, TORCHSCRIPT, archive_format
 from maas.artifacts import ArtifactStore
+from maas.tensors import NUMPY_DTYPES
 from maas.v1.model_service_pb2 import ModelVersion
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -83,15 +98,11 @@ class ModelCache:
         if hit is not None:
             return hit
         started = time.perf_counter()
-        arch = get_architecture(version.architecture)
-        config = arch.resolve_config(json.loads(version.config_json or "{}"))
-        module = arch.build(config)
-        state = load_safetensors(self._store.read_weights(version.weights_sha256))
-        module.load_state_dict(state, strict=True)
-        module.to(self.device).eval()
+        module, inputs = self._module(version)
         with torch.inference_mode():
-            module(*(torch.zeros([1 if d == -1 else d for d in s.shape], device=self.device)
-                     for s in arch.inputs(config)))
+            module(*(torch.from_numpy(np.zeros([1 if d == -1 else d for d in shape],
+                                               NUMPY_DTYPES[datatype])).to(self.device)
+                     for datatype, shape in inputs))
         loaded = LoadedModel(version, module, self.device, module_bytes(module),
                              time.perf_counter() - started)
         with self._lock:
@@ -99,8 +110,23 @@ class ModelCache:
             self._models[key] = loaded
             self.loads += 1
         log.info("loaded %s:%s (%s, %.1f MiB) on %s in %.0f ms", version.model, version.version,
-                 version.architecture, loaded.size_bytes / MIB, self.device, loaded.load_s * 1e3)
+                 version.architecture or version.platform, loaded.size_bytes / MIB, self.device,
+                 loaded.load_s * 1e3)
         return loaded
+
+    def _module(self, version: ModelVersion) -> tuple[torch.nn.Module, list[tuple[str, Shape]]]:
+        """The version's module on the device (eval mode where that applies) and its inputs'
+        (datatype, shape), for the warm-up."""
+        if version.format in (TORCHSCRIPT, TORCH_EXPORT):
+            module = load_archive(self._store.read_archive(version.archive_sha256),
+                                  version.format, self.device)
+            return module, [(s.datatype, tuple(s.shape)) for s in version.inputs]
+        arch = get_architecture(version.architecture)
+        config = arch.resolve_config(json.loads(version.config_json or "{}"))
+        module = arch.build(config)
+        state = load_safetensors(self._store.read_weights(version.weights_sha256))
+        module.load_state_dict(state, strict=True)
+        return module.to(self.device).eval(), [(s.datatype, s.shape) for s in arch.inputs(config)]
 
     def _make_room(self, needed: int) -> None:
         """Evicts least-recently-used models until `needed` more bytes fit (lock held)."""
@@ -113,3 +139,25 @@ class ModelCache:
             self.evictions += 1
             log.info("evicted %s:%s (%.1f MiB) to stay under the %.0f MiB budget", name,
                      version, evicted.size_bytes / MIB, self.budget_bytes / MIB)
+
+
+def load_archive(data: bytes, fmt: int, device: torch.device) -> torch.nn.Module:
+    """A TorchScript or torch.export archive as a module on `device`. Whatever torch raises
+    on a bad archive fails the jobs of the version (the worker's per-job boundary)."""
+    found = archive_format(data)  # the layout again: the store is shared, trust nothing
+    if found != fmt:
+        raise ValueError(f"the stored archive is not of its registered format ({found}, "
+                         f"registered {fmt})")
+    if fmt == TORCHSCRIPT:
+        with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of export
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = cast("torch.nn.Module", torch.jit.load(  # type: ignore[no-untyped-call]
+                io.BytesIO(data), map_location=device))
+        return module.eval()
+    # torch.export.load reads sample inputs with torch.load, falling back to full unpickling
+    # when weights_only fails: this forbids the fallback, process-wide.
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    program = torch.export.load(io.BytesIO(data))
+    if device.type != "cpu":
+        program = move_to_device_pass(program, device)
+    return program.module()  # an exported module runs as exported (it has no eval())

@@ -24,10 +24,24 @@ def _input(task: InferTask, name: str) -> np.ndarray:
     return tensors.from_raw(t.raw, t.datatype, t.shape)  # a read-only view, no copy
 
 
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The jobs' arrays of one input along dim 0; where a variable dim (-1, e.g. a sequence)
+    differs between jobs, each is padded with 0 to the batch's largest. One copy: the result
+    owns writable memory that torch can share."""
+    if len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    dims = np.max([a.shape for a in arrays], axis=0)
+    out = np.zeros((sum(a.shape[0] for a in arrays), *dims[1:]), dtype=arrays[0].dtype)
+    row = 0
+    for a in arrays:
+        out[(slice(row, row + a.shape[0]), *(slice(0, d) for d in a.shape[1:]))] = a
+        row += a.shape[0]
+    return out
+
+
 def _forward(model: LoadedModel, tasks: Sequence[InferTask]) -> list[dict[str, np.ndarray]]:
     names = [s.name for s in model.version.inputs]
-    # One copy per input: the concatenation owns writable memory that torch can share.
-    batch = [torch.from_numpy(np.concatenate([_input(task, n) for task in tasks]))
+    batch = [torch.from_numpy(_stack([_input(task, n) for task in tasks]))
              .to(model.device, non_blocking=True) for n in names]
     with torch.inference_mode():
         out = model.module(*batch)

@@ -27,13 +27,15 @@ from maas.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.datasets import DatasetStore
+from scheduler.gangs import GangStore
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry
 from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
 from worker.cache import ModelCache, pick_device
 from worker.executor import run_batch
-from worker.observe import batch_scope, job_scope
+from worker.explain import is_explain, run_with_explanations
+from worker.observe import batch_scope
 from worker.trainer import TrainingExecutor
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,12 @@ class Worker:
         artifacts = ArtifactStore(settings.artifact_dir)
         self.cache = ModelCache(artifacts, pick_device(settings.worker_device),
                                 settings.worker_model_memory_mb * 1024 * 1024)
+        self._gangs = GangStore(self._redis, timeout_s=settings.train_gang_timeout_s,
+                                lease_ms=settings.train_lease_ms,
+                                result_ttl_ms=int(settings.result_ttl_s * 1000))
         self._trainer = TrainingExecutor(
             self.id, self.queue, TrainingStore(self._redis, self.queue), self._registry,
-            DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1))
+            DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1), self._gangs)
         self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
         self._hot: set[str] = set()  # models whose last claim found work
@@ -181,21 +186,24 @@ class Worker:
             await self._process(model, await self._top_up(model, runnable))
 
     async def _training_loop(self) -> None:
-        """Leases one training job at a time and runs it to an end (or hands it back)."""
+        """Leases one training job at a time and runs it to an end (or hands it back).
+        A gang that is forming comes first: its job was read already, by its rank 0."""
         await self.queue.ensure_group(keys.TRAINING_QUEUE)
         while not self._stopping.is_set():
             try:
+                seat = await self._gangs.join(self.id)
+                if seat is not None:
+                    await self._trainer.follow(seat, self._stopping)
+                    continue
                 deliveries = await self.queue.read(self.id, [keys.TRAINING_QUEUE], 1,
                                                    block_ms=500)
                 if not deliveries:
                     continue
                 inflight = self._inflight[keys.TRAINING_QUEUE]
-                inflight.update(deliveries)
+                inflight.update(deliveries)  # the heartbeat renews the entry's lease
                 try:
-                    outcome = await self.queue.start(self.id, deliveries)
-                    for started in outcome.runnable:
-                        with job_scope(started):
-                            await self._trainer.run(started, self._stopping)
+                    for delivery in deliveries:
+                        await self._trainer.take(delivery, self._stopping)
                 finally:
                     inflight.difference_update(deliveries)
             except TRANSIENT_ERRORS as exc:
@@ -216,10 +224,13 @@ class Worker:
     async def _process(self, model: str, batch: Sequence[Started]) -> None:
         """Runs started jobs (one forward per model version) and completes them."""
         try:
-            by_version: dict[str, list[Started]] = defaultdict(list)
+            # A retried job (its last worker died) may be a poison job: it runs alone, so it
+            # cannot take the jobs batched with it down again.
+            by_version: dict[tuple[str, str], list[Started]] = defaultdict(list)
             for s in batch:
-                by_version[s.envelope.model_version].append(s)
-            for version, started in by_version.items():
+                alone = s.delivery.job_id if s.attempt > 1 else ""
+                by_version[s.envelope.model_version, alone].append(s)
+            for (version, _), started in by_version.items():
                 try:
                     results = await self._observed(model, version, started)
                 except Exception as exc:  # the per-job boundary: a load failure fails the jobs
@@ -251,6 +262,9 @@ class Worker:
         loaded = self.cache.cached(model, version)
         if loaded is None:
             loaded = await loop.run_in_executor(self._torch, self.cache.load, meta)
+        if any(is_explain(s) for s in started):  # Captum, one job at a time (worker/explain.py)
+            return await loop.run_in_executor(self._torch, run_with_explanations, loaded,
+                                              started, self.id)
         jobs = [(s.delivery.job_id, s.attempt, s.envelope.enqueue_unix_ms, s.envelope.infer)
                 for s in started]
         return await loop.run_in_executor(self._torch, run_batch, loaded, jobs, self.id)
@@ -259,7 +273,8 @@ class Worker:
 def _failed(started: Started, message: str) -> JobResult:
     return JobResult(job_id=started.delivery.job_id, attempt=started.attempt,
                      state=JobState.JOB_STATE_FAILED,
-                     error=JobError(code="INTERNAL", reason="MODEL_LOAD_FAILED", message=message))
+                     error=JobError(code="FAILED_PRECONDITION", reason="MODEL_LOAD_FAILED",
+                                    message=message))
 
 
 def configure_torch(threads: int) -> None:

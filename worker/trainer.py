@@ -3,21 +3,29 @@
 The job runs as `python -m worker.training` so that a crash (or an OOM kill) cannot take
 the worker down; the child dies with the worker (PDEATHSIG), and a job whose worker died is
 re-leased by the reaper and resumes from its last checkpoint in the same job directory.
+
+A job of N replicas runs as a gang (scheduler/gangs.py): the worker that read it is rank 0
+and reports for the job exactly as above; the others (`follow`) only run their process,
+and every rank's process is killed once the gang breaks (docs/distributed-training.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from maas import metrics
-from maas.artifacts import ArtifactStore
+from maas.artifacts import ArtifactStore, write_atomic
+from maas.datasets import BUILTIN_DATASETS
 from maas.process import dying_with_parent
+from maas.queue.v1.queue_pb2 import JobEnvelope
 from maas.training_proto import from_proto
 from maas.v1.training_service_pb2 import (
     CheckpointInfo,
@@ -26,14 +34,30 @@ from maas.v1.training_service_pb2 import (
     TrainingJob,
     TrainingProgress,
 )
+from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.datasets import DatasetStore
-from scheduler.queue import JobQueue, Started
+from scheduler.gangs import GangSeat, GangStore
+from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry
 from scheduler.training import LeaseLost, TrainingStore, state_event
+from worker.gang import (
+    advertised_host,
+    follow_formation,
+    guard,
+    lead_formation,
+    rendezvous_address,
+)
+from worker.observe import job_scope
 from worker.training_lineage import register_result
 
 log = logging.getLogger(__name__)
 EXIT_INVALID, EXIT_STOPPED = 2, 3
+GROUP_TIMEOUT_S = 120.0  # replicas wait this long for each other (and for any collective)
+OnLine = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _ignored(doc: dict[str, Any]) -> None:
+    """Lines of ranks > 0 (rank 0 reports for the job)."""
 
 
 def _event(**kwargs: Any) -> TrainingEvent:
@@ -55,8 +79,10 @@ class _Run:
 class TrainingExecutor:
     def __init__(self, worker_id: str, queue: JobQueue, store: TrainingStore,
                  registry: ModelRegistry, datasets: DatasetStore, artifacts: ArtifactStore,
-                 threads: int) -> None:
+                 threads: int, gangs: GangStore) -> None:
         self._id = worker_id
+        self._gangs = gangs
+        self._host = advertised_host()
         self._queue = queue
         self._store = store
         self._registry = registry
@@ -64,19 +90,55 @@ class TrainingExecutor:
         self._artifacts = artifacts
         self._threads = threads
 
-    async def run(self, started: Started, draining: asyncio.Event) -> None:
+    async def take(self, delivery: Delivery, draining: asyncio.Event) -> None:
+        """Starts a job read from the training queue: runs it, or leads its gang (rank 0)."""
+        start = await self._gangs.start(self._id, delivery)
+        if start.envelope is None or start.status not in ("RUN", "FORMING"):
+            return
+        seat = None
+        if start.status == "FORMING":
+            gen = await lead_formation(self._gangs, self._id, delivery, draining)
+            if not gen:
+                return
+            seat = GangSeat(delivery.job_id, 0, start.replicas, gen, start.envelope)
+        started = Started(delivery, seat.gen if seat else start.attempt, start.envelope)
+        with job_scope(started):
+            await self.run(started, draining, seat)
+
+    async def follow(self, seat: GangSeat, draining: asyncio.Event) -> None:
+        """Runs rank > 0 of a gang: its process only; rank 0 reports for the job."""
+        formed = await follow_formation(self._gangs, seat, draining)
+        if formed is None:
+            return
+        addr = await rendezvous_address(self._gangs, formed, self._id, GROUP_TIMEOUT_S)
+        if not addr:
+            return
+        argv = await self._argv(formed.job_id, formed.envelope, [
+            "--rank", str(formed.rank), "--world-size", str(formed.size), "--master", addr])
+        log.info("training job %s: replica %d of %d (attempt %d)", formed.job_id,
+                 formed.rank, formed.size, formed.gen)
+        code = await self._supervise(argv, _ignored, draining, lambda: False, formed)
+        if code not in (0, EXIT_STOPPED):  # stop the others now, not at their timeout
+            log.warning("training job %s: replica %d exited with %d", formed.job_id,
+                        formed.rank, code)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._gangs.beat(formed, self._id, is_broken=True)
+
+    async def run(self, started: Started, draining: asyncio.Event,
+                  seat: GangSeat | None = None) -> None:
         """Runs the job to an end: SUCCEEDED, FAILED, CANCELLED, or handed back to the queue."""
         run = _Run(await self._store.get(started.delivery.job_id))
         run.job.state = TrainingJob.RUNNING
         if started.attempt == 1:
             run.job.start_time.GetCurrentTime()
+        message = f"attempt {started.attempt}" + (f", {seat.size} replicas" if seat else "")
         try:
             run.cancel_requested = await self._store.update(
                 self._id, started.delivery, record=run.job,
-                events=(state_event(TrainingJob.RUNNING, f"attempt {started.attempt}"),))
+                events=(state_event(TrainingJob.RUNNING, message),))
             if run.cancel_requested:
                 return await self._finish(started, run, "CANCELLED", "cancelled")
-            code = await self._run_child(started, run, draining)
+            code = await self._run_child(started, run, draining, seat)
             await self._conclude(started, run, code, draining)
         except LeaseLost:
             metrics.TRAINING_FINISHED.labels("LEASE_LOST").inc()
@@ -84,21 +146,45 @@ class TrainingExecutor:
                         started.delivery.job_id)
         finally:
             metrics.TRAINING_SAMPLES_PER_SECOND.set(0)
+            if seat is not None:  # the other ranks see it gone and stop
+                with contextlib.suppress(*TRANSIENT_ERRORS):
+                    await self._gangs.end(seat, self._id)
 
-    async def _run_child(self, started: Started, run: _Run, draining: asyncio.Event) -> int:
-        argv = await self._argv(started)
+    async def _run_child(self, started: Started, run: _Run, draining: asyncio.Event,
+                         seat: GangSeat | None) -> int:
+        extra = ["--rank", "0", "--world-size", str(seat.size)] if seat else []
+        argv = await self._argv(started.delivery.job_id, started.envelope, extra)
+
+        async def on_line(doc: dict[str, Any]) -> None:
+            if doc.get("type") == "rendezvous" and seat is not None:
+                await self._gangs.beat(seat, self._id, addr=f"{self._host}:{doc['port']}")
+            else:
+                await self._on_line(started, run, doc)
+
+        return await self._supervise(argv, on_line, draining, lambda: run.cancel_requested,
+                                     seat)
+
+    async def _supervise(self, argv: list[str], on_line: OnLine, draining: asyncio.Event,
+                         cancel_requested: Callable[[], bool], seat: GangSeat | None) -> int:
+        """Runs the process to its exit; SIGTERM (checkpoint, stop) on cancel or drain; a
+        gang's rank is guarded by its lease."""
         proc = await asyncio.create_subprocess_exec(
             *dying_with_parent(argv, signal.SIGKILL), stdout=asyncio.subprocess.PIPE)
         stop_sent = False
         try:
-            assert proc.stdout is not None
-            while line := await self._next_line(proc, draining):
-                if line != b"\n":
-                    await self._on_line(started, run, json.loads(line))
-                if (run.cancel_requested or draining.is_set()) and not stop_sent:
-                    proc.send_signal(signal.SIGTERM)  # stops at the next step, checkpointed
-                    stop_sent = True
-            return await proc.wait()
+            async with asyncio.TaskGroup() as tasks:
+                watch = (tasks.create_task(guard(self._gangs, seat, self._id, proc))
+                         if seat else None)
+                while line := await self._next_line(proc, draining):
+                    if line != b"\n":
+                        await on_line(json.loads(line))
+                    if (cancel_requested() or draining.is_set()) and not stop_sent:
+                        proc.send_signal(signal.SIGTERM)  # stops at the next step, checkpointed
+                        stop_sent = True
+                code = await proc.wait()
+                if watch is not None:
+                    watch.cancel()
+            return code
         except BaseException:
             if proc.returncode is None:
                 proc.kill()
@@ -118,17 +204,19 @@ class TrainingExecutor:
         read.cancel()
         return b"\n"
 
-    async def _argv(self, started: Started) -> list[str]:
-        spec = started.envelope.train.spec
-        out = self._artifacts.job_dir(started.delivery.job_id)
+    async def _argv(self, job_id: str, envelope: JobEnvelope, extra: list[str]) -> list[str]:
+        spec = envelope.train.spec
+        out = self._artifacts.job_dir(job_id)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "spec.json").write_text(from_proto(spec).to_json())
+        # Atomic: the replicas of a gang write the same file in the same (shared) directory.
+        write_atomic(out / "spec.json", from_proto(spec).to_json().encode())
         dataset = spec.dataset
-        if dataset != "digits":
+        if dataset not in BUILTIN_DATASETS:
             record = await self._datasets.get(dataset)
             dataset = str(self._artifacts.dataset_path(record.sha256, record.format))
         argv = [sys.executable, "-m", "worker.training", "--spec", str(out / "spec.json"),
-                "--dataset", dataset, "--out", str(out), "--threads", str(self._threads)]
+                "--dataset", dataset, "--out", str(out), "--threads", str(self._threads),
+                "--group-timeout-s", str(GROUP_TIMEOUT_S), *extra]
         if spec.init_from:
             name, _, version = spec.init_from.partition(":")
             base = await self._registry.resolve(name, version)
@@ -181,7 +269,7 @@ class TrainingExecutor:
                                       _event(model_version=run.job.model_version))
         if code == EXIT_STOPPED and run.cancel_requested:
             return await self._finish(started, run, "CANCELLED", "cancelled by request")
-        if code == EXIT_STOPPED and draining.is_set():
+        if code == EXIT_STOPPED:  # a drain: this worker's, or (replicas) another rank's
             await self._queue.release(self._id, started.delivery, refund=True)
             metrics.TRAINING_FINISHED.labels("HANDED_BACK").inc()
             log.info("training job %s handed back (checkpointed) for the drain",

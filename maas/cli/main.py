@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from maas.cli import commands, keys, training, up
+from maas.cli import commands, explain, keys, models, training, up
 from maas.errors import MaasError
 
 
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up.add_parser(sub)
     commands.add_parsers(sub)
+    explain.add_parsers(sub)
+    models.add_parsers(sub.choices["models"])  # lifecycle: upload, alias, delete-version
     training.add_parsers(sub)
     keys.add_parsers(sub)
     for name, text in (("gateway", "run a gateway process"),

@@ -51,6 +51,16 @@ class GRPCInferenceServiceStub:
     """A model's versions, platform and input/output tensor metadata."""
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]
     """Runs one inference request."""
+    ModelStreamInfer: _grpc.StreamStreamMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelStreamInferResponse]
+    """Many inference requests pipelined on one bidirectional stream; a request's
+    error travels in-band in `error_message` and the stream stays open.
+    """
+    RepositoryIndex: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryIndexRequest, _grpc_service_pb2.RepositoryIndexResponse]
+    """Triton's model-repository extension: the models and their states."""
+    RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelLoadRequest, _grpc_service_pb2.RepositoryModelLoadResponse]
+    """Loads (or reloads) a model; with a `file:` parameter, from uploaded bytes."""
+    RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelUnloadRequest, _grpc_service_pb2.RepositoryModelUnloadResponse]
+    """Unloads a model: it stops being ready until it is loaded again."""
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -69,6 +79,16 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     """A model's versions, platform and input/output tensor metadata."""
     ModelInfer: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]  # type: ignore[assignment]
     """Runs one inference request."""
+    ModelStreamInfer: _aio.StreamStreamMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelStreamInferResponse]  # type: ignore[assignment]
+    """Many inference requests pipelined on one bidirectional stream; a request's
+    error travels in-band in `error_message` and the stream stays open.
+    """
+    RepositoryIndex: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryIndexRequest, _grpc_service_pb2.RepositoryIndexResponse]  # type: ignore[assignment]
+    """Triton's model-repository extension: the models and their states."""
+    RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelLoadRequest, _grpc_service_pb2.RepositoryModelLoadResponse]  # type: ignore[assignment]
+    """Loads (or reloads) a model; with a `file:` parameter, from uploaded bytes."""
+    RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelUnloadRequest, _grpc_service_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
+    """Unloads a model: it stops being ready until it is loaded again."""
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """The v2 inference service."""
@@ -120,5 +140,39 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_grpc_service_pb2.ModelInferResponse, _abc.Awaitable[_grpc_service_pb2.ModelInferResponse]]:
         """Runs one inference request."""
+
+    @_abc_1.abstractmethod
+    def ModelStreamInfer(
+        self,
+        request_iterator: _MaybeAsyncIterator[_grpc_service_pb2.ModelInferRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_grpc_service_pb2.ModelStreamInferResponse], _abc.AsyncIterator[_grpc_service_pb2.ModelStreamInferResponse]]:
+        """Many inference requests pipelined on one bidirectional stream; a request's
+        error travels in-band in `error_message` and the stream stays open.
+        """
+
+    @_abc_1.abstractmethod
+    def RepositoryIndex(
+        self,
+        request: _grpc_service_pb2.RepositoryIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_service_pb2.RepositoryIndexResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryIndexResponse]]:
+        """Triton's model-repository extension: the models and their states."""
+
+    @_abc_1.abstractmethod
+    def RepositoryModelLoad(
+        self,
+        request: _grpc_service_pb2.RepositoryModelLoadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_service_pb2.RepositoryModelLoadResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryModelLoadResponse]]:
+        """Loads (or reloads) a model; with a `file:` parameter, from uploaded bytes."""
+
+    @_abc_1.abstractmethod
+    def RepositoryModelUnload(
+        self,
+        request: _grpc_service_pb2.RepositoryModelUnloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_service_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryModelUnloadResponse]]:
+        """Unloads a model: it stops being ready until it is loaded again."""
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,37 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmaas/v1/inference_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"9\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8f\x03\n\x0cInferenceJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.maas.v1.InferenceJob.State\x12 \n\x07outputs\x18\x05 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12 \n\x05\x65rror\x18\x06 \x01(\x0b\x32\x11.maas.v1.JobError\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0b\n\x07\x45XPIRED\x10\x06\x12\x11\n\rDEAD_LETTERED\x10\x07\"\xab\x01\n\x16SubmitInferenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x1f\n\x06inputs\x18\x03 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x03\"=\n\x17SubmitInferenceResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob\"4\n\x0eWaitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\"5\n\x0fWaitJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob2\xad\x02\n\x10InferenceService\x12V\n\x0fSubmitInference\x12\x1f.maas.v1.SubmitInferenceRequest\x1a .maas.v1.SubmitInferenceResponse\"\x00\x12;\n\x06GetJob\x12\x16.maas.v1.GetJobRequest\x1a\x17.maas.v1.GetJobResponse\"\x00\x12>\n\x07WaitJob\x12\x17.maas.v1.WaitJobRequest\x1a\x18.maas.v1.WaitJobResponse\"\x00\x12\x44\n\tCancelJob\x12\x19.maas.v1.CancelJobRequest\x1a\x1a.maas.v1.CancelJobResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmaas/v1/inference_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x1f\n\x06inputs\x18\x03 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12&\n\x06method\x18\x04 \x01(\x0e\x32\x16.maas.v1.ExplainMethod\x12\x13\n\x06target\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\"\n\tbaselines\x18\x06 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12\x0f\n\x07n_steps\x18\x07 \x01(\x05\x42\t\n\x07_target\"\xe5\x01\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12&\n\x06method\x18\x03 \x01(\x0e\x32\x16.maas.v1.ExplainMethod\x12%\n\x0c\x61ttributions\x18\x04 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12\x0f\n\x07targets\x18\x05 \x03(\x03\x12\x1a\n\x12\x63onvergence_deltas\x18\x06 \x03(\x01\x12\x16\n\x0etarget_outputs\x18\x07 \x03(\x01\x12\x18\n\x10\x62\x61seline_outputs\x18\x08 \x03(\x01\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"9\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8f\x03\n\x0cInferenceJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.maas.v1.InferenceJob.State\x12 \n\x07outputs\x18\x05 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12 \n\x05\x65rror\x18\x06 \x01(\x0b\x32\x11.maas.v1.JobError\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0b\n\x07\x45XPIRED\x10\x06\x12\x11\n\rDEAD_LETTERED\x10\x07\"\xab\x01\n\x16SubmitInferenceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x1f\n\x06inputs\x18\x03 \x03(\x0b\x32\x0f.maas.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x03\"=\n\x17SubmitInferenceResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x0eGetJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob\"4\n\x0eWaitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\"5\n\x0fWaitJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x11\x43\x61ncelJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.maas.v1.InferenceJob*u\n\rExplainMethod\x12\x1e\n\x1a\x45XPLAIN_METHOD_UNSPECIFIED\x10\x00\x12\'\n#EXPLAIN_METHOD_INTEGRATED_GRADIENTS\x10\x01\x12\x1b\n\x17\x45XPLAIN_METHOD_SALIENCY\x10\x02\x32\xed\x02\n\x10InferenceService\x12V\n\x0fSubmitInference\x12\x1f.maas.v1.SubmitInferenceRequest\x1a .maas.v1.SubmitInferenceResponse\"\x00\x12;\n\x06GetJob\x12\x16.maas.v1.GetJobRequest\x1a\x17.maas.v1.GetJobResponse\"\x00\x12>\n\x07WaitJob\x12\x17.maas.v1.WaitJobRequest\x1a\x18.maas.v1.WaitJobResponse\"\x00\x12\x44\n\tCancelJob\x12\x19.maas.v1.CancelJobRequest\x1a\x1a.maas.v1.CancelJobResponse\"\x00\x12>\n\x07\x45xplain\x12\x17.maas.v1.ExplainRequest\x1a\x18.maas.v1.ExplainResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maas.v1.inference_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TENSOR']._serialized_start=77
-  _globals['_TENSOR']._serialized_end=145
-  _globals['_JOBERROR']._serialized_start=147
-  _globals['_JOBERROR']._serialized_end=204
-  _globals['_INFERENCEJOB']._serialized_start=207
-  _globals['_INFERENCEJOB']._serialized_end=606
-  _globals['_INFERENCEJOB_STATE']._serialized_start=477
-  _globals['_INFERENCEJOB_STATE']._serialized_end=606
-  _globals['_SUBMITINFERENCEREQUEST']._serialized_start=609
-  _globals['_SUBMITINFERENCEREQUEST']._serialized_end=780
-  _globals['_SUBMITINFERENCERESPONSE']._serialized_start=782
-  _globals['_SUBMITINFERENCERESPONSE']._serialized_end=843
-  _globals['_GETJOBREQUEST']._serialized_start=845
-  _globals['_GETJOBREQUEST']._serialized_end=876
-  _globals['_GETJOBRESPONSE']._serialized_start=878
-  _globals['_GETJOBRESPONSE']._serialized_end=930
-  _globals['_WAITJOBREQUEST']._serialized_start=932
-  _globals['_WAITJOBREQUEST']._serialized_end=984
-  _globals['_WAITJOBRESPONSE']._serialized_start=986
-  _globals['_WAITJOBRESPONSE']._serialized_end=1039
-  _globals['_CANCELJOBREQUEST']._serialized_start=1041
-  _globals['_CANCELJOBREQUEST']._serialized_end=1075
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1077
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1132
-  _globals['_INFERENCESERVICE']._serialized_start=1135
-  _globals['_INFERENCESERVICE']._serialized_end=1436
+  _globals['_EXPLAINMETHOD']._serialized_start=1581
+  _globals['_EXPLAINMETHOD']._serialized_end=1698
+  _globals['_EXPLAINREQUEST']._serialized_start=78
+  _globals['_EXPLAINREQUEST']._serialized_end=290
+  _globals['_EXPLAINRESPONSE']._serialized_start=293
+  _globals['_EXPLAINRESPONSE']._serialized_end=522
+  _globals['_TENSOR']._serialized_start=524
+  _globals['_TENSOR']._serialized_end=592
+  _globals['_JOBERROR']._serialized_start=594
+  _globals['_JOBERROR']._serialized_end=651
+  _globals['_INFERENCEJOB']._serialized_start=654
+  _globals['_INFERENCEJOB']._serialized_end=1053
+  _globals['_INFERENCEJOB_STATE']._serialized_start=924
+  _globals['_INFERENCEJOB_STATE']._serialized_end=1053
+  _globals['_SUBMITINFERENCEREQUEST']._serialized_start=1056
+  _globals['_SUBMITINFERENCEREQUEST']._serialized_end=1227
+  _globals['_SUBMITINFERENCERESPONSE']._serialized_start=1229
+  _globals['_SUBMITINFERENCERESPONSE']._serialized_end=1290
+  _globals['_GETJOBREQUEST']._serialized_start=1292
+  _globals['_GETJOBREQUEST']._serialized_end=1323
+  _globals['_GETJOBRESPONSE']._serialized_start=1325
+  _globals['_GETJOBRESPONSE']._serialized_end=1377
+  _globals['_WAITJOBREQUEST']._serialized_start=1379
+  _globals['_WAITJOBREQUEST']._serialized_end=1431
+  _globals['_WAITJOBRESPONSE']._serialized_start=1433
+  _globals['_WAITJOBRESPONSE']._serialized_end=1486
+  _globals['_CANCELJOBREQUEST']._serialized_start=1488
+  _globals['_CANCELJOBREQUEST']._serialized_end=1522
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1524
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1579
+  _globals['_INFERENCESERVICE']._serialized_start=1701
+  _globals['_INFERENCESERVICE']._serialized_end=2066
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,152 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ExplainMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExplainMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExplainMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPLAIN_METHOD_UNSPECIFIED: _ExplainMethod.ValueType  # 0
+    """The default: Integrated Gradients."""
+    EXPLAIN_METHOD_INTEGRATED_GRADIENTS: _ExplainMethod.ValueType  # 1
+    """Integrated Gradients (Sundararajan et al., 2017): a row's attributions sum
+    to f(input) - f(baseline) of its target, up to the convergence delta.
+    """
+    EXPLAIN_METHOD_SALIENCY: _ExplainMethod.ValueType  # 2
+    """Saliency: the absolute gradient of the target at the input."""
+
+class ExplainMethod(_ExplainMethod, metaclass=_ExplainMethodEnumTypeWrapper):
+    """How Explain computes attributions."""
+
+EXPLAIN_METHOD_UNSPECIFIED: ExplainMethod.ValueType  # 0
+"""The default: Integrated Gradients."""
+EXPLAIN_METHOD_INTEGRATED_GRADIENTS: ExplainMethod.ValueType  # 1
+"""Integrated Gradients (Sundararajan et al., 2017): a row's attributions sum
+to f(input) - f(baseline) of its target, up to the convergence delta.
+"""
+EXPLAIN_METHOD_SALIENCY: ExplainMethod.ValueType  # 2
+"""Saliency: the absolute gradient of the target at the input."""
+Global___ExplainMethod: _TypeAlias = ExplainMethod  # noqa: Y015
+
+@_typing.final
+class ExplainRequest(_message.Message):
+    """Request of Explain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    BASELINES_FIELD_NUMBER: _builtins.int
+    N_STEPS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    model_version: _builtins.str
+    """Empty: the latest version."""
+    method: Global___ExplainMethod.ValueType
+    target: _builtins.int
+    """The class (an index into the model's first output) explained for every
+    row; unset: each row's predicted class.
+    """
+    n_steps: _builtins.int
+    """Integrated Gradients' steps: 0 = 50, at most 1000."""
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tensor]:
+        """Every input of the model, as for SubmitInference."""
+
+    @_builtins.property
+    def baselines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tensor]:
+        """Integrated Gradients' starting points, by input name: the input's datatype
+        and shape, or its shape with a batch of 1 (one baseline for every row).
+        Missing: zeros (token id 0 for `tokens`). Only attributed inputs (floats
+        and `tokens`) take one.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___Tensor] | None = ...,
+        method: Global___ExplainMethod.ValueType = ...,
+        target: _builtins.int | None = ...,
+        baselines: _abc.Iterable[Global___Tensor] | None = ...,
+        n_steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target", b"_target", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target", b"_target", "baselines", b"baselines", "inputs", b"inputs", "method", b"method", "model", b"model", "model_version", b"model_version", "n_steps", b"n_steps", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target: _TypeAlias = _typing.Literal["target"]  # noqa: Y015
+    _WhichOneofArgType__target: _TypeAlias = _typing.Literal["_target", b"_target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target) -> _WhichOneofReturnType__target | None: ...
+
+Global___ExplainRequest: _TypeAlias = ExplainRequest  # noqa: Y015
+
+@_typing.final
+class ExplainResponse(_message.Message):
+    """Response of Explain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    ATTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    CONVERGENCE_DELTAS_FIELD_NUMBER: _builtins.int
+    TARGET_OUTPUTS_FIELD_NUMBER: _builtins.int
+    BASELINE_OUTPUTS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    model_version: _builtins.str
+    method: Global___ExplainMethod.ValueType
+    """The method used (never UNSPECIFIED)."""
+    @_builtins.property
+    def attributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tensor]:
+        """One per attributed input, FP32, named after it: the input's shape; for
+        `tokens`, [batch, tokens] (summed over the embedding dimension).
+        """
+
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The class explained, per row."""
+
+    @_builtins.property
+    def convergence_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Integrated Gradients: a row's attribution sum minus
+        (target_outputs - baseline_outputs), per row; empty for saliency.
+        """
+
+    @_builtins.property
+    def target_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """f(input)[target], per row."""
+
+    @_builtins.property
+    def baseline_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """f(baseline)[target], per row (Integrated Gradients)."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        method: Global___ExplainMethod.ValueType = ...,
+        attributions: _abc.Iterable[Global___Tensor] | None = ...,
+        targets: _abc.Iterable[_builtins.int] | None = ...,
+        convergence_deltas: _abc.Iterable[_builtins.float] | None = ...,
+        target_outputs: _abc.Iterable[_builtins.float] | None = ...,
+        baseline_outputs: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributions", b"attributions", "baseline_outputs", b"baseline_outputs", "convergence_deltas", b"convergence_deltas", "method", b"method", "model", b"model", "model_version", b"model_version", "target_outputs", b"target_outputs", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainResponse: _TypeAlias = ExplainResponse  # noqa: Y015
+
 @_typing.final
 class Tensor(_message.Message):
     """A tensor as raw little-endian row-major bytes."""

@@ -55,6 +55,11 @@ class InferenceServiceStub:
                 request_serializer=maas_dot_v1_dot_inference__service__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_inference__service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/maas.v1.InferenceService/Explain',
+                request_serializer=maas_dot_v1_dot_inference__service__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_inference__service__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -93,6 +98,17 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Attributions of one output class to the inputs: Integrated Gradients or
+        saliency, computed with Captum on a worker, through the queue. Inputs are
+        checked like ModelInfer (INVALID_ARGUMENT naming each bad field); an
+        unknown model or version is NOT_FOUND. An integer input named `tokens` is
+        attributed through the model's `embedding` module: one value per token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +131,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=maas_dot_v1_dot_inference__service__pb2.CancelJobRequest.FromString,
                     response_serializer=maas_dot_v1_dot_inference__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=maas_dot_v1_dot_inference__service__pb2.ExplainRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_inference__service__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +247,33 @@ class InferenceService:
             '/maas.v1.InferenceService/CancelJob',
             maas_dot_v1_dot_inference__service__pb2.CancelJobRequest.SerializeToString,
             maas_dot_v1_dot_inference__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.InferenceService/Explain',
+            maas_dot_v1_dot_inference__service__pb2.ExplainRequest.SerializeToString,
+            maas_dot_v1_dot_inference__service__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,13 @@ class InferenceServiceStub:
     """Cancels a job: a queued job never runs; a running one ends CANCELLED and
     its result is discarded. Cancelling a finished job is FAILED_PRECONDITION.
     """
+    Explain: _grpc.UnaryUnaryMultiCallable[_inference_service_pb2.ExplainRequest, _inference_service_pb2.ExplainResponse]
+    """Attributions of one output class to the inputs: Integrated Gradients or
+    saliency, computed with Captum on a worker, through the queue. Inputs are
+    checked like ModelInfer (INVALID_ARGUMENT naming each bad field); an
+    unknown model or version is NOT_FOUND. An integer input named `tokens` is
+    attributed through the model's `embedding` module: one value per token.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -70,6 +77,13 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.CancelJobRequest, _inference_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """Cancels a job: a queued job never runs; a running one ends CANCELLED and
     its result is discarded. Cancelling a finished job is FAILED_PRECONDITION.
+    """
+    Explain: _aio.UnaryUnaryMultiCallable[_inference_service_pb2.ExplainRequest, _inference_service_pb2.ExplainResponse]  # type: ignore[assignment]
+    """Attributions of one output class to the inputs: Integrated Gradients or
+    saliency, computed with Captum on a worker, through the queue. Inputs are
+    checked like ModelInfer (INVALID_ARGUMENT naming each bad field); an
+    unknown model or version is NOT_FOUND. An integer input named `tokens` is
+    attributed through the model's `embedding` module: one value per token.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -112,6 +126,19 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inference_service_pb2.CancelJobResponse, _abc.Awaitable[_inference_service_pb2.CancelJobResponse]]:
         """Cancels a job: a queued job never runs; a running one ends CANCELLED and
         its result is discarded. Cancelling a finished job is FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def Explain(
+        self,
+        request: _inference_service_pb2.ExplainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_service_pb2.ExplainResponse, _abc.Awaitable[_inference_service_pb2.ExplainResponse]]:
+        """Attributions of one output class to the inputs: Integrated Gradients or
+        saliency, computed with Captum on a worker, through the queue. Inputs are
+        checked like ModelInfer (INVALID_ARGUMENT naming each bad field); an
+        unknown model or version is NOT_FOUND. An integer input named `tokens` is
+        attributed through the model's `embedding` module: one value per token.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmaas/v1/model_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xc8\x03\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x15\n\rweights_bytes\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12\x10\n\x08platform\x18\n \x01(\t\x12\x17\n\x0ftraining_job_id\x18\x0b \x01(\t\x12\x16\n\x0e\x64\x61taset_sha256\x18\x0c \x01(\t\x12\x1a\n\x12training_spec_json\x18\r \x01(\t\x12\x33\n\x07metrics\x18\x0e \x03(\x0b\x32\".maas.v1.ModelVersion.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"f\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x08versions\x18\x02 \x03(\x0b\x32\x15.maas.v1.ModelVersion\x12\x16\n\x0elatest_version\x18\x03 \x01(\t\x12\x0e\n\x06shared\x18\x04 \x01(\x08\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x12ListModelsResponse\x12\x1e\n\x06models\x18\x01 \x03(\x0b\x32\x0e.maas.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x10GetModelResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\"\x88\x01\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x0f\n\x07weights\x18\x04 \x01(\x0c\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x0e\n\x06shared\x18\x06 \x01(\x08\"E\n\x15RegisterModelResponse\x12,\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersion2\xec\x01\n\x0cModelService\x12G\n\nListModels\x12\x1a.maas.v1.ListModelsRequest\x1a\x1b.maas.v1.ListModelsResponse\"\x00\x12\x41\n\x08GetModel\x12\x18.maas.v1.GetModelRequest\x1a\x19.maas.v1.GetModelResponse\"\x00\x12P\n\rRegisterModel\x12\x1d.maas.v1.RegisterModelRequest\x1a\x1e.maas.v1.RegisterModelResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmaas/v1/model_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x9d\x04\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x15\n\rweights_bytes\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12\x10\n\x08platform\x18\n \x01(\t\x12\x17\n\x0ftraining_job_id\x18\x0b \x01(\t\x12\x16\n\x0e\x64\x61taset_sha256\x18\x0c \x01(\t\x12\x1a\n\x12training_spec_json\x18\r \x01(\t\x12\x33\n\x07metrics\x18\x0e \x03(\x0b\x32\".maas.v1.ModelVersion.MetricsEntry\x12$\n\x06\x66ormat\x18\x0f \x01(\x0e\x32\x14.maas.v1.ModelFormat\x12\x16\n\x0e\x61rchive_sha256\x18\x10 \x01(\t\x12\x15\n\rarchive_bytes\x18\x11 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd6\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x08versions\x18\x02 \x03(\x0b\x32\x15.maas.v1.ModelVersion\x12\x16\n\x0elatest_version\x18\x03 \x01(\t\x12\x0e\n\x06shared\x18\x04 \x01(\x08\x12,\n\x07\x61liases\x18\x05 \x03(\x0b\x32\x1b.maas.v1.Model.AliasesEntry\x12\x10\n\x08unloaded\x18\x06 \x01(\x08\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x12ListModelsResponse\x12\x1e\n\x06models\x18\x01 \x03(\x0b\x32\x0e.maas.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x10GetModelResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\"\xe4\x01\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x0f\n\x07weights\x18\x04 \x01(\x0c\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x0e\n\x06shared\x18\x06 \x01(\x08\x12\x0f\n\x07\x61rchive\x18\x07 \x01(\x0c\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\"E\n\x15RegisterModelResponse\x12,\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersion\"D\n\x14SetModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"P\n\x15SetModelAliasResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"6\n\x17\x44\x65leteModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\"9\n\x18\x44\x65leteModelAliasResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\":\n\x19\x44\x65leteModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\x1a\x44\x65leteModelVersionResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model*\x86\x01\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_FORMAT_SAFETENSORS\x10\x01\x12\x1c\n\x18MODEL_FORMAT_TORCHSCRIPT\x10\x02\x12\x1d\n\x19MODEL_FORMAT_TORCH_EXPORT\x10\x03\x32\xfa\x03\n\x0cModelService\x12G\n\nListModels\x12\x1a.maas.v1.ListModelsRequest\x1a\x1b.maas.v1.ListModelsResponse\"\x00\x12\x41\n\x08GetModel\x12\x18.maas.v1.GetModelRequest\x1a\x19.maas.v1.GetModelResponse\"\x00\x12P\n\rRegisterModel\x12\x1d.maas.v1.RegisterModelRequest\x1a\x1e.maas.v1.RegisterModelResponse\"\x00\x12P\n\rSetModelAlias\x12\x1d.maas.v1.SetModelAliasRequest\x1a\x1e.maas.v1.SetModelAliasResponse\"\x00\x12Y\n\x10\x44\x65leteModelAlias\x12 .maas.v1.DeleteModelAliasRequest\x1a!.maas.v1.DeleteModelAliasResponse\"\x00\x12_\n\x12\x44\x65leteModelVersion\x12\".maas.v1.DeleteModelVersionRequest\x1a#.maas.v1.DeleteModelVersionResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_MODEL_ALIASESENTRY']._loaded_options = None
+  _globals['_MODEL_ALIASESENTRY']._serialized_options = b'8\001'
+  _globals['_MODELFORMAT']._serialized_start=1809
+  _globals['_MODELFORMAT']._serialized_end=1943
   _globals['_TENSORSPEC']._serialized_start=73
   _globals['_TENSORSPEC']._serialized_end=132
   _globals['_MODELVERSION']._serialized_start=135
-  _globals['_MODELVERSION']._serialized_end=591
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=545
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=591
-  _globals['_MODEL']._serialized_start=593
-  _globals['_MODEL']._serialized_end=695
-  _globals['_LISTMODELSREQUEST']._serialized_start=697
-  _globals['_LISTMODELSREQUEST']._serialized_end=755
-  _globals['_LISTMODELSRESPONSE']._serialized_start=757
-  _globals['_LISTMODELSRESPONSE']._serialized_end=834
-  _globals['_GETMODELREQUEST']._serialized_start=836
-  _globals['_GETMODELREQUEST']._serialized_end=867
-  _globals['_GETMODELRESPONSE']._serialized_start=869
-  _globals['_GETMODELRESPONSE']._serialized_end=918
-  _globals['_REGISTERMODELREQUEST']._serialized_start=921
-  _globals['_REGISTERMODELREQUEST']._serialized_end=1057
-  _globals['_REGISTERMODELRESPONSE']._serialized_start=1059
-  _globals['_REGISTERMODELRESPONSE']._serialized_end=1128
-  _globals['_MODELSERVICE']._serialized_start=1131
-  _globals['_MODELSERVICE']._serialized_end=1367
+  _globals['_MODELVERSION']._serialized_end=676
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=630
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=676
+  _globals['_MODEL']._serialized_start=679
+  _globals['_MODEL']._serialized_end=893
+  _globals['_MODEL_ALIASESENTRY']._serialized_start=847
+  _globals['_MODEL_ALIASESENTRY']._serialized_end=893
+  _globals['_LISTMODELSREQUEST']._serialized_start=895
+  _globals['_LISTMODELSREQUEST']._serialized_end=953
+  _globals['_LISTMODELSRESPONSE']._serialized_start=955
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1032
+  _globals['_GETMODELREQUEST']._serialized_start=1034
+  _globals['_GETMODELREQUEST']._serialized_end=1065
+  _globals['_GETMODELRESPONSE']._serialized_start=1067
+  _globals['_GETMODELRESPONSE']._serialized_end=1116
+  _globals['_REGISTERMODELREQUEST']._serialized_start=1119
+  _globals['_REGISTERMODELREQUEST']._serialized_end=1347
+  _globals['_REGISTERMODELRESPONSE']._serialized_start=1349
+  _globals['_REGISTERMODELRESPONSE']._serialized_end=1418
+  _globals['_SETMODELALIASREQUEST']._serialized_start=1420
+  _globals['_SETMODELALIASREQUEST']._serialized_end=1488
+  _globals['_SETMODELALIASRESPONSE']._serialized_start=1490
+  _globals['_SETMODELALIASRESPONSE']._serialized_end=1570
+  _globals['_DELETEMODELALIASREQUEST']._serialized_start=1572
+  _globals['_DELETEMODELALIASREQUEST']._serialized_end=1626
+  _globals['_DELETEMODELALIASRESPONSE']._serialized_start=1628
+  _globals['_DELETEMODELALIASRESPONSE']._serialized_end=1685
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_start=1687
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_end=1745
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_start=1747
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_end=1806
+  _globals['_MODELSERVICE']._serialized_start=1946
+  _globals['_MODELSERVICE']._serialized_end=2452
 # @@protoc_insertion_point(module_scope)

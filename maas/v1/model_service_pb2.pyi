@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ModelFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_FORMAT_UNSPECIFIED: _ModelFormat.ValueType  # 0
+    """Versions stored before formats existed: the same as SAFETENSORS."""
+    MODEL_FORMAT_SAFETENSORS: _ModelFormat.ValueType  # 1
+    """A maas architecture, its config and safetensors weights."""
+    MODEL_FORMAT_TORCHSCRIPT: _ModelFormat.ValueType  # 2
+    """A TorchScript archive (torch.jit.save), loaded with torch.jit.load."""
+    MODEL_FORMAT_TORCH_EXPORT: _ModelFormat.ValueType  # 3
+    """A torch.export archive (.pt2, torch.export.save), loaded with
+    torch.export.load.
+    """
+
+class ModelFormat(_ModelFormat, metaclass=_ModelFormatEnumTypeWrapper):
+    """How a version's model is stored."""
+
+MODEL_FORMAT_UNSPECIFIED: ModelFormat.ValueType  # 0
+"""Versions stored before formats existed: the same as SAFETENSORS."""
+MODEL_FORMAT_SAFETENSORS: ModelFormat.ValueType  # 1
+"""A maas architecture, its config and safetensors weights."""
+MODEL_FORMAT_TORCHSCRIPT: ModelFormat.ValueType  # 2
+"""A TorchScript archive (torch.jit.save), loaded with torch.jit.load."""
+MODEL_FORMAT_TORCH_EXPORT: ModelFormat.ValueType  # 3
+"""A torch.export archive (.pt2, torch.export.save), loaded with
+torch.export.load.
+"""
+Global___ModelFormat: _TypeAlias = ModelFormat  # noqa: Y015
 
 @_typing.final
 class TensorSpec(_message.Message):
@@ -88,6 +121,9 @@ class ModelVersion(_message.Message):
     DATASET_SHA256_FIELD_NUMBER: _builtins.int
     TRAINING_SPEC_JSON_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ARCHIVE_SHA256_FIELD_NUMBER: _builtins.int
+    ARCHIVE_BYTES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model's name."""
     version: _builtins.str
@@ -107,6 +143,11 @@ class ModelVersion(_message.Message):
     dataset_sha256: _builtins.str
     training_spec_json: _builtins.str
     """The TrainingSpec as JSON."""
+    format: Global___ModelFormat.ValueType
+    """How the model is stored; archives have no architecture and no weights."""
+    archive_sha256: _builtins.str
+    """Hex sha256 and size of a TorchScript or torch.export archive."""
+    archive_bytes: _builtins.int
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the version was registered."""
@@ -140,10 +181,13 @@ class ModelVersion(_message.Message):
         dataset_sha256: _builtins.str = ...,
         training_spec_json: _builtins.str = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        format: Global___ModelFormat.ValueType = ...,
+        archive_sha256: _builtins.str = ...,
+        archive_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "inputs", b"inputs", "metrics", b"metrics", "model", b"model", "outputs", b"outputs", "platform", b"platform", "training_job_id", b"training_job_id", "training_spec_json", b"training_spec_json", "version", b"version", "weights_bytes", b"weights_bytes", "weights_sha256", b"weights_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "archive_bytes", b"archive_bytes", "archive_sha256", b"archive_sha256", "config_json", b"config_json", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "format", b"format", "inputs", b"inputs", "metrics", b"metrics", "model", b"model", "outputs", b"outputs", "platform", b"platform", "training_job_id", b"training_job_id", "training_spec_json", b"training_spec_json", "version", b"version", "weights_bytes", b"weights_bytes", "weights_sha256", b"weights_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,10 +199,32 @@ class Model(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AliasesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
+    UNLOADED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     latest_version: _builtins.str
     """The version an empty version string resolves to."""
@@ -166,9 +232,17 @@ class Model(_message.Message):
     """True for a model of the shared catalog: every tenant may run it. A
     tenant's own model of the same name hides it from that tenant.
     """
+    unloaded: _builtins.bool
+    """True after RepositoryModelUnload: the model serves no inference until
+    RepositoryModelLoad.
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]:
         """Every version, oldest first."""
+
+    @_builtins.property
+    def aliases(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Alias → version number, e.g. {"production": "3"}."""
 
     def __init__(
         self,
@@ -177,10 +251,12 @@ class Model(_message.Message):
         versions: _abc.Iterable[Global___ModelVersion] | None = ...,
         latest_version: _builtins.str = ...,
         shared: _builtins.bool = ...,
+        aliases: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        unloaded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["latest_version", b"latest_version", "name", b"name", "shared", b"shared", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "latest_version", b"latest_version", "name", b"name", "shared", b"shared", "unloaded", b"unloaded", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -293,6 +369,9 @@ class RegisterModelRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     WEIGHTS_SHA256_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
+    ARCHIVE_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name: letters, digits, '-', '_' and '.', at most 64 characters."""
     architecture: _builtins.str
@@ -307,6 +386,16 @@ class RegisterModelRequest(_message.Message):
     """Registers the version in the shared catalog, which every tenant may run,
     instead of the caller's tenant. Needs the `admin` scope.
     """
+    archive: _builtins.bytes
+    """Instead of `architecture` and `weights`: a TorchScript (torch.jit.save)
+    or torch.export (torch.export.save) archive; its zip layout tells which.
+    `inputs` and `outputs` are then required (-1 marks a variable dimension,
+    the first one the batch).
+    """
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorSpec]: ...
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorSpec]: ...
     def __init__(
         self,
         *,
@@ -316,10 +405,13 @@ class RegisterModelRequest(_message.Message):
         weights: _builtins.bytes = ...,
         weights_sha256: _builtins.str = ...,
         shared: _builtins.bool = ...,
+        archive: _builtins.bytes = ...,
+        inputs: _abc.Iterable[Global___TensorSpec] | None = ...,
+        outputs: _abc.Iterable[Global___TensorSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "config_json", b"config_json", "name", b"name", "shared", b"shared", "weights", b"weights", "weights_sha256", b"weights_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "archive", b"archive", "config_json", b"config_json", "inputs", b"inputs", "name", b"name", "outputs", b"outputs", "shared", b"shared", "weights", b"weights", "weights_sha256", b"weights_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -346,3 +438,154 @@ class RegisterModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterModelResponse: _TypeAlias = RegisterModelResponse  # noqa: Y015
+
+@_typing.final
+class SetModelAliasRequest(_message.Message):
+    """Request of SetModelAlias."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model's name."""
+    alias: _builtins.str
+    """A letter, then letters, digits, '-' or '_' (at most 63); not "latest"."""
+    version: _builtins.str
+    """The version number the alias points to (or another alias, resolved now)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        alias: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelAliasRequest: _TypeAlias = SetModelAliasRequest  # noqa: Y015
+
+@_typing.final
+class SetModelAliasResponse(_message.Message):
+    """Response of SetModelAlias."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    previous_version: _builtins.str
+    """The version the alias pointed to before; empty when it is new."""
+    @_builtins.property
+    def model(self) -> Global___Model:
+        """The model with its aliases after the change."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+        previous_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "previous_version", b"previous_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetModelAliasResponse: _TypeAlias = SetModelAliasResponse  # noqa: Y015
+
+@_typing.final
+class DeleteModelAliasRequest(_message.Message):
+    """Request of DeleteModelAlias."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    alias: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        alias: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelAliasRequest: _TypeAlias = DeleteModelAliasRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModelAliasResponse(_message.Message):
+    """Response of DeleteModelAlias."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___Model: ...
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelAliasResponse: _TypeAlias = DeleteModelAliasResponse  # noqa: Y015
+
+@_typing.final
+class DeleteModelVersionRequest(_message.Message):
+    """Request of DeleteModelVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.str
+    """A version number."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelVersionRequest: _TypeAlias = DeleteModelVersionRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModelVersionResponse(_message.Message):
+    """Response of DeleteModelVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model(self) -> Global___Model: ...
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelVersionResponse: _TypeAlias = DeleteModelVersionResponse  # noqa: Y015

@@ -28,7 +28,9 @@ if _version_not_supported:
 class ModelServiceStub:
     """Registers, lists and describes models. A model is a name with numbered,
     immutable versions; each version is an architecture from the maas
-    registry, its JSON config and safetensors weights.
+    registry, its JSON config and safetensors weights, or a TorchScript or
+    torch.export archive. Aliases (e.g. "production") name a version and are
+    accepted wherever a version is.
     """
 
     def __init__(self, channel):
@@ -52,12 +54,29 @@ class ModelServiceStub:
                 request_serializer=maas_dot_v1_dot_model__service__pb2.RegisterModelRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_model__service__pb2.RegisterModelResponse.FromString,
                 _registered_method=True)
+        self.SetModelAlias = channel.unary_unary(
+                '/maas.v1.ModelService/SetModelAlias',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.SetModelAliasRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.SetModelAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelAlias = channel.unary_unary(
+                '/maas.v1.ModelService/DeleteModelAlias',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.DeleteModelAliasRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.DeleteModelAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelVersion = channel.unary_unary(
+                '/maas.v1.ModelService/DeleteModelVersion',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.DeleteModelVersionRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.DeleteModelVersionResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
     """Registers, lists and describes models. A model is a name with numbered,
     immutable versions; each version is an architecture from the maas
-    registry, its JSON config and safetensors weights.
+    registry, its JSON config and safetensors weights, or a TorchScript or
+    torch.export archive. Aliases (e.g. "production") name a version and are
+    accepted wherever a version is.
     """
 
     def ListModels(self, request, context):
@@ -83,6 +102,30 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetModelAlias(self, request, context):
+        """Points an alias at a version, creating or moving it in one atomic step: a
+        request naming the alias runs on the old or the new version, never fails
+        for lack of one. An unknown version is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelAlias(self, request, context):
+        """Removes an alias; an unknown alias is NOT_FOUND. Versions stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelVersion(self, request, context):
+        """Deletes one version. FAILED_PRECONDITION while an alias points to it (the
+        message names the alias) or when it is the model's only version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +144,21 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     request_deserializer=maas_dot_v1_dot_model__service__pb2.RegisterModelRequest.FromString,
                     response_serializer=maas_dot_v1_dot_model__service__pb2.RegisterModelResponse.SerializeToString,
             ),
+            'SetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAlias,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.SetModelAliasRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.SetModelAliasResponse.SerializeToString,
+            ),
+            'DeleteModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelAlias,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.DeleteModelAliasRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.DeleteModelAliasResponse.SerializeToString,
+            ),
+            'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelVersion,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.DeleteModelVersionRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.DeleteModelVersionResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'maas.v1.ModelService', rpc_method_handlers)
@@ -112,7 +170,9 @@ def add_ModelServiceServicer_to_server(servicer, server):
 class ModelService:
     """Registers, lists and describes models. A model is a name with numbered,
     immutable versions; each version is an architecture from the maas
-    registry, its JSON config and safetensors weights.
+    registry, its JSON config and safetensors weights, or a TorchScript or
+    torch.export archive. Aliases (e.g. "production") name a version and are
+    accepted wherever a version is.
     """
 
     @staticmethod
@@ -186,6 +246,87 @@ class ModelService:
             '/maas.v1.ModelService/RegisterModel',
             maas_dot_v1_dot_model__service__pb2.RegisterModelRequest.SerializeToString,
             maas_dot_v1_dot_model__service__pb2.RegisterModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.ModelService/SetModelAlias',
+            maas_dot_v1_dot_model__service__pb2.SetModelAliasRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.SetModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.ModelService/DeleteModelAlias',
+            maas_dot_v1_dot_model__service__pb2.DeleteModelAliasRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.DeleteModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.ModelService/DeleteModelVersion',
+            maas_dot_v1_dot_model__service__pb2.DeleteModelVersionRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.DeleteModelVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

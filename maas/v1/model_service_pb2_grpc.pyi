@@ -29,7 +29,9 @@ GRPC_VERSION: str
 class ModelServiceStub:
     """Registers, lists and describes models. A model is a name with numbered,
     immutable versions; each version is an architecture from the maas
-    registry, its JSON config and safetensors weights.
+    registry, its JSON config and safetensors weights, or a TorchScript or
+    torch.export archive. Aliases (e.g. "production") name a version and are
+    accepted wherever a version is.
     """
 
     @_typing.overload
@@ -45,12 +47,25 @@ class ModelServiceStub:
     it is new). Weights whose names or shapes do not fit the architecture are
     INVALID_ARGUMENT. The version is servable as soon as this returns.
     """
+    SetModelAlias: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.SetModelAliasRequest, _model_service_pb2.SetModelAliasResponse]
+    """Points an alias at a version, creating or moving it in one atomic step: a
+    request naming the alias runs on the old or the new version, never fails
+    for lack of one. An unknown version is NOT_FOUND.
+    """
+    DeleteModelAlias: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.DeleteModelAliasRequest, _model_service_pb2.DeleteModelAliasResponse]
+    """Removes an alias; an unknown alias is NOT_FOUND. Versions stay."""
+    DeleteModelVersion: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.DeleteModelVersionRequest, _model_service_pb2.DeleteModelVersionResponse]
+    """Deletes one version. FAILED_PRECONDITION while an alias points to it (the
+    message names the alias) or when it is the model's only version.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
     """Registers, lists and describes models. A model is a name with numbered,
     immutable versions; each version is an architecture from the maas
-    registry, its JSON config and safetensors weights.
+    registry, its JSON config and safetensors weights, or a TorchScript or
+    torch.export archive. Aliases (e.g. "production") name a version and are
+    accepted wherever a version is.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -63,11 +78,24 @@ class ModelServiceAsyncStub(ModelServiceStub):
     it is new). Weights whose names or shapes do not fit the architecture are
     INVALID_ARGUMENT. The version is servable as soon as this returns.
     """
+    SetModelAlias: _aio.UnaryUnaryMultiCallable[_model_service_pb2.SetModelAliasRequest, _model_service_pb2.SetModelAliasResponse]  # type: ignore[assignment]
+    """Points an alias at a version, creating or moving it in one atomic step: a
+    request naming the alias runs on the old or the new version, never fails
+    for lack of one. An unknown version is NOT_FOUND.
+    """
+    DeleteModelAlias: _aio.UnaryUnaryMultiCallable[_model_service_pb2.DeleteModelAliasRequest, _model_service_pb2.DeleteModelAliasResponse]  # type: ignore[assignment]
+    """Removes an alias; an unknown alias is NOT_FOUND. Versions stay."""
+    DeleteModelVersion: _aio.UnaryUnaryMultiCallable[_model_service_pb2.DeleteModelVersionRequest, _model_service_pb2.DeleteModelVersionResponse]  # type: ignore[assignment]
+    """Deletes one version. FAILED_PRECONDITION while an alias points to it (the
+    message names the alias) or when it is the model's only version.
+    """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registers, lists and describes models. A model is a name with numbered,
     immutable versions; each version is an architecture from the maas
-    registry, its JSON config and safetensors weights.
+    registry, its JSON config and safetensors weights, or a TorchScript or
+    torch.export archive. Aliases (e.g. "production") name a version and are
+    accepted wherever a version is.
     """
 
     @_abc_1.abstractmethod
@@ -95,6 +123,35 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stores weights as the next version of a model (creating the model when
         it is new). Weights whose names or shapes do not fit the architecture are
         INVALID_ARGUMENT. The version is servable as soon as this returns.
+        """
+
+    @_abc_1.abstractmethod
+    def SetModelAlias(
+        self,
+        request: _model_service_pb2.SetModelAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.SetModelAliasResponse, _abc.Awaitable[_model_service_pb2.SetModelAliasResponse]]:
+        """Points an alias at a version, creating or moving it in one atomic step: a
+        request naming the alias runs on the old or the new version, never fails
+        for lack of one. An unknown version is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteModelAlias(
+        self,
+        request: _model_service_pb2.DeleteModelAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.DeleteModelAliasResponse, _abc.Awaitable[_model_service_pb2.DeleteModelAliasResponse]]:
+        """Removes an alias; an unknown alias is NOT_FOUND. Versions stay."""
+
+    @_abc_1.abstractmethod
+    def DeleteModelVersion(
+        self,
+        request: _model_service_pb2.DeleteModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.DeleteModelVersionResponse, _abc.Awaitable[_model_service_pb2.DeleteModelVersionResponse]]:
+        """Deletes one version. FAILED_PRECONDITION while an alias points to it (the
+        message names the alias) or when it is the model's only version.
         """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

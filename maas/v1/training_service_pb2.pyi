@@ -45,6 +45,7 @@ class TrainingSpec(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     CHECKPOINT_EVERY_FIELD_NUMBER: _builtins.int
     KEEP_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The model whose next version the result becomes."""
     architecture: _builtins.str
@@ -79,6 +80,11 @@ class TrainingSpec(_message.Message):
     """Checkpoint every N steps (and at each epoch end). Default 50."""
     keep: _builtins.str
     """"last" (default) or "best" (the epoch with the best validation accuracy)."""
+    replicas: _builtins.int
+    """Data-parallel replicas, each on its own worker, gang-scheduled (all or
+    none) and trained with torch.distributed DDP. batch_size is the global
+    batch and must be divisible by replicas. Default 1.
+    """
     def __init__(
         self,
         *,
@@ -99,10 +105,11 @@ class TrainingSpec(_message.Message):
         seed: _builtins.int = ...,
         checkpoint_every: _builtins.int | None = ...,
         keep: _builtins.str = ...,
+        replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_epochs", b"_epochs", "_lr", b"_lr", "_momentum", b"_momentum", "_validation_fraction", b"_validation_fraction", "_weight_decay", b"_weight_decay", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "lr", b"lr", "momentum", b"momentum", "validation_fraction", b"validation_fraction", "weight_decay", b"weight_decay"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_epochs", b"_epochs", "_lr", b"_lr", "_momentum", b"_momentum", "_replicas", b"_replicas", "_validation_fraction", b"_validation_fraction", "_weight_decay", b"_weight_decay", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "lr", b"lr", "momentum", b"momentum", "replicas", b"replicas", "validation_fraction", b"validation_fraction", "weight_decay", b"weight_decay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_epochs", b"_epochs", "_lr", b"_lr", "_momentum", b"_momentum", "_validation_fraction", b"_validation_fraction", "_weight_decay", b"_weight_decay", "architecture", b"architecture", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "config_json", b"config_json", "dataset", b"dataset", "epochs", b"epochs", "init_from", b"init_from", "keep", b"keep", "loss", b"loss", "lr", b"lr", "max_steps", b"max_steps", "model_name", b"model_name", "momentum", b"momentum", "optimizer", b"optimizer", "seed", b"seed", "validation_fraction", b"validation_fraction", "weight_decay", b"weight_decay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_epochs", b"_epochs", "_lr", b"_lr", "_momentum", b"_momentum", "_replicas", b"_replicas", "_validation_fraction", b"_validation_fraction", "_weight_decay", b"_weight_decay", "architecture", b"architecture", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "config_json", b"config_json", "dataset", b"dataset", "epochs", b"epochs", "init_from", b"init_from", "keep", b"keep", "loss", b"loss", "lr", b"lr", "max_steps", b"max_steps", "model_name", b"model_name", "momentum", b"momentum", "optimizer", b"optimizer", "replicas", b"replicas", "seed", b"seed", "validation_fraction", b"validation_fraction", "weight_decay", b"weight_decay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -114,6 +121,8 @@ class TrainingSpec(_message.Message):
     _WhichOneofArgType__lr: _TypeAlias = _typing.Literal["_lr", b"_lr"]  # noqa: Y015
     _WhichOneofReturnType__momentum: _TypeAlias = _typing.Literal["momentum"]  # noqa: Y015
     _WhichOneofArgType__momentum: _TypeAlias = _typing.Literal["_momentum", b"_momentum"]  # noqa: Y015
+    _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
+    _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
     _WhichOneofReturnType__validation_fraction: _TypeAlias = _typing.Literal["validation_fraction"]  # noqa: Y015
     _WhichOneofArgType__validation_fraction: _TypeAlias = _typing.Literal["_validation_fraction", b"_validation_fraction"]  # noqa: Y015
     _WhichOneofReturnType__weight_decay: _TypeAlias = _typing.Literal["weight_decay"]  # noqa: Y015
@@ -128,6 +137,8 @@ class TrainingSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lr) -> _WhichOneofReturnType__lr | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__momentum) -> _WhichOneofReturnType__momentum | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__replicas) -> _WhichOneofReturnType__replicas | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__validation_fraction) -> _WhichOneofReturnType__validation_fraction | None: ...
     @_typing.overload
@@ -295,6 +306,7 @@ class TrainingJob(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DATASET_SHA256_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___TrainingJob.State.ValueType
     error: _builtins.str
@@ -306,6 +318,10 @@ class TrainingJob(_message.Message):
     request_id: _builtins.str
     dataset_sha256: _builtins.str
     """Hex sha256 of the dataset the job trained on."""
+    status_message: _builtins.str
+    """Why a queued job is not running yet, e.g. its gang of replicas has not
+    formed (fewer free workers than replicas); empty otherwise.
+    """
     @_builtins.property
     def spec(self) -> Global___TrainingSpec: ...
     @_builtins.property
@@ -342,10 +358,11 @@ class TrainingJob(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
         dataset_sha256: _builtins.str = ...,
+        status_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "latest_checkpoint", b"latest_checkpoint", "progress", b"progress", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "end_time", b"end_time", "epochs", b"epochs", "error", b"error", "job_id", b"job_id", "latest_checkpoint", b"latest_checkpoint", "metrics", b"metrics", "model_version", b"model_version", "progress", b"progress", "request_id", b"request_id", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "end_time", b"end_time", "epochs", b"epochs", "error", b"error", "job_id", b"job_id", "latest_checkpoint", b"latest_checkpoint", "metrics", b"metrics", "model_version", b"model_version", "progress", b"progress", "request_id", b"request_id", "spec", b"spec", "start_time", b"start_time", "state", b"state", "status_message", b"status_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

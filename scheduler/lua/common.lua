@@ -6,6 +6,84 @@ local function now_ms()
   return t[1] * 1000 + math.floor(t[2] / 1000)
 end
 
+-- Fair share across tenants. A job submitted with a share cap (its tenant's weight times
+-- MAAS_FAIR_SHARE_SLOTS; 0 = none) counts in `ready` of its tenant's share hash while its
+-- entry waits undelivered in a stream. At the cap, the tenant's new jobs wait in its backlog
+-- list of their level instead (state QUEUED, no entry), and every entry of the tenant that
+-- leaves the undelivered set moves the next one in. So a tenant flooding a model keeps at
+-- most its cap of entries ahead of another tenant's job, and busy tenants are served in
+-- proportion to their caps.
+local LEVELS = {'high', 'normal', 'low'}
+local STREAM_SUFFIX = {high = ':high', normal = '', low = ':low'}
+
+local function prefix_of(job_key)
+  return string.match(job_key, '^(.*):job:')
+end
+
+local function level_stream(prefix, level)
+  return prefix .. ':stream' .. STREAM_SUFFIX[level]
+end
+
+local function share_key(prefix, tenant)
+  return prefix .. ':share:' .. tenant
+end
+
+local function backlog_key(prefix, level, tenant)
+  return prefix .. ':backlog:' .. level .. ':' .. tenant
+end
+
+-- Moves the tenant's backlogged jobs into the streams (high level first) up to its cap.
+local function share_refill(prefix, tenant, cap, ready)
+  local key = share_key(prefix, tenant)
+  for _, level in ipairs(LEVELS) do
+    while ready < cap do
+      local job_id = redis.call('LPOP', backlog_key(prefix, level, tenant))
+      if not job_id then
+        break
+      end
+      redis.call('HINCRBY', key, 'backlog', -1)
+      local job_key = prefix .. ':job:' .. job_id
+      -- A job cancelled or expired in the backlog is dropped here.
+      if redis.call('HGET', job_key, 'state') == 'QUEUED' then
+        local entry = redis.call('XADD', level_stream(prefix, level), '*', 'job', job_id)
+        redis.call('HSET', job_key, 'entry', entry)
+        ready = redis.call('HINCRBY', key, 'ready', 1)
+      end
+    end
+  end
+end
+
+-- An undelivered entry of the job was added (delta 1) or left (delta -1; refills).
+local function share_count(job_key, delta)
+  local f = redis.call('HMGET', job_key, 'tenant', 'share')
+  local cap = tonumber(f[2])
+  if not cap or cap <= 0 then
+    return
+  end
+  local prefix = prefix_of(job_key)
+  local ready = redis.call('HINCRBY', share_key(prefix, f[1]), 'ready', delta)
+  if ready < 0 then
+    redis.call('HSET', share_key(prefix, f[1]), 'ready', 0)
+    ready = 0
+  end
+  if delta < 0 then
+    share_refill(prefix, f[1], cap, ready)
+  end
+end
+
+-- Requeues a job that lost its run (its worker died): it waits `delay_ms` in the model's
+-- delayed set (exponential backoff with jitter), then PROMOTE puts it back in its stream.
+local function requeue_later(prefix, job_key, job_id, level, delay_ms, now)
+  redis.call('HSET', job_key, 'state', 'QUEUED', 'entry', '', 'owner', '', 'retry_level', level)
+  redis.call('ZADD', prefix .. ':delayed', now + delay_ms, job_id)
+end
+
+-- The backoff before attempt `attempt` + 1: base * 2^(attempt-1), capped, times 0.5..1.
+local function backoff_ms(base_ms, max_ms, attempt, jitter)
+  local delay = math.min(max_ms, base_ms * 2 ^ math.max(0, attempt - 1))
+  return math.floor(delay * (0.5 + 0.5 * jitter))
+end
+
 -- Sends a job's terminal outcome to the gateway waiting for it (if any).
 -- `extra` is a flat list of field/value pairs (e.g. 'result', bytes or 'code', c, ...).
 local function reply(job_key, job_id, state, extra)
@@ -46,6 +124,9 @@ local function start_one(stream, dead_key, group, consumer, ttl_ms, job_key, ent
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
     'max_attempts', 'env')
   local deadline, attempt = tonumber(f[3]), tonumber(f[4])
+  if f[1] ~= 'QUEUED' or f[2] == entry then
+    share_count(job_key, -1)  -- delivered: it leaves its tenant's undelivered entries
+  end
   if f[1] ~= 'QUEUED' or f[2] ~= entry then
     -- Terminal, cancelled, or a stale entry of a requeued job: drop the entry only.
     redis.call('XACK', stream, group, entry)
@@ -79,3 +160,4 @@ local function reuse_of(idem_key, fingerprint)
   end
   return {'EXISTS', id}
 end
+

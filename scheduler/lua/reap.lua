@@ -1,7 +1,9 @@
 -- REAP: reclaim entries whose lease expired and requeue (or expire, or dead-letter) their jobs.
 -- KEYS[1] stream  KEYS[2] dead-letter stream
 -- ARGV[1] group  ARGV[2] reaper consumer  ARGV[3] lease ms (min idle)  ARGV[4] count
--- ARGV[5] key prefix of this model's keys  ARGV[6] result TTL ms
+-- ARGV[5] key prefix of this model's keys  ARGV[6] result TTL ms  ARGV[7] priority level
+-- ARGV[8] retry backoff base ms  ARGV[9] backoff cap ms  ARGV[10] jitter seed in [0, 1)
+-- A job that lost its worker waits its backoff in the delayed set (see requeue_later).
 -- Returns {requeued, expired, dead, dropped}.
 local now = now_ms()
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0',
@@ -14,6 +16,9 @@ for _, entry in ipairs(claimed[2]) do
   local f = job_key and redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
     'max_attempts') or {}
   local deadline = tonumber(f[3] or 0)
+  if f[1] == 'QUEUED' and f[2] == entry then
+    share_count(job_key, -1)  -- read but never started: it leaves the undelivered entries
+  end
   if (f[1] ~= 'QUEUED' and f[1] ~= 'RUNNING') or f[2] ~= entry then
     redis.call('XACK', KEYS[1], ARGV[1], entry)
     redis.call('XDEL', KEYS[1], entry)
@@ -27,8 +32,9 @@ for _, entry in ipairs(claimed[2]) do
     dead_letter(KEYS[1], ARGV[1], entry, job_key, job_id, ARGV[6], KEYS[2], f[4])
     counts[3] = counts[3] + 1
   else
-    local fresh = redis.call('XADD', KEYS[1], '*', 'job', job_id)
-    redis.call('HSET', job_key, 'state', 'QUEUED', 'entry', fresh, 'owner', '')
+    local jitter = (tonumber(ARGV[10]) + counts[1] * 0.6180339887) % 1
+    requeue_later(ARGV[5], job_key, job_id, ARGV[7],
+      backoff_ms(tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(f[4]), jitter), now)
     redis.call('XACK', KEYS[1], ARGV[1], entry)
     redis.call('XDEL', KEYS[1], entry)
     counts[1] = counts[1] + 1

@@ -11,6 +11,7 @@ local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[2], 'state', 'QUEUED', 'attempt', 0, 'entry', entry, 'owner', '',
   'deadline_ms', 0)
 redis.call('HDEL', KEYS[2], 'error_code', 'error_reason', 'error_message')
+share_count(KEYS[2], 1)
 redis.call('PERSIST', KEYS[2])
 redis.call('XDEL', KEYS[3], ARGV[2])
 return 1

@@ -14,6 +14,7 @@ if ARGV[4] == '1' and attempt > 0 then
   attempt = attempt - 1
 end
 redis.call('HSET', KEYS[2], 'state', 'QUEUED', 'entry', fresh, 'owner', '', 'attempt', attempt)
+share_count(KEYS[2], 1)
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 return 1

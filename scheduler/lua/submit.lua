@@ -1,26 +1,50 @@
--- SUBMIT: accept one job atomically: idempotency key, job hash, stream entry.
+-- SUBMIT: accept one job atomically: idempotency key, job hash, stream entry (or, over its
+-- tenant's fair share, a place in the tenant's backlog; see share_count in the prelude).
 -- KEYS[1] stream  KEYS[2] job hash  [KEYS[3] idempotency key]
 -- ARGV[1] job id  ARGV[2] envelope bytes  ARGV[3] deadline ms (0 = none)  ARGV[4] max attempts
 -- ARGV[5] reply stream key ('' = nobody waits)  ARGV[6] request fingerprint
 -- ARGV[7] idempotency TTL s  ARGV[8] result TTL ms of this job (0 = the queue's default)
 -- ARGV[9] model version  ARGV[10] tenant ('' = none; jobs are read back by their tenant only)
 -- ARGV[11] most entries the stream may hold (0 = no limit)
+-- ARGV[12] the tenant's share cap (0 = no fair share)  ARGV[13] most jobs the tenant may have
+-- queued on this model (0 = no limit)  ARGV[14] priority level (high | normal | low)
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
---   | {'FULL', stream length} (refused: nothing written)
+--   | {'FULL', stream length} | {'QUOTA', jobs the tenant has queued} (refused: nothing written)
 if #KEYS == 3 then
   local reused = reuse_of(KEYS[3], ARGV[6])
   if reused then
     return reused
   end
 end
-local depth = redis.call('XLEN', KEYS[1])
+local cap, quota = tonumber(ARGV[12]), tonumber(ARGV[13])
+local prefix = prefix_of(KEYS[2])
+local share = cap > 0 and share_key(prefix, ARGV[10]) or nil
+local ready, backlog = 0, 0
+if share then
+  local s = redis.call('HMGET', share, 'ready', 'backlog')
+  ready, backlog = tonumber(s[1] or 0), tonumber(s[2] or 0)
+  if quota > 0 and ready + backlog >= quota then
+    return {'QUOTA', tostring(ready + backlog)}
+  end
+end
+local depth = redis.call('XLEN', KEYS[1]) + backlog
 if tonumber(ARGV[11]) > 0 and depth >= tonumber(ARGV[11]) then
   return {'FULL', tostring(depth)}
 end
-local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
+local entry = ''
+if share and ready >= cap then
+  redis.call('RPUSH', backlog_key(prefix, ARGV[14], ARGV[10]), ARGV[1])
+  redis.call('HINCRBY', share, 'backlog', 1)
+else
+  entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
+  if share then
+    redis.call('HINCRBY', share, 'ready', 1)
+  end
+end
 redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
   'max_attempts', ARGV[4], 'deadline_ms', ARGV[3], 'reply_to', ARGV[5],
-  'entry', entry, 'created_ms', now_ms(), 'version', ARGV[9], 'tenant', ARGV[10])
+  'entry', entry, 'created_ms', now_ms(), 'version', ARGV[9], 'tenant', ARGV[10],
+  'share', cap)
 if ARGV[8] ~= '0' then
   redis.call('HSET', KEYS[2], 'ttl_ms', ARGV[8])
 end

@@ -280,7 +280,7 @@ def mlp_weights() -> bytes:
 
 
 REGISTER_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
-    "unknown_architecture": (dict(architecture="transformer"), "architecture",
+    "unknown_architecture": (dict(architecture="resnet"), "architecture",
                              "UNKNOWN_ARCHITECTURE"),
     "bad_name": (dict(name="bad name!"), "name", "INVALID_ARGUMENT"),
     "config_not_json": (dict(config="{not json"), "config_json", "INVALID_ARGUMENT"),
@@ -369,7 +369,8 @@ def test_small_cluster_survives(small_cluster: Cluster) -> None:
 @pytest.fixture(scope="module")
 def idle_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster whose only worker has been stopped: jobs stay queued."""
-    running = start_cluster(tmp_path_factory.mktemp("idle"), workers=1)
+    running = start_cluster(tmp_path_factory.mktemp("idle"), workers=1,
+                            require_live_worker="off")
     worker = running.service("worker-1")
     worker.send_signal(signal.SIGTERM)
     worker.wait(15)

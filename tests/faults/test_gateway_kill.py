@@ -19,6 +19,7 @@ from maas.errors import IdempotencyKeyReused, MaasError
 from maas.v1.inference_service_pb2 import InferenceJob
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -64,6 +65,7 @@ def test_gateway_sigkill_then_retry_with_same_request_id(cluster1: Cluster) -> N
     r = cluster1.redis.client()
     assert len(list(r.scan_iter(match=keys.job("cnn", "*")))) == len(xs)  # one job each
     r.close()
+    check(cluster1.redis.url, "6 gateway SIGKILL, same request_id", ["mlp", "cnn"])
 
 
 async def test_many_clients_one_request_id(cluster: Cluster) -> None:
@@ -81,3 +83,4 @@ async def test_many_clients_one_request_id(cluster: Cluster) -> None:
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(ids) == 1
     assert len(errors) <= 1 and all("FAILED_PRECONDITION" in str(e) for e in errors)
+    check(cluster.redis.url, "7 many clients, one request_id", ["mlp", "cnn"])

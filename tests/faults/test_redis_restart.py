@@ -17,6 +17,7 @@ import pytest
 import maas
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -89,3 +90,4 @@ async def test_redis_sigkill_and_restart_loses_nothing(durable_cluster: Cluster)
     for name in ("gateway", "scheduler", "worker-1", "worker-2"):
         assert durable_cluster.service(name).poll() is None, f"{name} died"
     r.close()
+    check(durable_cluster.redis.url, "4 redis SIGKILL + AOF restart", ["mlp", "cnn"])

@@ -32,6 +32,7 @@ from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from maas.v1 import training_service_pb2 as tpb
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -186,3 +187,4 @@ async def test_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> Non
     assert len(runs) >= 2 and set(runs) == {"attempt 1"}, runs
     assert job.attempts == 1 and job.state == tpb.TrainingJob.CANCELLED, job
     print(f"training job ran {len(runs)} times, all as attempt 1 (handed back at each drain)")
+    check(cluster.redis.url, "3 rolling restart (worker SIGTERM drain)", ["mlp", "cnn"])

@@ -18,6 +18,7 @@ import maas
 from maas.v1.training_service_pb2 import TrainingJob
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.ledger import check
 from tests.faults.test_worker_kill import freeze_holding
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -54,6 +55,7 @@ async def test_leases_are_reclaimed_only_while_a_daemon_runs(short_leases: Clust
     assert len(states) == len(xs) and set(states) == {b"SUCCEEDED"}
     print(f"{stranded} jobs waited for a daemon; all {len(xs)} answered once")
     r.close()
+    check(short_leases.redis.url, "14 scheduler killed, two daemons", ["mlp", "cnn"])
 
 
 def test_a_job_longer_than_ten_leases_runs_once(short_leases: Cluster) -> None:
@@ -68,3 +70,4 @@ def test_a_job_longer_than_ten_leases_runs_once(short_leases: Cluster) -> None:
     assert ran_s > 10 * 0.5, f"the job took {ran_s:.1f}s, not longer than ten leases"
     assert job.attempts == 1, "a lease expired under a running job"
     print(f"a {ran_s:.1f}s job ({ran_s / 0.5:.0f} leases) ran once")
+    check(short_leases.redis.url, "8 job longer than ten leases", [keys.TRAINING_QUEUE])

@@ -17,6 +17,7 @@ import redis
 import maas
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -87,6 +88,7 @@ async def test_sigkill_worker_mid_batch_loses_nothing(two_workers: Cluster) -> N
     assert len(states) == len(xs) and all(s == b"SUCCEEDED" for s in states)
     assert two_workers.service("worker-2").poll() is None
     r.close()
+    check(two_workers.redis.url, "1 worker SIGKILL mid-batch", ["mlp", "cnn"])
 
 
 async def test_sigstop_past_the_lease_then_sigcont_is_fenced(two_workers: Cluster) -> None:
@@ -116,3 +118,4 @@ async def test_sigstop_past_the_lease_then_sigcont_is_fenced(two_workers: Cluste
     assert frozen.poll() is None, "the woken worker should carry on serving"
     print(f"froze worker-1 holding {held} jobs; all {len(xs)} answered once by worker-2")
     r.close()
+    check(two_workers.redis.url, "2 worker SIGSTOP past the lease, SIGCONT", ["mlp", "cnn"])

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
 from scheduler.connection import connect
-from scheduler.queue import Delivery, JobQueue, SubmitStatus, new_job_id
+from scheduler.queue import Delivery, JobQueue, RetryPolicy, SubmitStatus, new_job_id
 from scheduler.replies import ReplyStream
 
 MODEL = "m1"
@@ -29,7 +29,7 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 async def queue(client: aioredis.Redis) -> JobQueue:
-    q = JobQueue(client, result_ttl_ms=60_000)
+    q = JobQueue(client, result_ttl_ms=60_000, retry=RetryPolicy(backoff_ms=0, backoff_max_ms=0))
     await q.ensure_group(MODEL)
     return q
 
@@ -48,6 +48,7 @@ def succeeded(d: Delivery) -> JobResult:
 
 
 async def take(queue: JobQueue, consumer: str, count: int = 10) -> list[Delivery]:
+    await queue.promote(MODEL)  # reaped jobs are due at once (backoff 0)
     return await queue.read(consumer, [MODEL], count, block_ms=None)
 
 

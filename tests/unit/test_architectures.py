@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 import torch
 
@@ -116,7 +117,7 @@ def test_config_json_must_be_an_object(text: str) -> None:
 
 def test_unknown_architecture() -> None:
     with pytest.raises(InvalidArgument) as caught:
-        get_architecture("transformer")
+        get_architecture("resnet")
     err = caught.value
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.reason == "UNKNOWN_ARCHITECTURE"
@@ -125,5 +126,120 @@ def test_unknown_architecture() -> None:
 
 
 def test_registry_names_are_their_keys() -> None:
-    assert sorted(ARCHITECTURES) == ["cnn", "mlp"]
+    assert sorted(ARCHITECTURES) == ["cnn", "mlp", "rnn", "transformer"]
     assert all(a.name == key and a.description for key, a in ARCHITECTURES.items())
+
+
+# --- sequence architectures: rnn, transformer ------------------------------------------
+
+SEQUENCE_CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("rnn", {}),
+    ("rnn", {"cell": "gru", "layers": 2, "hidden": 8, "embed_dim": 4, "vocab_size": 5}),
+    ("rnn", {"cell": "lstm", "layers": 3, "num_classes": 7}),
+    ("transformer", {}),
+    ("transformer", {"d_model": 12, "heads": 3, "layers": 1, "ff": 8, "max_len": 40}),
+]
+SEQUENCE_IDS = [f"{n}-{config_id(c) or 'default'}" for n, c in SEQUENCE_CONFIGS]
+
+
+def _sequence_batch(vocab: int, lengths: list[int], steps: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(len(lengths))
+    tokens = torch.randint(0, vocab, (len(lengths), steps), generator=generator)
+    return tokens, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize(("name", "config"), SEQUENCE_CONFIGS, ids=SEQUENCE_IDS)
+def test_sequence_param_shapes_match_the_built_module(name: str, config: dict[str, Any]) -> None:
+    arch = get_architecture(name)
+    resolved = arch.resolve_config(config)
+    built = {k: tuple(v.shape) for k, v in arch.build(resolved).state_dict().items()}
+    assert arch.param_shapes(resolved) == built
+    assert "embedding.weight" in built  # attribution hooks the `embedding` submodule
+
+
+@pytest.mark.parametrize(("name", "config"), SEQUENCE_CONFIGS, ids=SEQUENCE_IDS)
+def test_padding_does_not_change_the_logits(name: str, config: dict[str, Any]) -> None:
+    """Each row of a padded batch gives the logits of that row alone, unpadded; whatever the
+    padding holds."""
+    arch = get_architecture(name)
+    resolved = arch.resolve_config(config)
+    torch.manual_seed(0)
+    model = arch.build(resolved).eval()
+    lengths = [5, 1, 9, 3]
+    tokens, lens = _sequence_batch(resolved["vocab_size"], lengths, steps=12)
+    with torch.inference_mode():
+        batched = model(tokens, lens)
+        noisy = tokens.clone()
+        for row, n in enumerate(lengths):
+            noisy[row, n:] = (row + 1) % resolved["vocab_size"]
+        assert torch.allclose(model(noisy, lens), batched, atol=1e-5)
+        for row, n in enumerate(lengths):
+            alone = model(tokens[row : row + 1, :n], torch.tensor([n]))
+            assert torch.allclose(alone, batched[row : row + 1], atol=1e-5), (row, n)
+    assert tuple(batched.shape) == (4, resolved["num_classes"])
+
+
+def test_sequence_metadata() -> None:
+    for name in ("rnn", "transformer"):
+        arch = get_architecture(name)
+        config = arch.resolve_config({"num_classes": 3})
+        assert arch.inputs(config) == [TensorSpec("tokens", "INT64", (-1, -1)),
+                                       TensorSpec("lengths", "INT64", (-1,))]
+        assert arch.outputs(config) == [TensorSpec("logits", "FP32", (-1, 3))]
+
+
+@pytest.mark.parametrize("name", ["rnn", "transformer"])
+def test_the_embedding_can_be_hooked(name: str) -> None:
+    """What LayerIntegratedGradients does: replace the embedding's output and take gradients
+    with respect to it, through forward(tokens, lengths)."""
+    arch = get_architecture(name)
+    model = arch.build(arch.resolve_config(None)).eval()
+    tokens, lengths = _sequence_batch(32, [4, 2], steps=4)
+    captured: list[torch.Tensor] = []
+
+    def hook(module: torch.nn.Module, args: object, out: torch.Tensor) -> torch.Tensor:
+        replaced = (out * 0.5).detach().requires_grad_()
+        captured.append(replaced)
+        return replaced
+
+    embedding = model.get_submodule("embedding")
+    handle = embedding.register_forward_hook(hook)
+    try:
+        with torch.backends.cudnn.flags(enabled=False):  # cuDNN RNN backward needs train()
+            model(tokens, lengths)[:, 0].sum().backward()
+    finally:
+        handle.remove()
+    [embedded] = captured
+    assert embedded.grad is not None and embedded.grad.shape == (2, 4, embedded.shape[-1])
+    assert bool(embedded.grad[1, 2:].eq(0).all())  # padding gets no attribution
+
+
+@pytest.mark.parametrize(("name", "config", "field"), [
+    ("rnn", {"cell": "rnn"}, "config.cell"),
+    ("rnn", {"cell": 3}, "config.cell"),
+    ("rnn", {"hidden": "64"}, "config.hidden"),
+    ("rnn", {"layers": 0}, "config.layers"),
+    ("transformer", {"d_model": 30, "heads": 4}, "config.heads"),
+    ("transformer", {"max_len": -1}, "config.max_len"),
+    ("transformer", {"cell": "gru"}, "config.cell"),
+])
+def test_sequence_config_validation(name: str, config: dict[str, Any], field: str) -> None:
+    assert violations_of(name, config) == [field]
+
+
+def test_sequence_input_checks() -> None:
+    arch = get_architecture("transformer")
+    config = arch.resolve_config({"vocab_size": 10, "max_len": 6})
+    tokens = np.array([[1, 2, 3], [4, 5, 0]], dtype=np.int64)
+
+    def problems(tok: np.ndarray, lengths: list[int]) -> list[tuple[str, str]]:
+        found = arch.check_inputs(config, {"tokens": tok, "lengths": np.array(lengths)})
+        return [(name, below) for name, below, _ in found]
+
+    assert problems(tokens, [3, 2]) == []
+    assert problems(tokens, [3]) == [("lengths", "shape[0]")]
+    assert problems(tokens, [0, 2]) == [("lengths", "")]
+    assert problems(tokens, [3, 4]) == [("lengths", "")]
+    assert problems(tokens * 3, [3, 2]) == [("tokens", "")]
+    assert problems(-tokens, [3, 2]) == [("tokens", "")]
+    assert problems(np.ones((2, 7), np.int64), [7, 1]) == [("tokens", "shape[1]")]

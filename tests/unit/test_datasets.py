@@ -193,3 +193,80 @@ def test_sha256_covers_content_not_name() -> None:
     assert dataset_sha256(Dataset("a", arrays["features"], changed)) != dataset_sha256(a)
     reshaped = Dataset("a", arrays["features"].reshape(6, 2, 2), arrays["labels"])
     assert dataset_sha256(reshaped) != dataset_sha256(a)
+
+
+# --- the built-in sequence datasets, and sequences with lengths ---------------------------
+
+@pytest.mark.parametrize("name", ["digits", "parity", "majority"])
+def test_builtin_facts_the_gateway_publishes(name: str) -> None:
+    from gateway.datasets import BUILTIN
+
+    dataset, record = builtin_dataset(name), BUILTIN[name]
+    assert record.num_samples == dataset.num_samples
+    assert tuple(record.feature_shape) == dataset.sample_shape
+    assert record.num_classes == int(dataset.labels.max()) + 1
+    assert record.sha256 == dataset_sha256(dataset)
+
+
+@pytest.mark.parametrize("name", ["parity", "majority"])
+def test_sequence_datasets_are_deterministic(name: str) -> None:
+    one, two = builtin_dataset(name), builtin_dataset(name)
+    assert one.lengths is not None and two.lengths is not None
+    for a, b in ((one.features, two.features), (one.labels, two.labels),
+                 (one.lengths, two.lengths)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _rows(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dataset = builtin_dataset(name)
+    assert dataset.lengths is not None
+    return dataset.features.astype(np.int64), dataset.lengths, dataset.labels
+
+
+def test_parity_labels() -> None:
+    tokens, lengths, labels = _rows("parity")
+    assert set(np.unique(tokens)) == {0, 1, 2}
+    assert lengths.min() == 1 and lengths.max() == tokens.shape[1] == 20
+    for row, n, label in zip(tokens, lengths, labels, strict=True):
+        assert (row[n:] == 0).all() and (row[:n] > 0).all()
+        assert label == (row[:n] == 1).sum() % 2
+    assert 0.45 < labels.mean() < 0.55  # balanced: chance is 0.5
+
+
+def test_majority_labels() -> None:
+    tokens, lengths, labels = _rows("majority")
+    assert tokens.max() == 15 and lengths.min() >= 8 and tokens.shape[1] == 32
+    for row, n, label in zip(tokens, lengths, labels, strict=True):
+        assert (row[n:] == 0).all() and (row[:n] > 0).all()
+        counts = [int((row == k).sum()) for k in (1, 2, 3, 4)]
+        assert counts.count(max(counts)) == 1 and counts.index(max(counts)) == label
+    assert np.bincount(labels).min() > 400  # about balanced: chance is 0.25
+
+
+def test_present_takes_sequences_as_they_are() -> None:
+    parity = builtin_dataset("parity")
+    assert present(parity, (-1, -1)) is parity
+    with pytest.raises(InvalidArgument) as exc:
+        present(builtin_dataset("digits"), (-1, -1))
+    assert _field_of(exc) == "dataset"
+    with pytest.raises(InvalidArgument):
+        present(parity, (-1, 64))
+
+
+def test_uploaded_sequences_keep_their_lengths() -> None:
+    features = np.array([[1, 2, 0], [3, 0, 0]], np.float32)
+    data = _npz(features=features, labels=np.array([0, 1]), lengths=np.array([2, 1]))
+    dataset = load_npz_bytes(data)
+    assert dataset.lengths is not None and dataset.lengths.tolist() == [2, 1]
+    without = load_npz_bytes(_npz(features=features, labels=np.array([0, 1])))
+    assert without.lengths is None
+    assert dataset_sha256(dataset) != dataset_sha256(without)
+
+
+@pytest.mark.parametrize("lengths", [np.array([2]), np.array([0, 1]), np.array([1, 4]),
+                                     np.array([1.0, 2.0]), np.array([[1, 2]])])
+def test_bad_lengths(lengths: np.ndarray) -> None:
+    features = np.zeros((2, 3), np.float32)
+    with pytest.raises(InvalidArgument) as exc:
+        load_npz_bytes(_npz(features=features, labels=np.array([0, 1]), lengths=lengths))
+    assert _field_of(exc) == "lengths"

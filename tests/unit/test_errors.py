@@ -26,7 +26,8 @@ SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.Unavailable, errors.Cancelled, errors.FailedPrecondition,
               errors.IdempotencyKeyReused, errors.JobFailed, errors.TooManyElements,
               errors.QuotaExceeded, errors.Unauthenticated, errors.PermissionDenied,
-              errors.QueueStorageFull]
+              errors.QueueStorageFull, errors.ModelAliasNotFound, errors.ModelUnloaded,
+              errors.ModelVersionInUse]
 
 
 def test_the_tree_is_complete() -> None:

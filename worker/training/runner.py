@@ -38,6 +38,8 @@ from worker.training.checkpoint import (
     save_checkpoint,
 )
 from worker.training.determinism import configure_determinism, epoch_seed, pick_device
+from worker.training.distributed import Replica
+from worker.training.inputs import model_inputs, select
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def run_training(
     init_state_dict: Mapping[str, torch.Tensor] | None = None,
     should_stop: Callable[[], bool] = _never,
     device: str = "auto",
+    replica: Replica | None = None,
 ) -> TrainingOutcome:
     """Trains (or resumes) the job; INVALID_ARGUMENT when spec and dataset do not fit."""
     spec.validate()
@@ -86,7 +89,8 @@ def run_training(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         configure_determinism(spec.seed, target)
-        trainer = _Trainer(spec, data, out_dir, target, on_event, should_stop)
+        trainer = _Trainer(spec, data, out_dir, target, on_event, should_stop,
+                           replica or Replica())
         identity = _identity(spec, dataset, target)
         trainer.start(load_checkpoint(out_dir, identity), init_state_dict, identity)
         return trainer.run()
@@ -96,7 +100,10 @@ def run_training(
 
 def _identity(spec: TrainingSpec, dataset: Dataset, device: torch.device) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (job) and to resume exactly (environment)."""
-    job = {"spec": spec.to_dict(), "dataset_sha256": dataset_sha256(dataset)}
+    spec_doc = spec.to_dict()
+    if spec_doc.get("replicas") == 1:
+        del spec_doc["replicas"]  # checkpoints from before replicas existed still resume
+    job = {"spec": spec_doc, "dataset_sha256": dataset_sha256(dataset)}
     environment = {"torch": torch.__version__, "device": device.type,
                    "threads": torch.get_num_threads(), "machine": platform.machine()}
     normalized: dict[str, Any] = json.loads(json.dumps({"job": job, "environment": environment}))
@@ -131,21 +138,25 @@ class _Trainer:
     """The loop's state and steps; `run` drives epochs until done, stopped or out of steps."""
 
     def __init__(self, spec: TrainingSpec, data: Dataset, out_dir: Path, device: torch.device,
-                 on_event: Callable[[Event], None], should_stop: Callable[[], bool]) -> None:
+                 on_event: Callable[[Event], None], should_stop: Callable[[], bool],
+                 replica: Replica) -> None:
         self.spec, self.out_dir, self.device = spec, out_dir, device
+        self.replica = replica
+        self._is_stop_agreed = False  # replicas: any rank asked to stop (agreed each step)
         self.on_event, self.should_stop = on_event, should_stop
         train_idx, val_idx = split(data.num_samples, spec.validation_fraction, spec.seed)
-        features = torch.from_numpy(data.features)
+        inputs = model_inputs(spec.architecture, spec.config, data)  # (features,) or sequences
         labels = torch.from_numpy(data.labels)
-        self.train_x = features[torch.from_numpy(train_idx)].to(device)
+        self.train_x = tuple(t[torch.from_numpy(train_idx)].to(device) for t in inputs)
         self.train_y = labels[torch.from_numpy(train_idx)].to(device)
-        self.val_x = features[torch.from_numpy(val_idx)].to(device)
+        self.val_x = tuple(t[torch.from_numpy(val_idx)].to(device) for t in inputs)
         self.val_y = labels[torch.from_numpy(val_idx)].to(device)
         self.steps_per_epoch = math.ceil(len(train_idx) / spec.batch_size)
         by_epochs = spec.epochs * self.steps_per_epoch if spec.epochs > 0 else 0
         self.total_steps = min(s for s in (by_epochs, spec.max_steps) if s) if (
             by_epochs or spec.max_steps) else 0
         self.model = get_architecture(spec.architecture).build(spec.config).to(device)
+        self.net: torch.nn.Module = self.model  # what trains: DDP around it with replicas
         self.optimizer = build_optimizer(spec, self.model)
         self.loop = LoopState()
         self.best: StateDict | None = None
@@ -170,7 +181,9 @@ class _Trainer:
                     self.loop.epoch + 1, self.loop.step_in_epoch, self.loop.global_step)
 
     def run(self) -> TrainingOutcome:
-        self.model.train()
+        # After start(): DDP's constructor broadcasts rank 0's (resumed) weights to the others.
+        self.net = self.replica.wrap(self.model, self.device)
+        self.net.train()
         while not self._is_done():
             if not self._run_epoch():
                 self._checkpoint()
@@ -188,7 +201,7 @@ class _Trainer:
         order = torch.randperm(len(self.train_y), generator=generator).to(self.device)
         size = self.spec.batch_size
         for batch in range(self.loop.step_in_epoch, self.steps_per_epoch):
-            if self.should_stop():
+            if self._should_stop():
                 return False
             self._step(order[batch * size : (batch + 1) * size])
             if self._is_done():
@@ -202,10 +215,13 @@ class _Trainer:
     def _step(self, idx: torch.Tensor) -> None:
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(self.train_x[idx]), self.train_y[idx])
-        loss.backward()  # type: ignore[no-untyped-call]
+        if self.replica.is_distributed:
+            batch_loss = self._replica_backward(idx)
+        else:
+            loss = F.cross_entropy(self.model(*select(self.train_x, idx)), self.train_y[idx])
+            loss.backward()  # type: ignore[no-untyped-call]
+            batch_loss = float(loss.item()) * len(idx)
         self.optimizer.step()
-        batch_loss = float(loss.item()) * len(idx)
         loop = self.loop
         loop.step_in_epoch += 1
         loop.global_step += 1
@@ -214,6 +230,21 @@ class _Trainer:
         loop.train_seconds += time.perf_counter() - started
         loop.train_samples += len(idx)
         self._progress(batch_loss, len(idx))
+
+    def _should_stop(self) -> bool:
+        return self._is_stop_agreed if self.replica.is_distributed else self.should_stop()
+
+    def _replica_backward(self, idx: torch.Tensor) -> float:
+        """Backward of this rank's share of the global batch `idx`; the global loss sum.
+        DDP averages gradients over ranks, so the rank's loss sum is scaled by
+        world_size / len(idx): the average is then the global batch's mean, as one replica."""
+        part = self.replica.shard(idx)
+        loss_sum = F.cross_entropy(self.net(*select(self.train_x, part)), self.train_y[part],
+                                   reduction="sum")
+        (loss_sum * (self.replica.world_size / len(idx))).backward()  # type: ignore[no-untyped-call]
+        total, self._is_stop_agreed = self.replica.reduce_step(float(loss_sum.item()),
+                                                               self.should_stop())
+        return total
 
     def _progress(self, batch_loss: float, samples: int) -> None:
         loss_sum, count, since = self._window
@@ -259,7 +290,7 @@ class _Trainer:
         loss_sum, correct = 0.0, 0
         with torch.inference_mode():
             for begin in range(0, n, _EVAL_BATCH):
-                logits = self.model(self.val_x[begin : begin + _EVAL_BATCH])
+                logits = self.model(*select(self.val_x, slice(begin, begin + _EVAL_BATCH)))
                 targets = self.val_y[begin : begin + _EVAL_BATCH]
                 loss_sum += float(F.cross_entropy(logits, targets, reduction="sum").item())
                 correct += int((logits.argmax(dim=1) == targets).sum().item())
@@ -267,12 +298,16 @@ class _Trainer:
         return {"val_loss": loss_sum / n, "val_accuracy": correct / n}
 
     def _checkpoint(self) -> None:
+        if not self.replica.is_leader:
+            return  # rank 0 checkpoints: every rank holds the same weights
         path = save_checkpoint(self.out_dir, self.model, self.optimizer, self.loop, self.best,
                                self.identity)
         self.on_event({"type": "checkpoint", "global_step": self.loop.global_step,
                        "path": str(path)})
 
     def _finish(self) -> TrainingOutcome:
+        if not self.replica.is_leader:
+            return self._outcome("SUCCEEDED")  # rank 0 writes the weights
         kept = self.best if self.spec.keep == "best" and self.best is not None else None
         digest, data = state_dict_sha256(kept if kept is not None else self.model.state_dict())
         path = self.out_dir / FINAL_WEIGHTS

@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from maas.v1 import inference_service_pb2 as _inference_service_pb2
 from maas.v1 import training_service_pb2 as _training_service_pb2
 import builtins as _builtins
 import sys
@@ -32,6 +33,7 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     JOB_KIND_UNSPECIFIED: _JobKind.ValueType  # 0
     JOB_KIND_INFER: _JobKind.ValueType  # 1
     JOB_KIND_TRAIN: _JobKind.ValueType  # 2
+    JOB_KIND_EXPLAIN: _JobKind.ValueType  # 3
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
     """What kind of work a job is."""
@@ -39,6 +41,7 @@ class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
 JOB_KIND_UNSPECIFIED: JobKind.ValueType  # 0
 JOB_KIND_INFER: JobKind.ValueType  # 1
 JOB_KIND_TRAIN: JobKind.ValueType  # 2
+JOB_KIND_EXPLAIN: JobKind.ValueType  # 3
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
 
 class _JobState:
@@ -158,6 +161,50 @@ class TrainTask(_message.Message):
 Global___TrainTask: _TypeAlias = TrainTask  # noqa: Y015
 
 @_typing.final
+class ExplainTask(_message.Message):
+    """The work of one explanation job (maas.v1.InferenceService.Explain)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUTS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    BASELINES_FIELD_NUMBER: _builtins.int
+    N_STEPS_FIELD_NUMBER: _builtins.int
+    method: _inference_service_pb2.ExplainMethod.ValueType
+    """Never UNSPECIFIED once queued."""
+    target: _builtins.int
+    """Unset: each row's predicted class."""
+    n_steps: _builtins.int
+    """Integrated Gradients' steps (>= 1 once queued)."""
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tensor]:
+        """Validated like an inference's inputs."""
+
+    @_builtins.property
+    def baselines(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tensor]:
+        """By input name; missing ones are zeros."""
+
+    def __init__(
+        self,
+        *,
+        inputs: _abc.Iterable[Global___Tensor] | None = ...,
+        method: _inference_service_pb2.ExplainMethod.ValueType = ...,
+        target: _builtins.int | None = ...,
+        baselines: _abc.Iterable[Global___Tensor] | None = ...,
+        n_steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_target", b"_target", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_target", b"_target", "baselines", b"baselines", "inputs", b"inputs", "method", b"method", "n_steps", b"n_steps", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__target: _TypeAlias = _typing.Literal["target"]  # noqa: Y015
+    _WhichOneofArgType__target: _TypeAlias = _typing.Literal["_target", b"_target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target) -> _WhichOneofReturnType__target | None: ...
+
+Global___ExplainTask: _TypeAlias = ExplainTask  # noqa: Y015
+
+@_typing.final
 class JobEnvelope(_message.Message):
     """One queued job; stored once in the job hash, never copied into the stream."""
 
@@ -198,6 +245,7 @@ class JobEnvelope(_message.Message):
     RESULT_TTL_MS_FIELD_NUMBER: _builtins.int
     INFER_FIELD_NUMBER: _builtins.int
     TRAIN_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     kind: Global___JobKind.ValueType
     model: _builtins.str
@@ -225,6 +273,8 @@ class JobEnvelope(_message.Message):
     def infer(self) -> Global___InferTask: ...
     @_builtins.property
     def train(self) -> Global___TrainTask: ...
+    @_builtins.property
+    def explain(self) -> Global___ExplainTask: ...
     def __init__(
         self,
         *,
@@ -243,12 +293,13 @@ class JobEnvelope(_message.Message):
         result_ttl_ms: _builtins.int = ...,
         infer: Global___InferTask | None = ...,
         train: Global___TrainTask | None = ...,
+        explain: Global___ExplainTask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explain", b"explain", "infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "explain", b"explain", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train"]  # noqa: Y015
+    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train", "explain"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_task) -> _WhichOneofReturnType_task | None: ...
 
@@ -306,6 +357,44 @@ class InferOutput(_message.Message):
 Global___InferOutput: _TypeAlias = InferOutput  # noqa: Y015
 
 @_typing.final
+class ExplainOutput(_message.Message):
+    """The attributions of an explanation job (see maas.v1.ExplainResponse)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    CONVERGENCE_DELTAS_FIELD_NUMBER: _builtins.int
+    TARGET_OUTPUTS_FIELD_NUMBER: _builtins.int
+    BASELINE_OUTPUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def attributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tensor]: ...
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def convergence_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def target_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def baseline_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        attributions: _abc.Iterable[Global___Tensor] | None = ...,
+        targets: _abc.Iterable[_builtins.int] | None = ...,
+        convergence_deltas: _abc.Iterable[_builtins.float] | None = ...,
+        target_outputs: _abc.Iterable[_builtins.float] | None = ...,
+        baseline_outputs: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributions", b"attributions", "baseline_outputs", b"baseline_outputs", "convergence_deltas", b"convergence_deltas", "target_outputs", b"target_outputs", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainOutput: _TypeAlias = ExplainOutput  # noqa: Y015
+
+@_typing.final
 class JobResult(_message.Message):
     """The one visible outcome of a job, written by the fenced complete script."""
 
@@ -320,6 +409,7 @@ class JobResult(_message.Message):
     QUEUE_US_FIELD_NUMBER: _builtins.int
     COMPUTE_US_FIELD_NUMBER: _builtins.int
     INFER_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     worker_id: _builtins.str
@@ -334,6 +424,8 @@ class JobResult(_message.Message):
     def error(self) -> Global___JobError: ...
     @_builtins.property
     def infer(self) -> Global___InferOutput: ...
+    @_builtins.property
+    def explain(self) -> Global___ExplainOutput: ...
     def __init__(
         self,
         *,
@@ -346,12 +438,13 @@ class JobResult(_message.Message):
         queue_us: _builtins.int = ...,
         compute_us: _builtins.int = ...,
         infer: Global___InferOutput | None = ...,
+        explain: Global___ExplainOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "infer", b"infer", "output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "explain", b"explain", "infer", b"infer", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_size", b"batch_size", "compute_us", b"compute_us", "error", b"error", "infer", b"infer", "job_id", b"job_id", "output", b"output", "queue_us", b"queue_us", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_size", b"batch_size", "compute_us", b"compute_us", "error", b"error", "explain", b"explain", "infer", b"infer", "job_id", b"job_id", "output", b"output", "queue_us", b"queue_us", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_output: _TypeAlias = _typing.Literal["infer"]  # noqa: Y015
+    _WhichOneofReturnType_output: _TypeAlias = _typing.Literal["infer", "explain"]  # noqa: Y015
     _WhichOneofArgType_output: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_output) -> _WhichOneofReturnType_output | None: ...
 

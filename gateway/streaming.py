@@ -1,0 +1,113 @@
+"""Triton's ModelStreamInfer: many v2 requests pipelined on one bidirectional stream.
+
+Each request read from the stream is answered by its own task, through the same path as
+ModelInfer, without waiting for the ones before it; responses are written as they complete
+(each carries its request `id`). A request that fails is answered in-band: a response with
+`error_message` (and the request's id in `infer_response.id`), and the stream stays open.
+
+- Backpressure: at most `max_in_flight` requests are in flight (queued, running, or answered
+  but not yet written); beyond it the stream is not read, so HTTP/2 flow control slows the
+  client down.
+- Client half-close: the requests in flight are answered, then the stream ends (OK).
+- Client cancel (or the stream's deadline): every request in flight is cancelled; queued
+  jobs end CANCELLED (or EXPIRED) and never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from maas.errors import MaasError, QueueStorageFull, Unavailable
+from maas.inference import grpc_service_pb2 as pb
+from scheduler.connection import TRANSIENT_ERRORS, is_out_of_memory
+
+log = logging.getLogger(__name__)
+
+# Requests of one stream read and not yet answered; tritonclient pipelines without limit.
+MAX_IN_FLIGHT = 128
+
+InferOne = Callable[[pb.ModelInferRequest, grpc.aio.ServicerContext],
+                    Awaitable[pb.ModelInferResponse]]
+
+
+def error_message(exc: BaseException, request_id: str) -> str:
+    """A failed request's `error_message`: the gRPC code, the reason to act on, the id
+    (tritonclient hands only this text to the callback)."""
+    err: MaasError
+    if isinstance(exc, MaasError):
+        err = exc
+    elif is_out_of_memory(exc):
+        err = QueueStorageFull("the queue's Redis is full (maxmemory reached); retry later")
+    elif isinstance(exc, TRANSIENT_ERRORS):
+        err = Unavailable("the queue (Redis) is unreachable right now; retry shortly")
+    else:
+        log.error("stream request %r failed", request_id, exc_info=exc)
+        err = MaasError("internal error in the gateway; the traceback is in its log")
+    text = f"{err.code.name}: {err.message}"
+    if err.reason != err.code.name:
+        text += f" [{err.reason}]"
+    return f"{text} (request id {request_id!r})" if request_id else text
+
+
+class InferStream:
+    """One ModelStreamInfer call: read, answer concurrently, write as answers come."""
+
+    def __init__(self, requests: AsyncIterator[pb.ModelInferRequest],
+                 context: grpc.aio.ServicerContext, infer: InferOne,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self._requests = requests
+        self._context = context
+        self._infer = infer
+        self._slots = asyncio.Semaphore(max_in_flight)
+        # Answers, then None once every request is answered (or the reader failed).
+        self._out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+
+    async def responses(self) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
+        reader = asyncio.create_task(self._read(), name="stream-infer-reader")
+        # The call's end (cancel, deadline, finish) stops the reader and every request.
+        self._context.add_done_callback(lambda _: reader.cancel())
+        try:
+            while (answer := await self._out.get()) is not None:
+                yield answer
+                self._slots.release()  # written: one more request may be read
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if not reader.cancelled() and (exc := reader.exception()) is not None:
+            raise exc
+
+    async def _read(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as answering:
+                async for request in self._requests:
+                    await self._slots.acquire()
+                    answering.create_task(self._answer(request))
+        finally:
+            self._out.put_nowait(None)
+
+    async def _answer(self, request: pb.ModelInferRequest) -> None:
+        try:
+            answer = pb.ModelStreamInferResponse(
+                infer_response=await self._infer(request, self._context))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the boundary of one request: answered in-band
+            answer = pb.ModelStreamInferResponse(
+                error_message=error_message(exc, request.id),
+                infer_response=pb.ModelInferResponse(
+                    id=request.id, model_name=request.model_name,
+                    model_version=request.model_version))
+        self._out.put_nowait(answer)
+
+
+def stream_infer(requests: AsyncIterator[pb.ModelInferRequest],
+                 context: grpc.aio.ServicerContext,
+                 infer: InferOne) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
+    """The responses of one ModelStreamInfer call (see the module docstring)."""
+    return InferStream(requests, context, infer).responses()
