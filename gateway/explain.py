@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from gateway.auth import caller
-from gateway.validation import infer_task
+from gateway.validation import check_message_size, infer_task
 from maas import tensors
-from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, shown
+from maas.errors import FieldViolation, InvalidArgument, shown
 from maas.inference import grpc_service_pb2 as v2
 from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import ExplainTask, JobEnvelope, JobKind, JobResult, Tensor
@@ -131,10 +131,7 @@ class Explainer:
 
     async def explain(self, request: pb.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
-        limit = self._settings.max_message_bytes
-        if request.ByteSize() > limit:
-            raise MessageTooLarge(f"request is {request.ByteSize()} bytes, over the gateway's "
-                                  f"limit of {limit} bytes (MAAS_MAX_MESSAGE_BYTES)")
+        check_message_size(request, self._settings.max_message_bytes)
         version = await self._registry.resolve_visible(caller().tenant, request.model,
                                                        request.model_version)
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded

@@ -15,10 +15,10 @@ from gateway.replies import ReplyDispatcher
 from gateway.repository import ModelRepository
 from gateway.streaming import stream_infer
 from gateway.submitter import SubmitCoalescer, refusal
-from gateway.validation import infer_task, priority_of
+from gateway.validation import check_message_size, infer_task, priority_of
 from maas import __version__
 from maas.artifacts import ArtifactStore
-from maas.errors import DeadlineExceeded, MessageTooLarge, Unavailable, by_code_name
+from maas.errors import DeadlineExceeded, Unavailable, by_code_name
 from maas.inference import grpc_service_pb2 as pb
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from maas.logs import log_context
@@ -122,12 +122,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
                      call: InferCall) -> pb.ModelInferResponse:
-        limit = self._settings.max_message_bytes
-        if request.ByteSize() > limit:
-            raise MessageTooLarge(
-                f"request is {request.ByteSize()} bytes, over the gateway's limit of {limit} "
-                "bytes (MAAS_MAX_MESSAGE_BYTES); split the batch or raise the setting on the "
-                "gateway and the client")
+        check_message_size(request, self._settings.max_message_bytes)
         version = await self._registry.resolve_visible(caller().tenant, request.model_name,
                                                        request.model_version)
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded

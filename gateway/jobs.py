@@ -11,13 +11,12 @@ import grpc
 from gateway.auth import caller
 from gateway.explain import Explainer
 from gateway.submitter import refusal
-from gateway.validation import infer_task
+from gateway.validation import check_message_size, infer_task
 from maas.errors import (
     FailedPrecondition,
     FieldViolation,
     IdempotencyKeyReused,
     InvalidArgument,
-    MessageTooLarge,
     NotFound,
     shown,
 )
@@ -75,10 +74,7 @@ class JobServicer(InferenceServiceServicer):
 
     async def SubmitInference(self, request: pb.SubmitInferenceRequest,
                               context: grpc.aio.ServicerContext) -> pb.SubmitInferenceResponse:
-        limit = self._settings.max_message_bytes
-        if request.ByteSize() > limit:
-            raise MessageTooLarge(f"request is {request.ByteSize()} bytes, over the gateway's "
-                                  f"limit of {limit} bytes (MAAS_MAX_MESSAGE_BYTES)")
+        check_message_size(request, self._settings.max_message_bytes)
         if request.deadline_ms < 0:
             raise InvalidArgument("deadline_ms must be >= 0",
                                   violations=(FieldViolation("deadline_ms", "negative"),))

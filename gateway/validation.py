@@ -10,12 +10,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+from google.protobuf.message import Message
+
 from maas import tensors
 from maas.architectures import Architecture, Config, get_architecture
-from maas.errors import FieldViolation, InvalidArgument, TooManyElements, shown
+from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, TooManyElements, shown
 from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
 from maas.queue.v1.queue_pb2 import InferTask, Tensor
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
+
+
+def check_message_size(request: Message, limit: int) -> None:
+    """RESOURCE_EXHAUSTED naming the setting when a request is over MAAS_MAX_MESSAGE_BYTES
+    (gRPC's own hard limit sits above it, so this is the message a caller sees)."""
+    if (size := request.ByteSize()) > limit:
+        raise MessageTooLarge(
+            f"request is {size} bytes, over the gateway's limit of {limit} bytes "
+            "(MAAS_MAX_MESSAGE_BYTES); split the batch or raise the setting on the gateway "
+            "and the client")
 
 MAX_DIM = 1 << 31
 # Violations listed one by one; a request with thousands of bad inputs is told how many more.

@@ -17,7 +17,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 
 def _clean(tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int64 ids and lengths clamped to 1..T (the worker's warm-up sends float zeros)."""
+    """int64 ids, and lengths clamped to 1..T (the gateway already refuses any other; an
+    in-process caller with float tensors or a zero length still gets an answer)."""
     if tokens.dim() != 2 or lengths.shape != tokens.shape[:1]:
         raise ValueError(f"tokens must be [B, T] and lengths [B]; got {list(tokens.shape)} "
                          f"and {list(lengths.shape)}")

@@ -100,8 +100,9 @@ class ModelCache:
         started = time.perf_counter()
         module, inputs = self._module(version)
         with torch.inference_mode():
-            module(*(torch.from_numpy(np.zeros([1 if d == -1 else d for d in shape],
-                                               NUMPY_DTYPES[datatype])).to(self.device)
+            # Ones, not zeros: a valid token id and a valid sequence length (1) alike.
+            module(*(torch.from_numpy(np.ones([1 if d == -1 else d for d in shape],
+                                              NUMPY_DTYPES[datatype])).to(self.device)
                      for datatype, shape in inputs))
         loaded = LoadedModel(version, module, self.device, module_bytes(module),
                              time.perf_counter() - started)

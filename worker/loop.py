@@ -224,13 +224,7 @@ class Worker:
     async def _process(self, model: str, batch: Sequence[Started]) -> None:
         """Runs started jobs (one forward per model version) and completes them."""
         try:
-            # A retried job (its last worker died) may be a poison job: it runs alone, so it
-            # cannot take the jobs batched with it down again.
-            by_version: dict[tuple[str, str], list[Started]] = defaultdict(list)
-            for s in batch:
-                alone = s.delivery.job_id if s.attempt > 1 else ""
-                by_version[s.envelope.model_version, alone].append(s)
-            for (version, _), started in by_version.items():
+            for (version, _), started in (await self._isolate_suspects(model, batch)).items():
                 try:
                     results = await self._observed(model, version, started)
                 except Exception as exc:  # the per-job boundary: a load failure fails the jobs
@@ -245,6 +239,24 @@ class Worker:
                 self.jobs += len(started)
         finally:
             self._inflight[model].difference_update(s.delivery for s in batch)
+
+    async def _isolate_suspects(self, model: str, batch: Sequence[Started],
+                                ) -> dict[tuple[str, str], list[Started]]:
+        """Groups to run in order: a forward per version of first-attempt jobs, then at most
+        one retried job, alone and last. A retried job lost its last worker and may be a
+        poison job: it must not take other jobs down with it, so other retried jobs go back
+        to the queue unrun (their attempt refunded) for a later batch."""
+        groups: dict[tuple[str, str], list[Started]] = defaultdict(list)
+        suspects = [s for s in batch if s.attempt > 1]
+        for s in batch:
+            if s.attempt <= 1:
+                groups[s.envelope.model_version, ""].append(s)
+        for s in suspects[1:]:
+            await self.queue.release(self.id, s.delivery, refund=True)
+            self._inflight[model].discard(s.delivery)
+        if suspects:
+            groups[suspects[0].envelope.model_version, suspects[0].delivery.job_id] = suspects[:1]
+        return groups
 
     async def _observed(self, model: str, version: str,
                         started: Sequence[Started]) -> list[JobResult]:

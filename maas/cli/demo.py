@@ -87,7 +87,7 @@ def _sequence_demo(client: Client, demo: SequenceDemo, handle: TrainingJobHandle
     data = builtin_dataset(demo.spec["dataset"])
     if data.lengths is None:  # not a sequence dataset: nothing to show
         return
-    rows = [int(i) for i in data.lengths.argsort()[:: len(data.lengths) // 6][:6]]
+    rows = _mixed_rows(data.lengths, data.labels)
     lengths = data.lengths[rows]
     tokens = data.features[rows, : int(lengths.max())].astype("int64")
     name, _, version = job.model_version.partition(":")
@@ -96,6 +96,21 @@ def _sequence_demo(client: Client, demo: SequenceDemo, handle: TrainingJobHandle
     print(f"[maas] demo: {job.model_version} on sequences of lengths {lengths.tolist()}: "
           f"labels {data.labels[rows].tolist()}, predicted {logits.argmax(1).tolist()}",
           flush=True)
+
+
+def _mixed_rows(lengths: Any, labels: Any, count: int = 6) -> list[int]:
+    """`count` rows, as many of each label as can be, each label's from short to long, so a
+    model that answers one class for everything shows it."""
+    import numpy as np
+
+    classes = sorted({int(v) for v in labels})
+    rows: list[int] = []
+    for n, label in enumerate(classes[:count]):
+        quota = count // min(len(classes), count) + (n < count % min(len(classes), count))
+        mine = np.flatnonzero(labels == label)
+        mine = mine[lengths[mine].argsort()]
+        rows += [int(mine[k]) for k in np.linspace(0, len(mine) - 1, quota).astype(int)]
+    return sorted(rows, key=lambda i: int(lengths[i]))
 
 
 def start_demo(target: str, key: str | None) -> threading.Thread:
