@@ -37,6 +37,11 @@ PLATFORM = "pytorch"
 MAX_CONCURRENT_CANCELS = 16
 
 
+# The answer to a call that runs out of time is sent this long before its deadline, so that
+# the caller reads why (UNAVAILABLE when Redis is away) rather than its own DEADLINE_EXCEEDED.
+ANSWER_MARGIN_S = 0.05
+CANCEL_WAIT_S = 0.04  # how long that answer waits to end the queued job first
+
 class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, settings: Settings, submitter: SubmitCoalescer, registry: ModelRegistry,
                  workers: WorkerDirectory, replies: ReplyDispatcher, reply_key: str) -> None:
@@ -169,20 +174,27 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose
-        caller is gone (deadline, cancellation) and that has not started never runs."""
+        caller is gone (deadline, cancellation) and that has not started never runs.
+        The answer comes just before the caller's deadline: DEADLINE_EXCEEDED, or
+        UNAVAILABLE when it is Redis that did not answer (an outage)."""
         future = self._replies.expect(envelope.job_id)
+        left_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
         try:
-            status, detail = await self._submitter.submit(envelope)
-            if error := refusal(self._queue, envelope, status, detail):
-                raise error
-            timeout_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
             try:
-                async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
+                async with asyncio.timeout(left_s - min(ANSWER_MARGIN_S, left_s / 10)):
+                    status, detail = await self._submitter.submit(envelope)
+                    if error := refusal(self._queue, envelope, status, detail):
+                        raise error
                     result = await future
             except TimeoutError:
+                if not self._replies.is_reading:  # no cancel: it would wait for Redis too
+                    raise Unavailable(
+                        f"Redis did not answer within the deadline ({left_s:.3f}s): the queue "
+                        "is unreachable; the request will not run after its deadline; retry "
+                        "shortly", reason="QUEUE_UNREACHABLE", retry_delay_s=1.0) from None
                 await self._end_queued(envelope, "EXPIRED")
                 raise DeadlineExceeded(
-                    f"no result within the deadline ({timeout_s:.3f}s left at submit); "
+                    f"no result within the deadline ({left_s:.3f}s left at submit); "
                     "the job will not run once its deadline has passed") from None
             except asyncio.CancelledError:  # the caller went away (or its deadline passed)
                 expired = time.time() * 1000 >= envelope.deadline_unix_ms
@@ -194,12 +206,13 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             raise by_code_name(result.error.code, result.error.message, result.error.reason)
         return result
 
-
     async def _end_queued(self, envelope: JobEnvelope, state: str) -> None:
-        """Best effort: if Redis is away, START still expires the job by its deadline."""
+        """Best effort, and never holding up the answer long: if Redis is away, START still
+        expires the job by its deadline."""
         async with self._cancelling:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
+            with contextlib.suppress(*TRANSIENT_ERRORS, TimeoutError):
+                async with asyncio.timeout(CANCEL_WAIT_S):
+                    await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
 
 
 def _response(request: pb.ModelInferRequest, version: str,

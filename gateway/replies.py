@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from maas import metrics
 from maas.queue.v1.queue_pb2 import JobResult
@@ -12,6 +13,8 @@ from scheduler.replies import ReplyStream
 
 log = logging.getLogger(__name__)
 
+BLOCK_MS = 1000  # longest wait of one read of the reply stream
+
 
 class ReplyDispatcher:
     """Completes waiters by job id. Register a waiter before submitting the job."""
@@ -19,6 +22,13 @@ class ReplyDispatcher:
     def __init__(self, stream: ReplyStream) -> None:
         self._stream = stream
         self._waiters: dict[str, asyncio.Future[JobResult]] = {}
+        self._read_at = time.monotonic()  # when the last read of the stream returned
+
+    @property
+    def is_reading(self) -> bool:
+        """Whether Redis answers: a read blocks at most BLOCK_MS, so a longer silence (or a
+        failed read) means it is unreachable."""
+        return time.monotonic() - self._read_at < (BLOCK_MS + 250) / 1000
 
     def expect(self, job_id: str) -> asyncio.Future[JobResult]:
         future = self._waiters.get(job_id)
@@ -39,7 +49,8 @@ class ReplyDispatcher:
         backoff_s = 0.05
         while True:
             try:
-                replies = await self._stream.read(block_ms=1000)
+                replies = await self._stream.read(block_ms=BLOCK_MS)
+                self._read_at = time.monotonic()
                 backoff_s = 0.05
             except TRANSIENT_ERRORS as exc:
                 metrics.REDIS_ERRORS.labels("gateway").inc()
