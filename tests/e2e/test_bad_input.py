@@ -24,6 +24,7 @@ from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from maas.v1 import model_service_pb2 as mpb
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.ledger import check
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -411,3 +412,4 @@ def test_deadline_passed_while_queued_never_runs(idle_cluster: Cluster) -> None:
     # The worker that expired it is healthy and serves the next request.
     with maas.Client(idle_cluster.target) as client:
         assert client.infer("cnn", {"input": x})["output"].shape == (1, 10)
+    check(idle_cluster.redis.url, "12 deadline passing while queued", ["cnn"])

@@ -68,4 +68,7 @@ def test_redis_at_maxmemory_is_resource_exhausted_and_evicts_nothing(
             admin.config_set("maxmemory", "0")
         assert client.get_job(kept.job_id).job_id == kept.job_id
         client.submit("mlp", x)  # room again
+        print(f"\n[fault 13 redis at maxmemory] accepted 2 (queued: no worker here), refused 1 "
+              f"RESOURCE_EXHAUSTED, keys evicted 0 ({before} before the refusal, "
+              f"{admin.dbsize()} after the next submit)")
     admin.close()
