@@ -40,7 +40,9 @@ MAX_CONCURRENT_CANCELS = 16
 # The answer to a call that runs out of time is sent this long before its deadline, so that
 # the caller reads why (UNAVAILABLE when Redis is away) rather than its own DEADLINE_EXCEEDED.
 ANSWER_MARGIN_S = 0.05
-CANCEL_WAIT_S = 0.04  # how long that answer waits to end the queued job first
+# Workers count as gone only once none has beaten for this long: a Redis outage lapses
+# every heartbeat record at once, while the workers are still there.
+NO_WORKER_GRACE_S = 5.0
 
 class InferenceServicer(GRPCInferenceServiceServicer):
     def __init__(self, settings: Settings, submitter: SubmitCoalescer, registry: ModelRegistry,
@@ -142,15 +144,19 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return _response(request, version.version, result)
 
     async def _require_live_worker(self, model: str) -> None:
-        """UNAVAILABLE + retry delay when no worker is alive (MAAS_REQUIRE_LIVE_WORKER=on): a
-        synchronous caller would only wait out its deadline. Async jobs are queued anyway."""
-        if self._settings.require_live_worker == "off" or await self._workers.live():
+        """UNAVAILABLE + retry delay when no worker has been alive for a while
+        (MAAS_REQUIRE_LIVE_WORKER=on): a synchronous caller would only wait out its deadline.
+        Async jobs are queued anyway."""
+        if self._settings.require_live_worker == "off":
             return
-        if not await self._workers.live(max_age_s=0):  # a worker may have just started
+        within_s = NO_WORKER_GRACE_S
+        if await self._workers.any_seen(within_s):
+            return
+        if not await self._workers.any_seen(within_s, max_age_s=0):  # one may have just started
             raise Unavailable(
-                f"no worker is alive to run model {model!r}: start one (`maas worker`, or "
-                "`maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off queues requests instead",
-                reason="NO_LIVE_WORKER", retry_delay_s=2.0)
+                f"no worker has been alive for {within_s:.0f}s to run model {model!r}: start "
+                "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
+                "queues requests instead", reason="NO_LIVE_WORKER", retry_delay_s=2.0)
 
     def _envelope(self, request: pb.ModelInferRequest, version: ModelVersion,
                   context: grpc.aio.ServicerContext) -> JobEnvelope:
@@ -207,12 +213,10 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return result
 
     async def _end_queued(self, envelope: JobEnvelope, state: str) -> None:
-        """Best effort, and never holding up the answer long: if Redis is away, START still
-        expires the job by its deadline."""
+        """Best effort: if Redis is away, START still expires the job by its deadline."""
         async with self._cancelling:
-            with contextlib.suppress(*TRANSIENT_ERRORS, TimeoutError):
-                async with asyncio.timeout(CANCEL_WAIT_S):
-                    await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
 
 
 def _response(request: pb.ModelInferRequest, version: str,

@@ -36,6 +36,8 @@ Key (type) — writer — TTL:
 - maas:apikeys (SET) — KeyStore: every key id — none
 - maas:rate:TENANT (HASH) — RATE_LIMIT: `tokens`, `ms` of the token bucket — 2 s past full
 - maas:worker:ID (STRING) — worker heartbeat (WorkerHeartbeat) — 3 heartbeat periods
+- maas:workers (ZSET) — worker heartbeat: worker id → when its record expires (Unix ms);
+  readers drop the expired — none
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ def worker(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 
 
-def workers_pattern() -> str:
-    return f"{PREFIX}:worker:*"
+def workers_index() -> str:
+    return f"{PREFIX}:workers"
 
 
 def training_events(job_id: str) -> str:

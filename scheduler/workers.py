@@ -1,7 +1,11 @@
-"""Worker liveness records: each worker refreshes its key; a missing key means a dead worker."""
+"""Worker liveness records: each worker refreshes its key; a missing key means a dead worker.
+
+An index (a sorted set of worker id → when its record expires) lists them, so finding the
+live workers never SCANs the keyspace (which holds every job hash)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import cast
 
@@ -10,27 +14,61 @@ import redis.asyncio as aioredis
 from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler import keys
 
+FORGET_MS = 60_000  # how long a lapsed worker stays in the index
+
 
 class WorkerDirectory:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._cache: tuple[float, list[WorkerHeartbeat]] = (0.0, [])
+        self._cache: tuple[float, list[WorkerHeartbeat]] = (-1e9, [])
+        self._refreshing = asyncio.Lock()
+        self._seen: tuple[float, bool] = (-1e9, False)
 
     async def beat(self, heartbeat: WorkerHeartbeat, ttl_ms: int) -> None:
         heartbeat.sent_unix_ms = int(time.time() * 1000)
-        await self._redis.set(keys.worker(heartbeat.worker_id), heartbeat.SerializeToString(),
-                              px=ttl_ms)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(keys.worker(heartbeat.worker_id), heartbeat.SerializeToString(), px=ttl_ms)
+        pipe.zadd(keys.workers_index(), {heartbeat.worker_id: heartbeat.sent_unix_ms + ttl_ms})
+        await pipe.execute()
 
     async def leave(self, worker_id: str) -> None:
-        await self._redis.delete(keys.worker(worker_id))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(keys.worker(worker_id))
+        pipe.zrem(keys.workers_index(), worker_id)
+        await pipe.execute()
 
     async def live(self, max_age_s: float = 1.0) -> list[WorkerHeartbeat]:
-        """Workers whose record has not expired (cached for max_age_s)."""
-        at, cached = self._cache
-        if time.monotonic() - at < max_age_s:
-            return cached
-        names = [k async for k in self._redis.scan_iter(match=keys.workers_pattern(), count=200)]
-        values = cast("list[bytes | None]", await self._redis.mget(names)) if names else []
-        found = [WorkerHeartbeat.FromString(v) for v in values if v]
-        self._cache = (time.monotonic(), found)
-        return found
+        """Workers whose record has not expired (cached for max_age_s; one refresh at a
+        time, however many callers find the cache stale at once)."""
+        if time.monotonic() - self._cache[0] < max_age_s:
+            return self._cache[1]
+        asked = time.monotonic()
+        async with self._refreshing:
+            if self._cache[0] >= asked:  # refreshed by another caller while this one waited
+                return self._cache[1]
+            found = await self._read()
+            self._cache = (time.monotonic(), found)
+            return found
+
+    async def any_seen(self, within_s: float, max_age_s: float = 1.0) -> bool:
+        """Whether any worker's record was live within the last `within_s` (cached). Lenient
+        on purpose: after a Redis outage every record may have lapsed, yet the workers are
+        there and beat again within a heartbeat period."""
+        if time.monotonic() - self._seen[0] < max_age_s:
+            return self._seen[1]
+        since_ms = int(time.time() * 1000 - within_s * 1000)
+        seen = bool(await self._redis.zcount(keys.workers_index(), since_ms, "+inf"))
+        self._seen = (time.monotonic(), seen)
+        return seen
+
+    async def _read(self) -> list[WorkerHeartbeat]:
+        now_ms = int(time.time() * 1000)
+        index = keys.workers_index()
+        # Records gone for a minute leave the index; the recently gone stay for any_seen.
+        await self._redis.zremrangebyscore(index, "-inf", now_ms - FORGET_MS)
+        ids = cast("list[bytes]", await self._redis.zrangebyscore(index, now_ms, "+inf"))
+        if not ids:
+            return []
+        values = cast("list[bytes | None]", await self._redis.mget(
+            [keys.worker(i.decode()) for i in ids]))
+        return [WorkerHeartbeat.FromString(v) for v in values if v]
