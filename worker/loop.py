@@ -219,7 +219,12 @@ class Worker:
         if len(batch) < 2 or room <= 0 or delay_s <= 0:
             return batch
         await asyncio.sleep(delay_s)
-        return batch + await self._claim(model, room)
+        try:
+            return batch + await self._claim(model, room)
+        except TRANSIENT_ERRORS as exc:  # optional: run what is held (nothing may strand it)
+            metrics.REDIS_ERRORS.labels("worker").inc()
+            log.warning("batch top-up failed (%s); running the %d jobs held", exc, len(batch))
+            return batch
 
     async def _process(self, model: str, batch: Sequence[Started]) -> None:
         """Runs started jobs (one forward per model version) and completes them."""
