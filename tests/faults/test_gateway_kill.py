@@ -76,11 +76,14 @@ async def test_many_clients_one_request_id(cluster: Cluster) -> None:
 
         same = submit_request("mlp", {"input": x}, "", (), 0, "shared-key", None)
         other = submit_request("mlp", {"input": x + 1}, "", (), 0, "shared-key", None)
+        # 20 clients with one body race each other and one client with another body; which
+        # body comes first is up to the network, so both outcomes are checked.
         calls = [client._jobs.SubmitInference(same, timeout=30) for _ in range(20)]
         calls.append(client._jobs.SubmitInference(other, timeout=30))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
     ids = {o.job.job_id for o in outcomes if not isinstance(o, BaseException)}
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    refused = [i for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
     assert len(ids) == 1
-    assert len(errors) <= 1 and all("FAILED_PRECONDITION" in str(e) for e in errors)
+    assert all("FAILED_PRECONDITION" in str(outcomes[i]) for i in refused)
+    assert refused in ([20], list(range(20))), refused  # the other body lost, or all the rest
     check(cluster.redis.url, "7 many clients, one request_id", ["mlp", "cnn"])
