@@ -146,9 +146,10 @@ async def test_a_lost_job_is_retried_after_an_exponential_backoff(
         await client.zadd(keys.delayed(MODEL), {envelope.job_id: 0})  # fast-forward
         assert await queue.promote(MODEL) == 1
     print("backoff waits (ms):", [round(w) for w in waits])
-    # base 400 ms x 2^(attempt-1), capped at 1000, times 0.5..1 (jitter); a few ms of slack.
+    # base 400 ms x 2^(attempt-1), capped at 1000, times 0.5..1 (jitter); the upper slack
+    # is the REAP round trip (Redis timestamps the due time after this test read its clock).
     for wait, full in zip(waits, (400, 800, 1000), strict=True):
-        assert full * 0.5 - 5 <= wait <= full + 5
+        assert full * 0.5 - 5 <= wait <= full + 100
     [last] = (await queue.claim("w4", MODEL, 1)).runnable
     assert last.attempt == 4
 
