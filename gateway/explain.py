@@ -7,12 +7,12 @@ once: the inputs as ModelInfer checks them, then method, target, n_steps and bas
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
 from gateway.auth import caller
+from gateway.inference import call_envelope
 from gateway.validation import check_message_size, infer_task
 from maas import tensors
 from maas.errors import FieldViolation, InvalidArgument, shown
@@ -20,10 +20,9 @@ from maas.inference import grpc_service_pb2 as v2
 from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import ExplainTask, JobEnvelope, JobKind, JobResult, Tensor
 from maas.settings import Settings
-from maas.tracing import from_metadata, trace_id
+from maas.tracing import trace_id
 from maas.v1 import inference_service_pb2 as pb
 from maas.v1.model_service_pb2 import ModelVersion
-from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry
 
 DEFAULT_STEPS = 50
@@ -136,7 +135,7 @@ class Explainer:
                                                        request.model_version)
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
         task = explain_task(request, version, max_elements=self._settings.max_tensor_elements)
-        envelope = self._envelope(version, context)
+        envelope = call_envelope(self._settings, version, context, JobKind.JOB_KIND_EXPLAIN)
         envelope.explain.CopyFrom(task)
         with log_context(job_id=envelope.job_id, tenant=envelope.tenant,
                          trace_id=trace_id(envelope.trace_context)):
@@ -149,13 +148,3 @@ class Explainer:
             targets=out.targets, convergence_deltas=out.convergence_deltas,
             target_outputs=out.target_outputs, baseline_outputs=out.baseline_outputs)
 
-    def _envelope(self, version: ModelVersion, context: grpc.aio.ServicerContext) -> JobEnvelope:
-        now_ms = int(time.time() * 1000)
-        remaining = context.time_remaining()
-        timeout_s = self._settings.default_deadline_s if remaining is None else remaining
-        return JobEnvelope(
-            job_id=new_job_id(), kind=JobKind.JOB_KIND_EXPLAIN, model=version.model,
-            model_version=version.version, tenant=caller().tenant,
-            deadline_unix_ms=now_ms + int(timeout_s * 1000), enqueue_unix_ms=now_ms,
-            max_attempts=self._settings.max_attempts,
-            trace_context=from_metadata(context.invocation_metadata()))

@@ -135,7 +135,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
         call.resolved(version)
         await self._require_live_worker(request.model_name)
-        envelope = self._envelope(request, version, context)
+        envelope = call_envelope(self._settings, version, context, JobKind.JOB_KIND_INFER,
+                                 priority_of(request))
         envelope.infer.CopyFrom(infer_task(request, version,
                                            max_elements=self._settings.max_tensor_elements))
         with log_context(job_id=envelope.job_id, tenant=envelope.tenant,
@@ -158,23 +159,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
                 "queues requests instead", reason="NO_LIVE_WORKER", retry_delay_s=2.0)
 
-    def _envelope(self, request: pb.ModelInferRequest, version: ModelVersion,
-                  context: grpc.aio.ServicerContext) -> JobEnvelope:
-        now_ms = int(time.time() * 1000)
-        remaining = context.time_remaining()
-        timeout_s = self._settings.default_deadline_s if remaining is None else remaining
-        return JobEnvelope(
-            job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=version.model,  # the id
-            model_version=version.version, tenant=caller().tenant,
-            priority=priority_of(request), reply_to=self._reply_key,
-            deadline_unix_ms=now_ms + int(timeout_s * 1000), enqueue_unix_ms=now_ms,
-            max_attempts=self._settings.max_attempts,
-            trace_context=from_metadata(context.invocation_metadata()))
-
     async def run_job(self, envelope: JobEnvelope) -> JobResult:
         """Runs a job built elsewhere (Explain) as an inference runs: the reply comes to this
         gateway; deadline, cancellation and errors as in ModelInfer."""
-        envelope.reply_to = self._reply_key
         await self._require_live_worker(envelope.model)
         return await self._run(envelope)
 
@@ -183,6 +170,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         caller is gone (deadline, cancellation) and that has not started never runs.
         The answer comes just before the caller's deadline: DEADLINE_EXCEEDED, or
         UNAVAILABLE when it is Redis that did not answer (an outage)."""
+        envelope.reply_to = self._reply_key
         future = self._replies.expect(envelope.job_id)
         left_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
         try:
@@ -217,6 +205,22 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         async with self._cancelling:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
+
+
+def call_envelope(settings: Settings, version: ModelVersion,
+                  context: grpc.aio.ServicerContext, kind: JobKind.ValueType,
+                  priority: int = 0) -> JobEnvelope:
+    """The envelope of a job a call waits for: the caller's tenant, deadline (or the default)
+    and trace context; `run_job`/`_run` address the reply to this gateway."""
+    now_ms = int(time.time() * 1000)
+    remaining = context.time_remaining()
+    timeout_s = settings.default_deadline_s if remaining is None else remaining
+    return JobEnvelope(
+        job_id=new_job_id(), kind=kind, model=version.model,  # the id
+        model_version=version.version, tenant=caller().tenant, priority=priority,
+        deadline_unix_ms=now_ms + int(timeout_s * 1000), enqueue_unix_ms=now_ms,
+        max_attempts=settings.max_attempts,
+        trace_context=from_metadata(context.invocation_metadata()))
 
 
 def _response(request: pb.ModelInferRequest, version: str,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from importlib.resources import files
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -31,7 +30,7 @@ from maas.errors import (
     shown,
 )
 from maas.v1.model_service_pb2 import Model, ModelVersion
-from scheduler import keys
+from scheduler import keys, scripts
 from scheduler.redis_types import Fields
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -72,10 +71,6 @@ def check_alias(alias: str, field: str = "alias") -> None:
             "'-' or '_' (not 'latest')", violations=(FieldViolation(field, "invalid alias"),))
 
 
-def _script(name: str) -> str:
-    return (files("scheduler") / "lua" / f"{name}.lua").read_text()
-
-
 def _shown(model_id: str) -> str:
     """An id as its owner knows it: the name, without the tenant."""
     return repr(keys.split_model_id(model_id)[1])
@@ -96,9 +91,9 @@ class ModelRegistry:
         self._versions: dict[tuple[str, str], tuple[float, ModelVersion]] = {}
         self._latest: dict[str, tuple[float, str]] = {}
         self._unloaded: dict[str, tuple[float, bool]] = {}
-        self._alias_get = client.register_script(_script("model_alias_get"))
-        self._alias_set = client.register_script(_script("model_alias_set"))
-        self._version_delete = client.register_script(_script("model_version_delete"))
+        self._alias_get = scripts.register(client, "model_alias_get")
+        self._alias_set = scripts.register(client, "model_alias_set")
+        self._version_delete = scripts.register(client, "model_version_delete")
         # Whether a model id exists, as last seen (ids a tenant asked for that may not exist).
         self._exists: dict[str, tuple[float, bool]] = {}
 

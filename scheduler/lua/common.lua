@@ -54,8 +54,9 @@ local function share_refill(prefix, tenant, cap, ready)
 end
 
 -- An undelivered entry of the job was added (delta 1) or left (delta -1; refills).
-local function share_count(job_key, delta)
-  local f = redis.call('HMGET', job_key, 'tenant', 'share')
+-- `known`: the job's {tenant, share} when the caller has read them already.
+local function share_count(job_key, delta, known)
+  local f = known or redis.call('HMGET', job_key, 'tenant', 'share')
   local cap = tonumber(f[2])
   if not cap or cap <= 0 then
     return
@@ -122,10 +123,11 @@ end
 -- RUN (go), SKIP (no longer queued, or a stale entry), EXPIRED or DEAD (waiter answered).
 local function start_one(stream, dead_key, group, consumer, ttl_ms, job_key, entry, job_id, now)
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
-    'max_attempts', 'env')
+    'max_attempts', 'env', 'tenant', 'share')
   local deadline, attempt = tonumber(f[3]), tonumber(f[4])
   if f[1] ~= 'QUEUED' or f[2] == entry then
-    share_count(job_key, -1)  -- delivered: it leaves its tenant's undelivered entries
+    -- Delivered: it leaves its tenant's undelivered entries.
+    share_count(job_key, -1, {f[7], f[8]})
   end
   if f[1] ~= 'QUEUED' or f[2] ~= entry then
     -- Terminal, cancelled, or a stale entry of a requeued job: drop the entry only.

@@ -17,8 +17,8 @@ if #KEYS == 3 then
   end
 end
 local cap, quota = tonumber(ARGV[12]), tonumber(ARGV[13])
-local prefix = prefix_of(KEYS[2])
-local share = cap > 0 and share_key(prefix, ARGV[10]) or nil
+local prefix = cap > 0 and prefix_of(KEYS[2]) or nil
+local share = prefix and share_key(prefix, ARGV[10]) or nil
 local ready, backlog = 0, 0
 if share then
   local s = redis.call('HMGET', share, 'ready', 'backlog')
