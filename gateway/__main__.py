@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env(gateway_port=args.port, gateway_host=args.host)
     configure_logging(settings, "gateway")
-    metrics.serve(settings.metrics_port)
+    metrics.start(settings)
     run(main_async(settings))
 
 

@@ -4,7 +4,12 @@ The interceptor runs before ErrorInterceptor. It reads `authorization: Bearer <k
 the key up (KeyStore, cached for AUTH_CACHE_S so a revocation bites within seconds), checks
 the scope the method needs, takes a token from the tenant's rate limit, and puts the caller's
 `Identity` in a contextvar that servicers read with `caller()`. Health and reflection stay
-open (Kubernetes probes). With MAAS_AUTH=off every call is tenant "" with every scope.
+open (Kubernetes probes), except health of `model/<name>`, which the health servicer admits
+itself (`Admission.enter`). With MAAS_AUTH=off every call is tenant "" with every scope.
+
+A call that lasts (ModelStreamInfer, a health Watch) keeps its `CallGuard` (`call_guard()`):
+it re-checks the key every RECHECK_S, so a revoked key ends it within about a second, and
+takes a rate-limit token for each request it carries after the first.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import grpc
 
 from gateway.errors import to_status
-from maas.api_keys import SCOPES, read_key_file
+from maas.api_keys import SCOPES, key_id_of, read_key_file
 from maas.errors import (
     MaasError,
     PermissionDenied,
@@ -29,12 +34,14 @@ from maas.errors import (
     Unavailable,
 )
 from maas.settings import Settings
-from scheduler.auth import KeyStore, RateLimiter
+from scheduler.auth import Bootstrap, KeyStore, RateLimiter
 from scheduler.connection import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
 AUTH_CACHE_S = 1.0
+# How often a call that lasts re-checks its key, and the oldest cached look-up it trusts.
+RECHECK_S = 0.5
 MAX_CACHED_KEYS = 10_000
 ADMIN_TENANT = "admin"
 # Services anyone may call: Kubernetes probes and tools that list what the server offers.
@@ -119,10 +126,15 @@ class Authenticator:
             raise Unauthenticated("the API key is unknown or revoked")
         return identity
 
-    async def _lookup(self, token: str) -> Identity | None:
+    async def recheck(self, token: str) -> None:
+        """UNAUTHENTICATED when the key was revoked (a look-up at most RECHECK_S old)."""
+        if await self._lookup(token, RECHECK_S) is None:
+            raise Unauthenticated("the API key was revoked while this call was open")
+
+    async def _lookup(self, token: str, max_age_s: float = AUTH_CACHE_S) -> Identity | None:
         now = time.monotonic()
         hit = self._cache.get(token)
-        if hit is not None and now - hit[0] < AUTH_CACHE_S:
+        if hit is not None and now - hit[0] < max_age_s:
             return hit[1]
         record = await self._store.lookup(token)
         identity = None if record is None else Identity(
@@ -133,12 +145,101 @@ class Authenticator:
         return identity
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Authenticates (when on), authorizes and rate-limits every call but the open ones."""
+class Admission:
+    """Who may make a call: its API key (when auth is on), the scope its method needs, and a
+    token of its tenant's rate limit (when one is set)."""
 
     def __init__(self, authenticator: Authenticator | None, limiter: RateLimiter | None) -> None:
         self._authenticator = authenticator
         self._limiter = limiter
+
+    @property
+    def is_open(self) -> bool:
+        """Every call is ANONYMOUS and unlimited: no interceptor needed."""
+        return self._authenticator is None and self._limiter is None
+
+    @property
+    def is_checking_keys(self) -> bool:
+        return self._authenticator is not None
+
+    def interceptors(self) -> list[AuthInterceptor]:
+        return [] if self.is_open else [AuthInterceptor(self)]
+
+    async def enter(self, metadata: Any, method: str, scope: str) -> CallGuard:
+        """Admits the call being served and makes it the caller (`caller()`, `call_guard()`)."""
+        identity = ANONYMOUS
+        if self._authenticator is not None:
+            identity = await self._authenticator.identify(metadata, method)
+            if not identity.has(scope):
+                raise PermissionDenied(
+                    f"{method} needs the {scope!r} scope; API key {identity.key_id} of tenant "
+                    f"{identity.tenant!r} has {sorted(identity.scopes)}")
+        await self.take(identity)
+        guard = CallGuard(identity, bearer(metadata), self)
+        _CALLER.set(identity)
+        _GUARD.set(guard)
+        return guard
+
+    async def take(self, identity: Identity) -> None:
+        """RESOURCE_EXHAUSTED + QuotaFailure when the tenant is over its rate."""
+        if self._limiter is None:
+            return
+        wait_s = await self._limiter.take(identity.tenant)
+        if wait_s > 0:
+            rate = self._limiter.rate_per_s
+            raise QuotaExceeded(
+                f"tenant {identity.tenant!r} is over its rate limit of {rate:g} calls/s "
+                f"(MAAS_TENANT_RATE_PER_S); retry in {wait_s:.3f}s", retry_delay_s=wait_s,
+                quota_violations=(QuotaViolation(
+                    f"tenant:{identity.tenant}",
+                    f"MAAS_TENANT_RATE_PER_S={rate:g} calls per second"),))
+
+    async def recheck(self, token: str | None) -> None:
+        """UNAUTHENTICATED when auth is on and the key was revoked since the call began."""
+        if self._authenticator is not None and token is not None:
+            await self._authenticator.recheck(token)
+
+
+@dataclass(frozen=True)
+class CallGuard:
+    """The admission of one call, for calls that last: `check_key` ends them once their key
+    is revoked, `take` rate-limits each request they carry (the call's own token pays for
+    its first)."""
+
+    identity: Identity
+    token: str | None = None
+    admission: Admission | None = None
+
+    @property
+    def has_key(self) -> bool:
+        """The call was admitted by an API key (auth on): `check_key` has work to do."""
+        return (self.token is not None and self.admission is not None
+                and self.admission.is_checking_keys)
+
+    async def check_key(self) -> None:
+        if self.admission is not None:
+            await self.admission.recheck(self.token)
+
+    async def take(self) -> None:
+        if self.admission is not None:
+            await self.admission.take(self.identity)
+
+
+UNGUARDED = CallGuard(ANONYMOUS)  # auth off, no rate limit: nothing to check
+_GUARD: contextvars.ContextVar[CallGuard] = contextvars.ContextVar("maas_call_guard",
+                                                                  default=UNGUARDED)
+
+
+def call_guard() -> CallGuard:
+    """The guard of the call being served (one that checks nothing when auth is off)."""
+    return _GUARD.get()
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Authenticates (when on), authorizes and rate-limits every call but the open ones."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
 
     async def intercept_service(
         self,
@@ -150,36 +251,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if scope is None:
             return await continuation(details)
         try:
-            identity = await self._admit(details, method, scope)
+            await self._admission.enter(details.invocation_metadata, method, scope)
         except MaasError as err:
             return _refusal(await continuation(details), to_status(err))
         except TRANSIENT_ERRORS as exc:
             log.warning("%s: cannot check the API key, Redis unavailable: %s", method, exc)
             return _refusal(await continuation(details), _unavailable())
-        _CALLER.set(identity)
         return await continuation(details)
-
-    async def _admit(self, details: grpc.HandlerCallDetails, method: str,
-                     scope: str) -> Identity:
-        identity = ANONYMOUS
-        if self._authenticator is not None:
-            metadata = details.invocation_metadata
-            identity = await self._authenticator.identify(metadata, method)
-            if not identity.has(scope):
-                raise PermissionDenied(
-                    f"{method} needs the {scope!r} scope; API key {identity.key_id} of tenant "
-                    f"{identity.tenant!r} has {sorted(identity.scopes)}")
-        if self._limiter is not None:
-            wait_s = await self._limiter.take(identity.tenant)
-            if wait_s > 0:
-                rate = self._limiter.rate_per_s
-                raise QuotaExceeded(
-                    f"tenant {identity.tenant!r} is over its rate limit of {rate:g} calls/s "
-                    f"(MAAS_TENANT_RATE_PER_S); retry in {wait_s:.3f}s", retry_delay_s=wait_s,
-                    quota_violations=(QuotaViolation(
-                        f"tenant:{identity.tenant}",
-                        f"MAAS_TENANT_RATE_PER_S={rate:g} calls per second"),))
-        return identity
 
 
 def _unavailable() -> grpc.Status:
@@ -208,22 +286,36 @@ def _refusal(handler: grpc.RpcMethodHandler | None,
 
 
 async def build_auth(settings: Settings, store: KeyStore,
-                     limiter: RateLimiter | None) -> list[AuthInterceptor]:
-    """The interceptor these settings ask for (none when auth is off and no rate limit: every
-    caller is ANONYMOUS then); installs MAAS_ADMIN_KEY_FILE's key first."""
+                     limiter: RateLimiter | None) -> Admission:
+    """The admission these settings ask for (open when auth is off and no rate limit: every
+    caller is ANONYMOUS then); bootstraps MAAS_ADMIN_KEY_FILE's key first."""
     if settings.admin_key_file:
-        try:
-            api_key = read_key_file(settings.admin_key_file)
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"MAAS_ADMIN_KEY_FILE={settings.admin_key_file}: {exc}") from exc
-        record = await store.install(api_key, ADMIN_TENANT, SCOPES, "MAAS_ADMIN_KEY_FILE")
-        log.info("admin API key %s (tenant %r) is installed", record.key_id, record.tenant)
+        await bootstrap_admin_key(settings.admin_key_file, store)
     if not settings.is_auth_on:
         log.warning("MAAS_AUTH=off: every call is accepted without an API key (local "
                     "development only)")
-    if not settings.is_auth_on and limiter is None:
-        return []
-    return [AuthInterceptor(Authenticator(store) if settings.is_auth_on else None, limiter)]
+    return Admission(Authenticator(store) if settings.is_auth_on else None, limiter)
+
+
+async def bootstrap_admin_key(path: str, store: KeyStore) -> None:
+    """Installs the key in MAAS_ADMIN_KEY_FILE as the cluster's first admin key, once: a
+    later start leaves it as it is (revoked stays revoked)."""
+    try:
+        api_key = read_key_file(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"MAAS_ADMIN_KEY_FILE={path}: {exc}") from exc
+    outcome = await store.bootstrap_admin(api_key, ADMIN_TENANT, SCOPES, "MAAS_ADMIN_KEY_FILE")
+    key_id = key_id_of(api_key)
+    if outcome is Bootstrap.INSTALLED:
+        log.info("admin API key %s (tenant %r) is installed from MAAS_ADMIN_KEY_FILE",
+                 key_id, ADMIN_TENANT)
+    elif outcome is Bootstrap.ACTIVE:
+        log.info("admin API key %s of MAAS_ADMIN_KEY_FILE is active (bootstrap done before)",
+                 key_id)
+    else:
+        log.warning("MAAS_ADMIN_KEY_FILE holds key %s, which is revoked or unknown: the admin "
+                    "key is installed only once per cluster and never again. Use a key from "
+                    "`maas keys rotate-admin`", key_id)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,14 +13,18 @@ from pathlib import Path
 import grpc
 
 from gateway.auth import caller
+from gateway.bounds import check_page_token, page_size
 from maas import datasets
 from maas.artifacts import ArtifactStore
-from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
+from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, shown
 from maas.v1 import dataset_service_pb2 as pb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceServicer
 from scheduler.datasets import DatasetStore
 from scheduler.registry import check_model_name
 
+DEFAULT_PAGE_SIZE = 100
+# ListDatasets' next_page_token: the last dataset name of the page.
+PAGE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 FORMATS = {"npz": datasets.load_npz_bytes, "safetensors": datasets.load_safetensors_bytes}
 # Facts of the built-in datasets (a unit test checks them against maas.datasets).
 BUILTIN = {"digits": pb.Dataset(
@@ -41,12 +46,12 @@ def _check_header(header: pb.UploadDatasetHeader, max_bytes: int) -> None:
     try:
         check_model_name(header.name)
     except InvalidArgument:
-        raise _bad("header.name", f"{header.name!r} is not a valid dataset name (1-64 letters, "
-                   "digits, '-', '_', '.')") from None
+        raise _bad("header.name", f"{shown(header.name)} is not a valid dataset name (1-64 "
+                   "letters, digits, '-', '_', '.')") from None
     if header.name in BUILTIN:
         raise _bad("header.name", f"{header.name!r} is a built-in dataset")
     if header.format not in FORMATS:
-        raise _bad("header.format", f"{header.format!r}; use one of {sorted(FORMATS)}")
+        raise _bad("header.format", f"{shown(header.format)}; use one of {sorted(FORMATS)}")
     if not 0 < header.size_bytes <= max_bytes:
         raise _bad("header.size_bytes", f"must be 1..{max_bytes} bytes "
                    f"(MAAS_MAX_DATASET_BYTES), got {header.size_bytes}")
@@ -130,8 +135,9 @@ class DatasetServicer(DatasetServiceServicer):
     async def ListDatasets(self, request: pb.ListDatasetsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListDatasetsResponse:
         tenant = caller().tenant
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE)
+        check_page_token(request.page_token, PAGE_TOKEN)
         names = sorted({*BUILTIN, *await self._store.names(tenant)})
-        size = request.page_size if request.page_size > 0 else 100
         page = [n for n in names if n > request.page_token][:size]
         found = [BUILTIN.get(n) or await self._store.get(n, tenant) for n in page]
         more = bool(page) and page[-1] != names[-1]

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from gateway.auth import caller
+from gateway.auth import call_guard, caller
+from gateway.bounds import MAX_REQUEST_ID_BYTES, check_request_id
 from gateway.observe import InferCall, observe_infer
 from gateway.replies import ReplyDispatcher
 from gateway.repository import ModelRepository
@@ -28,7 +29,7 @@ from maas.tracing import from_metadata, trace_id
 from maas.v1.model_service_pb2 import ModelVersion
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.queue import new_job_id
-from scheduler.registry import ModelRegistry
+from scheduler.registry import ModelRegistry, is_servable
 from scheduler.workers import WorkerDirectory
 
 PLATFORM = "pytorch"
@@ -55,7 +56,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         self._replies = replies
         self._reply_key = reply_key
         self._repository = ModelRepository(registry, self._queue,
-                                           ArtifactStore(settings.artifact_dir))
+                                           ArtifactStore(settings.artifact_dir),
+                                           settings.verify_timeout_s)
         self.is_ready = True
         self._cancelling = asyncio.Semaphore(MAX_CONCURRENT_CANCELS)
 
@@ -72,10 +74,11 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=await self.model_ready(request.name, request.version))
 
     async def model_ready(self, name: str, version: str = "") -> bool:
-        """Serving, and a live worker has the version loaded (also health `model/<name>`)."""
+        """Serving, and a live worker has the version loaded (an archive: a worker runs its
+        runner) (also health `model/<name>`)."""
         resolved = await self._registry.resolve_visible(caller().tenant, name, version)
         loaded = f"{resolved.model}:{resolved.version}"
-        if await self._registry.is_unloaded(resolved.model):
+        if not is_servable(resolved) or await self._registry.is_unloaded(resolved.model):
             return False
         workers = await self._workers.live()
         return self.is_ready and any(loaded in w.models for w in workers)
@@ -115,21 +118,23 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
-        with observe_infer(request.id, request.model_name) as call:
+        # (the id is checked in _infer; until then logs carry no more of it than it may hold)
+        with observe_infer(request.id[:MAX_REQUEST_ID_BYTES], request.model_name) as call:
             return await self._infer(request, context, call)
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext,
                                ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Pipelined ModelInfer calls on one stream, errors in-band (gateway/streaming.py)."""
-        async with contextlib.aclosing(stream_infer(request_iterator, context,
-                                                    self.ModelInfer)) as responses:
+        async with contextlib.aclosing(stream_infer(request_iterator, context, self.ModelInfer,
+                                                    call_guard())) as responses:
             async for response in responses:
                 yield response
 
     async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext,
                      call: InferCall) -> pb.ModelInferResponse:
         check_message_size(request, self._settings.max_message_bytes)
+        check_request_id(request.id, "id")
         version = await self._registry.resolve_visible(caller().tenant, request.model_name,
                                                        request.model_version)
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded

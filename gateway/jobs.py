@@ -9,6 +9,7 @@ import uuid
 import grpc
 
 from gateway.auth import caller
+from gateway.bounds import check_deadline_ms, check_priority, check_request_id
 from gateway.explain import Explainer
 from gateway.submitter import refusal
 from gateway.validation import check_message_size, infer_task
@@ -75,9 +76,9 @@ class JobServicer(InferenceServiceServicer):
     async def SubmitInference(self, request: pb.SubmitInferenceRequest,
                               context: grpc.aio.ServicerContext) -> pb.SubmitInferenceResponse:
         check_message_size(request, self._settings.max_message_bytes)
-        if request.deadline_ms < 0:
-            raise InvalidArgument("deadline_ms must be >= 0",
-                                  violations=(FieldViolation("deadline_ms", "negative"),))
+        check_request_id(request.request_id)
+        check_deadline_ms(request.deadline_ms)
+        check_priority(request.priority)
         tenant = caller().tenant
         version = await self._registry.resolve_visible(tenant, request.model,
                                                        request.model_version)
@@ -134,6 +135,10 @@ class JobServicer(InferenceServiceServicer):
 
     async def WaitJob(self, request: pb.WaitJobRequest,
                       context: grpc.aio.ServicerContext) -> pb.WaitJobResponse:
+        if request.timeout_ms < 0:
+            raise InvalidArgument(f"timeout_ms must be >= 0 (0 = until the call's deadline); "
+                                  f"got {request.timeout_ms}",
+                                  violations=(FieldViolation("timeout_ms", "negative"),))
         remaining = context.time_remaining()
         budget_s = min(x for x in (remaining, request.timeout_ms / 1000 or None,
                                    self._settings.default_deadline_s) if x is not None)

@@ -14,8 +14,9 @@ import json
 import grpc
 
 from gateway.auth import caller, require
+from gateway.bounds import page_size
 from maas.architectures import TensorSpec, get_architecture
-from maas.archives import PLATFORMS, archive_format, check_specs
+from maas.archives import PLATFORMS, archive_format, check_code, check_specs
 from maas.artifacts import ArtifactStore
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, ModelNotFound, shown
 from maas.v1 import model_service_pb2 as pb
@@ -26,6 +27,11 @@ from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_alias, check_model_name
 
 DEFAULT_PAGE_SIZE = 100
+# How long registering an archive waits for a worker's verdict by default (then it answers
+# VERIFYING); the gateway passes MAAS_VERIFY_TIMEOUT_S.
+VERIFY_WAIT_S = 120.0
+VERIFY_POLL_S = 0.1
+MAX_VIOLATIONS_SHOWN = 5
 
 
 def _specs(specs: list[TensorSpec]) -> list[pb.TensorSpec]:
@@ -67,21 +73,58 @@ async def changed_model_id(registry: ModelRegistry, name: str, what: str) -> str
 
 async def add_archive_version(registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
                               model_id: str, data: bytes, inputs: list[TensorSpec],
-                              outputs: list[TensorSpec], field: str = "archive"
-                              ) -> pb.ModelVersion:
-    """Checks a TorchScript / torch.export archive's layout (no torch here), stores it and
-    registers it as the model's next version."""
+                              outputs: list[TensorSpec], field: str = "archive",
+                              wait_s: float = VERIFY_WAIT_S) -> pb.ModelVersion:
+    """Checks a TorchScript / torch.export archive's layout and code (no torch here), stores
+    it as the model's next version, VERIFYING, and waits up to `wait_s` for a worker's
+    verdict: INVALID_ARGUMENT naming what is not allowed when it is refused; the version
+    (READY, or still VERIFYING when no verdict came in time) otherwise."""
     fmt = await asyncio.to_thread(archive_format, data, field)
+    violations = await asyncio.to_thread(check_code, data)
+    if violations:
+        raise _refused(field, violations)
     digest = await asyncio.to_thread(store.put_archive, data)
     await queue.ensure_group(model_id)
-    return await registry.add_version(pb.ModelVersion(
+    stored = await registry.add_version(pb.ModelVersion(
         model=model_id, format=fmt, archive_sha256=digest, archive_bytes=len(data),
-        inputs=_specs(inputs), outputs=_specs(outputs), platform=PLATFORMS[fmt]))
+        inputs=_specs(inputs), outputs=_specs(outputs), platform=PLATFORMS[fmt],
+        state=pb.ModelVersionState.MODEL_VERSION_STATE_VERIFYING), is_latest=False)
+    await registry.verification.submit(model_id, stored.version)
+    verdict = await _verdict(registry, stored, wait_s)
+    if verdict.state == pb.ModelVersionState.MODEL_VERSION_STATE_REJECTED:
+        raise _refused(field, [verdict.state_reason])
+    return verdict
+
+
+async def _verdict(registry: ModelRegistry, version: pb.ModelVersion,
+                   wait_s: float) -> pb.ModelVersion:
+    """The version once a worker judged it, or as it is when `wait_s` runs out."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    current = version
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(VERIFY_POLL_S)
+        found = await registry.fresh_version(version.model, version.version)
+        if found is None:
+            raise ModelNotFound(f"version {version.version} was deleted while being verified")
+        current = found
+        if current.state != pb.ModelVersionState.MODEL_VERSION_STATE_VERIFYING:
+            break
+    return current
+
+
+def _refused(field: str, violations: list[str]) -> InvalidArgument:
+    listed = "; ".join(violations[:MAX_VIOLATIONS_SHOWN])
+    more = len(violations) - MAX_VIOLATIONS_SHOWN
+    return InvalidArgument(
+        f"{field}: {listed}{f' (and {more} more)' if more > 0 else ''}; an uploaded model may "
+        "use only pure tensor operators (see README, Security)", reason="ARCHIVE_NOT_ALLOWED",
+        violations=tuple(FieldViolation(field, v) for v in violations[:MAX_VIOLATIONS_SHOWN]))
 
 
 class ModelServicer(ModelServiceServicer):
     def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, verify_wait_s: float = VERIFY_WAIT_S) -> None:
+        self._verify_wait_s = verify_wait_s
         self._registry = registry
         self._queue = queue
         self._store = store
@@ -89,10 +132,9 @@ class ModelServicer(ModelServiceServicer):
 
     async def ListModels(self, request: pb.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must be >= 0",
-                                  violations=(FieldViolation("page_size", "negative"),))
-        size = request.page_size or DEFAULT_PAGE_SIZE
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE)
+        if request.page_token:  # the last model name of the page before, as handed out
+            check_model_name(request.page_token, field="page_token")
         visible = await self._registry.visible(caller().tenant)
         names = sorted(n for n in visible if n > request.page_token)
         page = names[:size]
@@ -155,7 +197,8 @@ class ModelServicer(ModelServiceServicer):
             require("admin", "registering a shared model (shared=true)")
         model_id = keys.model_id("" if request.shared else caller().tenant, request.name)
         stored = await add_archive_version(self._registry, self._queue, self._store, model_id,
-                                           request.archive, inputs, outputs)
+                                           request.archive, inputs, outputs,
+                                           wait_s=self._verify_wait_s)
         return pb.RegisterModelResponse(model_version=public_version(stored))
 
     async def SetModelAlias(self, request: pb.SetModelAliasRequest,

@@ -19,14 +19,15 @@ UNKNOWN_MODEL = "_unknown"  # the label of calls that failed before their model 
 
 @dataclass
 class InferCall:
-    """One call, as far as it got: the model and version once the registry resolved them.
-    Only resolved names become metric labels (a caller cannot mint new time series)."""
+    """One call, as far as it got: the model's label and version once the registry resolved
+    them. Only resolved names become metric labels (a caller cannot mint new time series),
+    without the tenant unless MAAS_METRICS_TENANT_LABELS=on (`metrics.model_label`)."""
 
     model: str = UNKNOWN_MODEL
     version: str = ""
 
     def resolved(self, version: ModelVersion) -> None:
-        self.model, self.version = version.model, version.version
+        self.model, self.version = metrics.model_label(version.model), version.version
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from maas.errors import FieldViolation, InvalidArgument
+from gateway.bounds import page_size
 from maas.v1 import queue_service_pb2 as pb
 from maas.v1.queue_service_pb2_grpc import QueueServiceServicer
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
+
+DEFAULT_PAGE_SIZE = 100
 
 
 class QueueAdminServicer(QueueServiceServicer):
@@ -18,11 +20,9 @@ class QueueAdminServicer(QueueServiceServicer):
 
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListDeadLettersResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must be >= 0",
-                                  violations=(FieldViolation("page_size", "negative"),))
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE)
         await self._registry.resolve(request.model)  # NOT_FOUND for unknown models
-        letters = await self._queue.dead_letters(request.model, request.page_size or 100)
+        letters = await self._queue.dead_letters(request.model, size)
         out = pb.ListDeadLettersResponse()
         for letter in letters:
             item = out.dead_letters.add(job_id=letter.job_id, attempts=letter.attempts,

@@ -16,11 +16,12 @@ from gateway.auth import caller, require
 from gateway.models import add_archive_version, changed_model_id
 from maas.archives import FILE_NAMES, TORCH_EXPORT, archive_format, triton_tensors
 from maas.artifacts import ArtifactStore
-from maas.errors import FieldViolation, InvalidArgument, shown
+from maas.errors import FieldViolation, InvalidArgument, MaasError, shown
 from maas.inference import grpc_service_pb2 as pb
+from maas.v1.model_service_pb2 import ModelVersion
 from scheduler import keys
 from scheduler.queue import JobQueue
-from scheduler.registry import ModelRegistry, check_model_name
+from scheduler.registry import ModelRegistry, check_model_name, check_state
 
 UNLOADED_REASON = "unloaded (RepositoryModelUnload); RepositoryModelLoad serves it again"
 _FILE = re.compile(r"file:[1-9][0-9]{0,18}/(model\.pt2?)")
@@ -50,7 +51,9 @@ def _model_name(name: str) -> str:
 class ModelRepository:
     """The registry seen as Triton's model repository (the v2 servicer delegates here)."""
 
-    def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore) -> None:
+    def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
+                 verify_wait_s: float) -> None:
+        self._verify_wait_s = verify_wait_s
         self._registry = registry
         self._queue = queue
         self._store = store
@@ -64,9 +67,9 @@ class ModelRepository:
             model = await self._registry.get_model(visible[name])
             if model.unloaded and request.ready:
                 continue
-            state, reason = ("UNAVAILABLE", UNLOADED_REASON) if model.unloaded else ("READY", "")
             found += [entry(name=name, version=v.version, state=state, reason=reason)
-                      for v in model.versions]
+                      for v in model.versions
+                      for state, reason in [_index_state(model.unloaded, v)]]
         return pb.RepositoryIndexResponse(models=found)
 
     async def load(self, request: pb.RepositoryModelLoadRequest
@@ -106,7 +109,7 @@ class ModelRepository:
                                  f"file:<version>/{FILE_NAMES[fmt]}")
         model_id = keys.model_id(caller().tenant, name)
         await add_archive_version(self._registry, self._queue, self._store, model_id, data,
-                                  inputs, outputs, field=files[0])
+                                  inputs, outputs, field=files[0], wait_s=self._verify_wait_s)
         return model_id
 
     async def unload(self, request: pb.RepositoryModelUnloadRequest
@@ -116,6 +119,17 @@ class ModelRepository:
         model_id = await changed_model_id(self._registry, name, "unloading a model")
         await self._registry.set_unloaded(model_id, True)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _index_state(unloaded: bool, version: ModelVersion) -> tuple[str, str]:
+    """Triton's (state, reason) of a version: UNAVAILABLE when unloaded or not servable."""
+    if unloaded:
+        return "UNAVAILABLE", UNLOADED_REASON
+    try:
+        check_state(version)
+    except MaasError as exc:
+        return "UNAVAILABLE", str(exc)
+    return "READY", ""
 
 
 def _bytes(parameters: _Parameters, name: str) -> bytes:

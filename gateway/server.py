@@ -141,14 +141,16 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     limiter = (RateLimiter(redis, settings.tenant_rate_per_s) if settings.tenant_rate_per_s
                else None)
     gate = DrainInterceptor()
+    admission = await build_auth(settings, key_store, limiter)
     server = grpc.aio.server(
-        interceptors=[gate, *await build_auth(settings, key_store, limiter), ErrorInterceptor()],
+        interceptors=[gate, *admission.interceptors(), ErrorInterceptor()],
         options=grpc_options(settings.max_message_bytes))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     artifacts = ArtifactStore(settings.artifact_dir)
     datasets = DatasetStore(redis)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(registry, queue, artifacts, settings.max_message_bytes), server)
+        ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
+                      settings.verify_timeout_s), server)
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
                          registry, datasets), server)
@@ -160,7 +162,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         server)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
         QueueAdminServicer(queue, registry), server)
-    health_servicer = GatewayHealth(inference.model_ready)  # + `model/<name>` readiness
+    # + `model/<name>` readiness, in the caller's tenant (an API key needed with auth on)
+    health_servicer = GatewayHealth(inference.model_ready, admission)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -11,6 +11,11 @@ ModelInfer, without waiting for the ones before it; responses are written as the
 - Client half-close: the requests in flight are answered, then the stream ends (OK).
 - Client cancel (or the stream's deadline): every request in flight is cancelled; queued
   jobs end CANCELLED (or EXPIRED) and never run.
+- Keys and limits (`CallGuard`): with auth on the stream re-checks its API key every
+  RECHECK_S and ends with UNAUTHENTICATED (requests in flight cancelled) within about a
+  second of its revocation; each request after the first takes a token of the tenant's rate
+  limit, and one over it is answered in-band with RESOURCE_EXHAUSTED, like Triton's
+  per-request errors.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from maas.errors import MaasError, QueueStorageFull, Unavailable
+from gateway.auth import RECHECK_S, UNGUARDED, CallGuard
+from gateway.errors import to_status
+from maas.errors import MaasError, QueueStorageFull, Unauthenticated, Unavailable
 from maas.inference import grpc_service_pb2 as pb
 from scheduler.connection import TRANSIENT_ERRORS, is_out_of_memory
 
@@ -59,16 +66,20 @@ class InferStream:
 
     def __init__(self, requests: AsyncIterator[pb.ModelInferRequest],
                  context: grpc.aio.ServicerContext, infer: InferOne,
-                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+                 max_in_flight: int = MAX_IN_FLIGHT, guard: CallGuard = UNGUARDED) -> None:
         self._requests = requests
         self._context = context
         self._infer = infer
+        self._guard = guard
         self._slots = asyncio.Semaphore(max_in_flight)
-        # Answers, then None once every request is answered (or the reader failed).
+        # Answers, then None once every request is answered (or the reader failed, or was
+        # cancelled because the key was revoked).
         self._out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        self._revoked: Unauthenticated | None = None
 
     async def responses(self) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
         reader = asyncio.create_task(self._read(), name="stream-infer-reader")
+        watcher = asyncio.create_task(self._watch_key(reader), name="stream-infer-key")
         # The call's end (cancel, deadline, finish) stops the reader and every request.
         self._context.add_done_callback(lambda _: reader.cancel())
         try:
@@ -76,23 +87,45 @@ class InferStream:
                 yield answer
                 self._slots.release()  # written: one more request may be read
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for task in (watcher, reader):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._revoked is not None:
+            await self._context.abort_with_status(to_status(self._revoked))
         if not reader.cancelled() and (exc := reader.exception()) is not None:
             raise exc
+
+    async def _watch_key(self, reader: asyncio.Task[None]) -> None:
+        """Ends the stream once its key is revoked: stops reading and cancels every request
+        in flight at once (the stream's end follows). A Redis blip does not end it (the
+        requests answer UNAVAILABLE meanwhile); the next look-up decides."""
+        while self._guard.has_key:
+            await asyncio.sleep(RECHECK_S)
+            try:
+                await self._guard.check_key()
+            except Unauthenticated as err:
+                self._revoked = err
+                reader.cancel()
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("stream: cannot re-check its API key, Redis unavailable: %s", exc)
 
     async def _read(self) -> None:
         try:
             async with asyncio.TaskGroup() as answering:
+                is_first = True
                 async for request in self._requests:
                     await self._slots.acquire()
-                    answering.create_task(self._answer(request))
+                    answering.create_task(self._answer(request, is_first))
+                    is_first = False
         finally:
             self._out.put_nowait(None)
 
-    async def _answer(self, request: pb.ModelInferRequest) -> None:
+    async def _answer(self, request: pb.ModelInferRequest, is_first: bool) -> None:
         try:
+            if not is_first:  # the stream's own admission paid for its first request
+                await self._guard.take()
             answer = pb.ModelStreamInferResponse(
                 infer_response=await self._infer(request, self._context))
         except asyncio.CancelledError:
@@ -107,7 +140,8 @@ class InferStream:
 
 
 def stream_infer(requests: AsyncIterator[pb.ModelInferRequest],
-                 context: grpc.aio.ServicerContext,
-                 infer: InferOne) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
+                 context: grpc.aio.ServicerContext, infer: InferOne,
+                 guard: CallGuard = UNGUARDED,
+                 ) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     """The responses of one ModelStreamInfer call (see the module docstring)."""
-    return InferStream(requests, context, infer).responses()
+    return InferStream(requests, context, infer, guard=guard).responses()

@@ -7,6 +7,7 @@ base model by id (`<tenant>/<name>`, what the worker needs); clients see names.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import grpc
 import numpy as np
 
 from gateway.auth import caller
+from gateway.bounds import check_page_token, check_request_id, page_size
 from gateway.datasets import BUILTIN
 from maas import datasets
 from maas.architectures import get_architecture
@@ -26,6 +28,7 @@ from maas.errors import (
     MaasError,
     QuotaExceeded,
     QuotaViolation,
+    shown,
 )
 from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from maas.settings import Settings
@@ -38,6 +41,10 @@ from scheduler.datasets import DatasetStore
 from scheduler.queue import SubmitStatus
 from scheduler.registry import ModelRegistry, check_model_name
 from scheduler.training import TERMINAL, EventCursor, TrainingStore
+
+DEFAULT_PAGE_SIZE = 50
+# ListTrainingJobs' next_page_token: the creation score (ms) to continue below.
+PAGE_TOKEN = re.compile(r"[0-9]{1,20}")
 
 
 def _name(ref: str) -> str:
@@ -83,12 +90,25 @@ class TrainingServicer(TrainingServiceServicer):
                 f"replicas {spec.replicas} is more than this cluster allows "
                 f"({self._settings.train_max_replicas}, MAAS_TRAIN_MAX_REPLICAS)",
                 violations=(FieldViolation("spec.replicas", "more than the cluster's maximum"),))
+        self._check_size(spec)
         dataset_sha = await self._check_dataset(spec, tenant)
         if spec.dataset not in BUILTIN:
             spec = replace(spec, dataset=keys.model_id(tenant, spec.dataset))
         if spec.init_from:
             spec = replace(spec, init_from=await self._check_init_from(spec, tenant))
         return spec, dataset_sha
+
+    def _check_size(self, spec: TrainingSpec) -> None:
+        """The model's parameter count (worked out from the config, nothing allocated) is
+        within MAAS_TRAIN_MAX_PARAMS."""
+        params = get_architecture(spec.architecture).param_count(spec.config)
+        limit = self._settings.train_max_params
+        if params > limit:
+            raise InvalidArgument(
+                f"this {spec.architecture} config has {params:,} parameters, more than this "
+                f"cluster trains ({limit:,}, MAAS_TRAIN_MAX_PARAMS): make it smaller",
+                violations=(FieldViolation("spec.config", f"{params} parameters; at most "
+                                                          f"{limit}"),))
 
     async def _check_dataset(self, spec: TrainingSpec, tenant: str) -> str:
         record = BUILTIN.get(spec.dataset)
@@ -97,7 +117,7 @@ class TrainingServicer(TrainingServiceServicer):
                 check_model_name(spec.dataset)
                 record = await self._datasets.get(spec.dataset, tenant)
             except MaasError:
-                raise InvalidArgument(f"unknown dataset {spec.dataset!r}", violations=(
+                raise InvalidArgument(f"unknown dataset {shown(spec.dataset)}", violations=(
                     FieldViolation("spec.dataset", "no such dataset (upload it first; "
                                    f"built-in: {', '.join(BUILTIN)})"),)) from None
         arch = get_architecture(spec.architecture)
@@ -125,13 +145,15 @@ class TrainingServicer(TrainingServiceServicer):
                 FieldViolation("spec.init_from", err.message),)) from None
         if base.architecture != spec.architecture or json.loads(base.config_json) != spec.config:
             raise InvalidArgument(
-                f"init_from {spec.init_from} is a {base.architecture} {base.config_json}, not "
+                f"init_from {spec.init_from} is a {base.architecture} "
+                f"{shown(base.config_json, 200)}, not "
                 f"the spec's {spec.architecture} {json.dumps(spec.config)}",
                 violations=(FieldViolation("spec.init_from", "architecture mismatch"),))
         return f"{base.model}{sep}{version}"
 
     async def CreateTrainingJob(self, request: pb.CreateTrainingJobRequest,
                                 context: grpc.aio.ServicerContext) -> pb.CreateTrainingJobResponse:
+        check_request_id(request.request_id)
         tenant = caller().tenant
         spec, dataset_sha = await self._validated(request, tenant)
         model_id = keys.model_id(tenant, request.spec.model_name)
@@ -165,11 +187,9 @@ class TrainingServicer(TrainingServiceServicer):
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListTrainingJobsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must be >= 0",
-                                  violations=(FieldViolation("page_size", "negative"),))
-        jobs, token = await self._store.list(request.page_size or 50, request.page_token,
-                                             caller().tenant)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE)
+        check_page_token(request.page_token, PAGE_TOKEN)
+        jobs, token = await self._store.list(size, request.page_token, caller().tenant)
         return pb.ListTrainingJobsResponse(jobs=[public_job(j) for j in jobs],
                                            next_page_token=token)
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
+from gateway.bounds import MAX_PRIORITY, check_priority
 from maas import tensors
 from maas.architectures import Architecture, Config, get_architecture
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, TooManyElements, shown
@@ -210,14 +211,16 @@ def infer_task(request: ModelInferRequest, version: ModelVersion, *,
 
 
 def priority_of(request: ModelInferRequest) -> int:
-    """The v2 `priority` parameter (1 highest, 0 default), as tritonclient sends it."""
+    """The v2 `priority` parameter (1 highest, 0 default), as tritonclient sends it; the
+    same range as maas.v1's `priority` (gateway/bounds.py)."""
     if "priority" not in request.parameters:
         return 0
     param: InferParameter = request.parameters["priority"]
     kind = param.WhichOneof("parameter_choice")
-    value = getattr(param, kind) if kind in ("uint64_param", "int64_param") else -1
-    if not 0 <= value <= 1_000_000:
+    if kind not in ("uint64_param", "int64_param"):
         raise InvalidArgument(
-            "parameter 'priority' must be an integer from 0 (default) to 1000000 (1 = highest)",
-            violations=(FieldViolation("parameters.priority", "not an integer in range"),))
-    return int(value)
+            f"parameter 'priority' must be an integer from 0 (default) to {MAX_PRIORITY} "
+            f"(1 = highest); got a {kind or 'parameter with no value'}",
+            violations=(FieldViolation("parameters.priority", "not an integer"),))
+    return check_priority(int(getattr(param, kind)), "parameters.priority",
+                          what="parameter 'priority'")

@@ -7,12 +7,13 @@ torch; the worker calls `build` (which imports torch) to get the module.
 from __future__ import annotations
 
 import itertools
-import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maas.errors import FieldViolation, InvalidArgument, shown
+from maas.json_input import parse_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,6 +26,11 @@ InputProblem = tuple[str, str, str]
 InputCheck = Callable[[Config, Mapping[str, "np.ndarray"]], list[InputProblem]]
 
 MAX_WIDTH = 65536  # largest value of any config width
+MAX_LIST_LENGTH = 16  # most entries of a list of widths (mlp `hidden`: its hidden layers)
+MAX_CONFIG_JSON_BYTES = 16 * 1024  # a config is a handful of keys
+# Most values of a transformer's sinusoidal position table (max_len x d_model, float32: 64 MiB),
+# a buffer the worker allocates that no parameter count shows.
+MAX_POSITION_TABLE = 1 << 24
 MAX_REPORTED = 10  # unknown config keys given a violation each (the message lists them short)
 
 
@@ -48,12 +54,22 @@ class Architecture:
     outputs: Callable[[Config], list[TensorSpec]]
     param_shapes: Callable[[Config], Shapes]
     build: Callable[[Config], torch.nn.Module]
+    # How many parameters `build` makes, in closed form (no per-layer loop), where summing
+    # `param_shapes` would take long for a deep config; see `param_count`.
+    count_params: Callable[[Config], int] | None = None
     # The allowed values of each string config key.
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Problems between config keys (each key alone is fine), e.g. d_model % heads.
     constraints: Callable[[Config], list[FieldViolation]] = lambda c: []
     # Problems of input values the shapes cannot show (token ids, lengths), for the gateway.
     check_inputs: InputCheck = lambda c, arrays: []
+
+    def param_count(self, config: Config) -> int:
+        """How many parameters `build` makes, without torch: the gateway bounds training jobs
+        by it (MAAS_TRAIN_MAX_PARAMS) before any memory is used."""
+        if self.count_params is not None:
+            return self.count_params(config)
+        return sum(math.prod(shape) for shape in self.param_shapes(config).values())
 
     def resolve_config(self, config: Mapping[str, Any] | str | None) -> Config:
         """Defaults overlaid with `config` (a mapping or a JSON object); rejects unknown keys."""
@@ -86,13 +102,8 @@ def _parse_config(config: Mapping[str, Any] | str | None) -> Config:
     if config is None or config == "":
         return {}
     if isinstance(config, str):
-        try:
-            parsed = json.loads(config)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(
-                f"config is not valid JSON: {exc}",
-                violations=(FieldViolation("config_json", str(exc)),),
-            ) from exc
+        parsed = parse_json(config, "config_json", what="config",
+                            max_bytes=MAX_CONFIG_JSON_BYTES)
         if not isinstance(parsed, dict):
             raise InvalidArgument(
                 "config must be a JSON object",
@@ -114,9 +125,10 @@ def _check_like_default(key: str, value: Any, default: Any, choices: tuple[str, 
             return
         wanted = f"one of {list(choices)}"
     elif isinstance(default, list):
-        if isinstance(value, list) and value and all(_is_width(v) for v in value):
+        if (isinstance(value, list) and 0 < len(value) <= MAX_LIST_LENGTH
+                and all(_is_width(v) for v in value)):
             return
-        wanted = f"a non-empty list of integers from 1 to {MAX_WIDTH}"
+        wanted = f"a list of 1 to {MAX_LIST_LENGTH} integers from 1 to {MAX_WIDTH}"
     else:
         if _is_width(value):
             return
@@ -140,6 +152,10 @@ def _mlp_param_shapes(c: Config) -> Shapes:
         shapes[f"layers.{2 * i}.weight"] = (n_out, n_in)
         shapes[f"layers.{2 * i}.bias"] = (n_out,)
     return shapes
+
+
+def _mlp_param_count(c: Config) -> int:
+    return sum(n_out * (n_in + 1) for n_in, n_out in itertools.pairwise(_mlp_widths(c)))
 
 
 def _build_mlp(c: Config) -> torch.nn.Module:
@@ -193,6 +209,16 @@ def _rnn_param_shapes(c: Config) -> Shapes:
     return shapes
 
 
+def _rnn_param_count(c: Config) -> int:
+    gates, hidden, layers = (4 if c["cell"] == "lstm" else 3), c["hidden"], c["layers"]
+    # Each layer: input and hidden weights and their two biases; layers after the first
+    # take the hidden state as input.
+    first = gates * hidden * (c["embed_dim"] + hidden + 2)
+    later = gates * hidden * (hidden + hidden + 2) * (layers - 1)
+    return int(c["vocab_size"] * c["embed_dim"] + first + later
+               + c["num_classes"] * (hidden + 1))
+
+
 def _build_rnn(c: Config) -> torch.nn.Module:
     from maas.sequence_nn import RNNClassifier
 
@@ -217,11 +243,23 @@ def _transformer_param_shapes(c: Config) -> Shapes:
     return shapes
 
 
+def _transformer_param_count(c: Config) -> int:
+    d, ff = c["d_model"], c["ff"]
+    # attention in/out projections 4d(d+1), feed-forward 2 d ff + ff + d, two norms 4d
+    layer = 4 * d * (d + 1) + 2 * d * ff + ff + d + 4 * d
+    return int(c["vocab_size"] * d + c["layers"] * layer + c["num_classes"] * (d + 1))
+
+
 def _transformer_constraints(c: Config) -> list[FieldViolation]:
+    found = []
     if c["d_model"] % c["heads"]:
-        return [FieldViolation("config.heads", f"must divide d_model ({c['d_model']}); "
-                                               f"got {c['heads']}")]
-    return []
+        found.append(FieldViolation("config.heads", f"must divide d_model ({c['d_model']}); "
+                                                    f"got {c['heads']}"))
+    if c["max_len"] * c["d_model"] > MAX_POSITION_TABLE:
+        found.append(FieldViolation(
+            "config.max_len", f"max_len x d_model ({c['max_len']} x {c['d_model']}) must be at "
+            f"most {MAX_POSITION_TABLE} (the position table the model allocates)"))
+    return found
 
 
 def _build_transformer(c: Config) -> torch.nn.Module:
@@ -263,6 +301,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             outputs=_logits,
             param_shapes=_mlp_param_shapes,
             build=_build_mlp,
+            count_params=_mlp_param_count,
         ),
         Architecture(
             name="cnn",
@@ -283,6 +322,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             outputs=_sequence_logits,
             param_shapes=_rnn_param_shapes,
             build=_build_rnn,
+            count_params=_rnn_param_count,
             choices={"cell": ("lstm", "gru")},
             check_inputs=_check_sequences,
         ),
@@ -297,6 +337,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             outputs=_sequence_logits,
             param_shapes=_transformer_param_shapes,
             build=_build_transformer,
+            count_params=_transformer_param_count,
             constraints=_transformer_constraints,
             check_inputs=_check_sequences,
         ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -79,6 +80,58 @@ def check_export_layout(archive: zipfile.ZipFile, entries: Mapping[str, zipfile.
             if payload.get("use_pickle") or not path.startswith(("weight_", "tensor_")):
                 raise _bad(f"{shown(fqn)} is stored pickled ({shown(path)}); only plain tensor "
                            "weights and constants are accepted (no script objects)", field)
+
+
+# What TorchScript's serialized code (`code/**.py`) may not contain, checked without torch:
+# methods torch runs while loading, and operators of other namespaces than aten and prim.
+_SETSTATE = re.compile(r"^\s*def __setstate__\b", re.MULTILINE)
+_NAMESPACE_OP = re.compile(r"\bops\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
+_DENIED_BUILTINS = re.compile(r"\btorch\.(from_file|save|load)\s*\(")
+ALLOWED_NAMESPACES = frozenset({"aten", "prim"})
+MAX_CODE_BYTES = 64 * 1024 * 1024
+
+
+_DEF = re.compile(r"^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+def _where(text: str, offset: int, name: str) -> str:
+    """`forward, code/__torch__.py line 8`: the method and line of an offset in a file."""
+    methods = [m.group(1) for m in _DEF.finditer(text, 0, offset)]
+    line = text.count("\n", 0, offset) + 1
+    return f"{methods[-1] if methods else 'module'}, {name} line {line}"
+
+
+def _code_violations(name: str, text: str) -> list[str]:
+    found = [f"method __setstate__ runs while the archive loads and is not allowed "
+             f"({_where(text, m.start() + len(m.group(0)), name)})"
+             for m in _SETSTATE.finditer(text)]
+    for m in _NAMESPACE_OP.finditer(text):
+        if m.group(1) not in ALLOWED_NAMESPACES:
+            found.append(f"operator {m.group(1)}::{m.group(2)} is not allowed (unknown "
+                         f"namespace; {_where(text, m.start(), name)})")
+    found += [f"operator aten::{m.group(1)} is not allowed ({_where(text, m.start(), name)})"
+              for m in _DENIED_BUILTINS.finditer(text)]
+    return found
+
+
+def check_code(data: bytes) -> list[str]:
+    """What a TorchScript archive's code may not do, found by reading it (no torch): a
+    `__setstate__` (torch would run it while loading), operators of another namespace than
+    aten and prim, torch.from_file / save / load. [] for torch.export archives, whose graph
+    is checked once loaded, and for clean code. The operator allowlist on the loaded graph
+    (worker/sandbox/allowlist.py) is the full check; this one runs before torch sees it."""
+    found: list[str] = []
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = _entries(archive, "archive")
+        if "archive_format" in entries:
+            return []
+        code = [(n, i) for n, i in entries.items() if n.startswith("code/") and n.endswith(".py")]
+        if sum(i.file_size for _, i in code) > MAX_CODE_BYTES:
+            return [f"its code is over {MAX_CODE_BYTES} bytes"]
+        for name, info in sorted(code):
+            text = archive.read(info).decode("utf-8", errors="replace")
+            found += _code_violations(name, text)
+    return found
 
 
 def archive_format(data: bytes, field: str = "archive") -> ModelFormat.ValueType:

@@ -13,16 +13,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from maas.architectures import MAX_WIDTH
 from maas.errors import FieldViolation, InvalidArgument
+from maas.weights import ITEMSIZE, read_header
 
 MAX_DATASET_BYTES = 512 * 1024 * 1024
+# Class ids: an architecture has at most MAX_WIDTH classes (its num_classes is a width).
+MAX_CLASSES = MAX_WIDTH
+ARRAYS = ("features", "labels", "lengths")
 BUILTIN_DATASETS = ("digits", "parity", "majority")
 
 FloatArray = npt.NDArray[np.float32]
@@ -76,8 +83,9 @@ def from_arrays(name: str, arrays: Mapping[str, np.ndarray]) -> Dataset:
         raise _invalid("features", "a dataset needs at least 2 samples")
     if features.size == 0:
         raise _invalid("features", "samples are empty")
-    if labels.min() < 0 or labels.max() >= 2**31:
-        raise _invalid("labels", "class ids must be in 0..2**31-1")
+    if labels.min() < 0 or labels.max() >= MAX_CLASSES:
+        raise _invalid("labels", f"class ids must be in 0..{MAX_CLASSES - 1} (a model has at "
+                                 f"most {MAX_CLASSES} classes); got {labels.min()}..{labels.max()}")
     features32 = np.ascontiguousarray(features, dtype=np.float32)
     if not np.isfinite(features32).all():
         raise _invalid("features", "contains NaN or Inf (or values beyond float32)")
@@ -115,12 +123,50 @@ def load_npz_bytes(data: bytes, name: str = "uploaded",
         raise _invalid("dataset", f"not a readable .npz archive ({exc})") from exc
     with npz:
         _check_size(sum(info.file_size for info in npz.zip.infolist()), max_bytes)
-        arrays = {key: _read_npz_array(npz, key) for key in ("features", "labels", "lengths")
-                  if key in npz.files}
+        present = [key for key in ARRAYS if key in npz.files]
+        for key in present:
+            _check_npy_header(npz.zip, key)
+        arrays = {key: _read_npz_array(npz, key) for key in present}
         for key in ("features", "labels"):
             if key not in arrays:
                 raise _invalid(key, f"missing; the archive has arrays {sorted(npz.files)}")
     return from_arrays(name, arrays)
+
+
+def _read_npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f".npy format version {version} (1.0 and 2.0 are read)")
+    return shape, dtype
+
+
+def _check_npy_header(archive: zipfile.ZipFile, key: str) -> None:
+    """INVALID_ARGUMENT on `key` unless its .npy header declares an array whose bytes are
+    exactly the member's: read before numpy allocates what the header declares."""
+    name = key if key in archive.namelist() else key + ".npy"  # as NpzFile looks it up
+    info = archive.getinfo(name)
+    try:
+        with archive.open(info) as member:
+            if member.read(6) != b"\x93NUMPY":
+                return  # not an array: numpy hands back its bytes, from_arrays refuses them
+            member.seek(0)
+            shape, dtype = _read_npy_header(member)
+            data_bytes = info.file_size - member.tell()
+    except (ValueError, SyntaxError, RecursionError, TypeError, OSError, EOFError,
+            zipfile.BadZipFile) as exc:
+        raise _invalid(key, f"has an unreadable .npy header ({str(exc)[:200]})") from exc
+    if dtype.hasobject:
+        raise _invalid(key, "holds Python objects (only numeric arrays are read)")
+    if any(d < 0 for d in shape):
+        raise _invalid(key, f"declares a negative dimension: shape {list(shape)[:8]}")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != data_bytes:
+        raise _invalid(key, f"declares {dtype.str} of shape {list(shape)[:8]} ({declared} "
+                            f"bytes) but holds {data_bytes} bytes")
 
 
 def _read_npz_array(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
@@ -136,11 +182,26 @@ def load_safetensors_bytes(data: bytes, name: str = "uploaded",
     from safetensors.numpy import load
 
     _check_size(len(data), max_bytes)
+    _check_safetensors_header(data)
     try:
         arrays = load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError for any bad input
         raise _invalid("dataset", f"not a readable safetensors file ({exc})") from exc
     return from_arrays(name, arrays)
+
+
+def _check_safetensors_header(data: bytes) -> None:
+    """INVALID_ARGUMENT unless the header's tensors have known dtypes and shapes that fit
+    their data offsets inside the file: read before anything is allocated."""
+    try:
+        entries = read_header(data)
+    except InvalidArgument as err:
+        why = err.violations[0].description if err.violations else err.message
+        raise _invalid("dataset", f"not a readable safetensors file ({why})") from None
+    for name, entry in entries.items():
+        if entry.dtype not in ITEMSIZE:
+            raise _invalid(name[:64], f"dtype {entry.dtype[:16]!r} is not one of "
+                                      f"{sorted(ITEMSIZE)}")
 
 
 def builtin_dataset(name: str) -> Dataset:

@@ -14,12 +14,17 @@
     ├── QueueStorageFull           (RESOURCE_EXHAUSTED, QUEUE_STORAGE_FULL)
     ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
     ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
-    │   └── ModelUnloaded          (UNAVAILABLE, MODEL_UNLOADED)
+    │   ├── ModelUnloaded          (UNAVAILABLE, MODEL_UNLOADED)
+    │   ├── ModelVerifying         (UNAVAILABLE, MODEL_VERIFYING)
+    │   └── ModelQuarantined       (UNAVAILABLE, MODEL_QUARANTINED)
     ├── Cancelled                  (CANCELLED, CANCELLED)
     ├── FailedPrecondition         (FAILED_PRECONDITION, FAILED_PRECONDITION)
     │   ├── IdempotencyKeyReused   (FAILED_PRECONDITION, IDEMPOTENCY_KEY_REUSED)
-    │   └── ModelVersionInUse      (FAILED_PRECONDITION, MODEL_VERSION_IN_USE)
+    │   ├── ModelVersionInUse      (FAILED_PRECONDITION, MODEL_VERSION_IN_USE)
+    │   └── ModelRejected          (FAILED_PRECONDITION, MODEL_REJECTED)
     └── JobFailed                  (INTERNAL, JOB_FAILED)
+        ├── ModelTimeout           (DEADLINE_EXCEEDED, MODEL_TIMEOUT)
+        └── ModelCrashed           (INTERNAL, MODEL_CRASHED)
 
 The gateway's interceptor turns a MaasError into a google.rpc.Status with an ErrorInfo
 (domain "maas.dev"); the SDK turns that back into the same class by its reason.
@@ -190,6 +195,18 @@ class ModelUnloaded(Unavailable):
     reason = "MODEL_UNLOADED"
 
 
+class ModelVerifying(Unavailable):
+    """The version is an archive still being verified; it serves once it passes."""
+
+    reason = "MODEL_VERIFYING"
+
+
+class ModelQuarantined(Unavailable):
+    """The version timed out or crashed its sandbox too often and serves no inference."""
+
+    reason = "MODEL_QUARANTINED"
+
+
 class Cancelled(MaasError):
     """The job was cancelled."""
 
@@ -216,11 +233,30 @@ class ModelVersionInUse(FailedPrecondition):
     reason = "MODEL_VERSION_IN_USE"
 
 
+class ModelRejected(FailedPrecondition):
+    """The version is an archive that verification refused; it never serves."""
+
+    reason = "MODEL_REJECTED"
+
+
 class JobFailed(MaasError):
     """The job ran and failed (the model raised, or every attempt died)."""
 
     code = grpc.StatusCode.INTERNAL
     reason = "JOB_FAILED"
+
+
+class ModelTimeout(JobFailed):
+    """An uploaded model's forward ran past MAAS_MAX_FORWARD_MS; its sandbox was killed."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "MODEL_TIMEOUT"
+
+
+class ModelCrashed(JobFailed):
+    """An uploaded model's sandboxed runner died during the forward."""
+
+    reason = "MODEL_CRASHED"
 
 
 def _all_subclasses(cls: type[MaasError]) -> list[type[MaasError]]:

@@ -11,17 +11,22 @@ Dead letters and expired jobs are counted where they happen (the worker's START,
 scheduler's REAP): sum them over processes. Gauges of the scheduler are exported by every
 replica: aggregate them with `max`, not `sum`. deploy/grafana/maas-dashboard.json reads
 only these names (a test checks it).
+
+Tenant names stay out of labels unless MAAS_METRICS_TENANT_LABELS=on (`model_label`): a
+tenant's model `acme/digits` is labelled `*/digits`, the sum over every tenant's `digits`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from maas.queue.v1.queue_pb2 import JobResult
+from maas.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,42 @@ ALL: tuple[Any, ...] = (
     REDIS_ERRORS)
 
 
+# Tenant names are customer data: off by default, a label shows `*` where the tenant was.
+HIDDEN_TENANT = "*"
+
+
+@dataclass
+class _LabelPolicy:
+    is_showing_tenants: bool = False
+
+
+_POLICY = _LabelPolicy()
+
+
+def show_tenants(is_on: bool) -> None:
+    """Whether labels name tenants (MAAS_METRICS_TENANT_LABELS=on); set once at start."""
+    _POLICY.is_showing_tenants = is_on
+
+
+def model_label(model: str) -> str:
+    """The `model` label of a model id (`<tenant>/<name>`, or `<name>` when shared).
+
+    With tenant labels off a tenant's model is `*/<name>`: the same-named models of every
+    tenant add up into one series, apart from the shared model of that name. `*` can never
+    be a tenant name, so the label cannot be mistaken for one.
+    """
+    _, sep, name = model.rpartition("/")
+    if not sep or _POLICY.is_showing_tenants:
+        return model
+    return f"{HIDDEN_TENANT}/{name}"
+
+
+def tenant_label(tenant: str) -> str:
+    """The `tenant` label of a tenant: its name when tenant labels are on, else `*`
+    ("" stays "": the shared namespace)."""
+    return tenant if not tenant or _POLICY.is_showing_tenants else HIDDEN_TENANT
+
+
 def exposed_names() -> set[str]:
     """Every series name the metrics above expose (`_total`, `_bucket`, `_sum`, ...)."""
     suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
@@ -112,6 +153,7 @@ def exposed_names() -> set[str]:
 
 def observe_batch(model: str, results: Sequence[JobResult], busy_s: float) -> None:
     """A worker ran one batch: its jobs' durations, its size, the worker's busy time."""
+    model = model_label(model)
     for result in results:
         QUEUE_DURATION_US.labels(model).observe(result.queue_us)
         COMPUTE_DURATION_US.labels(model).observe(result.compute_us)
@@ -120,7 +162,7 @@ def observe_batch(model: str, results: Sequence[JobResult], busy_s: float) -> No
     WORKER_BUSY_SECONDS.inc(busy_s)
 
 
-def serve(port: int, host: str = "0.0.0.0") -> Any:
+def serve(port: int, host: str = "127.0.0.1") -> Any:
     """Serves `/metrics` over HTTP in a daemon thread; port 0 = disabled (returns None).
     Returns the HTTP server (call `.shutdown()` to stop it)."""
     if port == 0:
@@ -128,3 +170,10 @@ def serve(port: int, host: str = "0.0.0.0") -> Any:
     server, _ = start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)
     return server
+
+
+def start(settings: Settings) -> Any:
+    """A process's metrics as its settings ask: the label policy
+    (MAAS_METRICS_TENANT_LABELS), then `/metrics` on MAAS_METRICS_HOST:MAAS_METRICS_PORT."""
+    show_tenants(settings.metrics_tenant_labels == "on")
+    return serve(settings.metrics_port, settings.metrics_host)

@@ -1,11 +1,18 @@
 """The SDK's transport: one channel per client (TLS when asked, the API key on every call),
-and maas errors rebuilt from the rich statuses the gateway sends."""
+and maas errors rebuilt from the rich statuses the gateway sends.
+
+A key sent without TLS to a host other than this machine raises `PlaintextKeyWarning` once
+per process (`warnings.warn`: filter it like any warning).
+"""
 
 from __future__ import annotations
 
 import collections
+import ipaddress
 import os
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +111,65 @@ class _AsyncApiKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamCli
     intercept_stream_unary = intercept_stream_stream = _call
 
 
+class PlaintextKeyWarning(UserWarning):
+    """An API key is about to travel without TLS to a host that is not this machine."""
+
+
+@dataclass
+class _Warned:
+    has_warned_plaintext: bool = False
+
+
+_WARNED = _Warned()
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def target_hosts(target: str) -> list[str]:
+    """The hosts of a gRPC target: `host:port`, `[v6]:port`, `dns:///host:port`,
+    `ipv4:a.b.c.d:port,...`; none for a unix socket (it never leaves the machine)."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return []
+    rest = target.split("///", 1)[-1] if target.startswith("dns:") else target
+    rest = rest.removeprefix("dns:").removeprefix("ipv4:").removeprefix("ipv6:")
+    return [_host_of(address) for address in rest.split(",")]
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rpartition(":")[0] if address.count(":") == 1 else address
+
+
+def is_loopback(target: str) -> bool:
+    """Whether a target is this machine: 127.0.0.0/8, ::1, localhost, a unix socket (or
+    0.0.0.0 and ::, which connect to this machine)."""
+    return all(_is_local_host(host.lower()) for host in target_hosts(target))
+
+
+def _is_local_host(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def warn_plaintext_key(target: str, api_key: str | None,
+                       creds: grpc.ChannelCredentials | None) -> None:
+    """PlaintextKeyWarning, once per process, when a key would cross the network in clear."""
+    if not api_key or creds is not None or is_loopback(target) or _WARNED.has_warned_plaintext:
+        return
+    _WARNED.has_warned_plaintext = True
+    warnings.warn(f"the API key goes to {target} without TLS: anyone on the path can read and "
+                  "reuse it. Turn TLS on (tls=True or root_certificates=...; the CLI's "
+                  "--ca-file)", PlaintextKeyWarning, stacklevel=4)
+
+
 def open_channel(target: str, options: list[tuple[str, Any]], api_key: str | None,
                  creds: grpc.ChannelCredentials | None) -> grpc.Channel:
+    warn_plaintext_key(target, api_key, creds)
     channel = (grpc.secure_channel(target, creds, options) if creds is not None
                else grpc.insecure_channel(target, options))
     return grpc.intercept_channel(channel, _ApiKey(api_key)) if api_key else channel
@@ -113,6 +177,7 @@ def open_channel(target: str, options: list[tuple[str, Any]], api_key: str | Non
 
 def open_aio_channel(target: str, options: list[tuple[str, Any]], api_key: str | None,
                      creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    warn_plaintext_key(target, api_key, creds)
     interceptors = [_AsyncApiKey(api_key)] if api_key else None
     if creds is not None:
         return grpc.aio.secure_channel(target, creds, options, interceptors=interceptors)

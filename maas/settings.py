@@ -103,6 +103,9 @@ class Settings:
     training_slots: int = 1
     # Most data-parallel replicas a training job may ask for (spec.replicas).
     train_max_replicas: int = 8
+    # Most parameters a training job's model may have, estimated from its architecture and
+    # config before it is queued (a bigger spec is INVALID_ARGUMENT).
+    train_max_params: int = 100_000_000
     # How long a partial gang of replicas holds its workers before it is released and the
     # job waits in the queue again (all or none: no deadlock with fewer workers than replicas).
     train_gang_timeout_s: float = 30.0
@@ -118,10 +121,26 @@ class Settings:
     worker_model_memory_mb: int = 0
     # torch intra-op threads per worker; 0 = one per core the worker may use.
     torch_threads: int = 1
+    # Uploaded archives (code) run in sandboxed runner processes: the longest one forward
+    # may take before its runner is killed (the jobs fail MODEL_TIMEOUT), the address space
+    # a runner may map, how many runners (one per archive version) a worker keeps, after
+    # how many timeouts or crashes a version is quarantined, and how long verifying an
+    # archive may take.
+    max_forward_ms: int = 10_000
+    runner_memory_mb: int = 4096
+    max_runners: int = 4
+    quarantine_after: int = 3
+    verify_timeout_s: float = 120.0
     # Seconds a gateway waits for in-flight calls on SIGTERM.
     shutdown_grace_s: float = 10.0
-    # Prometheus `/metrics` over HTTP on this port, every interface; 0 = off.
+    # Prometheus `/metrics` over HTTP on this port (of metrics_host); 0 = off.
     metrics_port: int = 0
+    # Address `/metrics` listens on: loopback unless a scraper elsewhere must reach it
+    # (deploy/k8s sets 0.0.0.0).
+    metrics_host: str = "127.0.0.1"
+    # "on": metric labels name the tenant of a model (`acme/digits`); "off": a tenant's model
+    # is labelled `*/digits` (every tenant's `digits` added up), shared models by their name.
+    metrics_tenant_labels: str = "off"
     # grpc.health.v1 of a worker or scheduler on this port ("" ready, "liveness"); 0 = off.
     # The gateway serves health on its own gRPC port and ignores it.
     health_port: int = 0
@@ -157,6 +176,11 @@ class Settings:
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("MAAS_TLS_CLIENT_CA_FILE needs MAAS_TLS_CERT_FILE and "
                              "MAAS_TLS_KEY_FILE (mutual TLS is TLS first)")
+        if self.metrics_tenant_labels not in AUTH_MODES:
+            raise ValueError(f"MAAS_METRICS_TENANT_LABELS={self.metrics_tenant_labels!r}: "
+                             "must be on or off")
+        if not self.metrics_host.strip():
+            raise ValueError("MAAS_METRICS_HOST='': name an address (127.0.0.1, 0.0.0.0, ...)")
 
     @property
     def tenant_weight_map(self) -> dict[str, float]:

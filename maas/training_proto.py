@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from maas.errors import FieldViolation, InvalidArgument
+from maas.architectures import MAX_CONFIG_JSON_BYTES
+from maas.json_input import parse_json
 from maas.training_spec import TrainingSpec
 from maas.v1 import training_service_pb2 as pb
 
@@ -23,11 +24,8 @@ def spec_fields(spec: pb.TrainingSpec) -> dict[str, Any]:
     out.setdefault("architecture", spec.architecture)
     out.setdefault("dataset", spec.dataset)
     if spec.config_json:
-        try:
-            out["config"] = json.loads(spec.config_json)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"spec.config_json is not JSON: {exc}", violations=(
-                FieldViolation("config_json", "not JSON"),)) from exc
+        out["config"] = parse_json(spec.config_json, "config_json", what="spec.config_json",
+                                   max_bytes=MAX_CONFIG_JSON_BYTES)
     return out
 
 

@@ -7,7 +7,6 @@ report every problem at once as one INVALID_ARGUMENT whose violations name spec 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -15,6 +14,7 @@ from typing import Any
 
 from maas.architectures import get_architecture
 from maas.errors import FieldViolation, InvalidArgument
+from maas.json_input import parse_json
 
 LOSSES = ("cross_entropy",)
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -22,6 +22,14 @@ KEEP = ("last", "best")
 MAX_VALIDATION_FRACTION = 0.9
 # Hard cap of data-parallel replicas; a cluster may set a lower one (MAAS_TRAIN_MAX_REPLICAS).
 MAX_REPLICAS = 256
+# Bounds of the loop's numbers: nothing a real job needs is near them, and none can make a
+# worker allocate or loop without end.
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 1.0
+MAX_BATCH_SIZE = 65536
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1_000_000_000  # also the most steps between checkpoints
+MAX_INIT_FROM = 200  # characters of "model[:version]"
 _KIND = {str: "a string", int: "an integer", float: "a number"}
 _INIT_FROM = re.compile(r"^[^:\s]+(:[1-9][0-9]*)?$")
 
@@ -77,11 +85,7 @@ class TrainingSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TrainingSpec:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"training spec is not JSON: {exc}",
-                                  violations=(FieldViolation("spec", str(exc)),)) from exc
+        data = parse_json(text, "spec", what="training spec")
         if not isinstance(data, dict):
             raise InvalidArgument("training spec must be a JSON object",
                                   violations=(FieldViolation("spec", "not an object"),))
@@ -120,20 +124,23 @@ def _architecture_violations(name: str, config: Mapping[str, Any]) -> list[Field
 def _loop_violations(s: TrainingSpec) -> list[FieldViolation]:
     checks = [
         ("dataset", bool(s.dataset.strip()), "must name a dataset"),
-        ("init_from", s.init_from == "" or bool(_INIT_FROM.match(s.init_from)),
-         'must be "" or "model[:version]" with a positive version'),
+        ("init_from", s.init_from == "" or (len(s.init_from) <= MAX_INIT_FROM
+                                            and bool(_INIT_FROM.match(s.init_from))),
+         f'must be "" or "model[:version]" with a positive version (at most {MAX_INIT_FROM} '
+         "characters)"),
         ("validation_fraction", 0.0 <= s.validation_fraction <= MAX_VALIDATION_FRACTION,
          f"must be in [0, {MAX_VALIDATION_FRACTION}]"),
-        ("lr", math.isfinite(s.lr) and s.lr > 0, "must be a positive number"),
+        ("lr", 0 < s.lr <= MAX_LR, f"must be a number in (0, {MAX_LR:g}]"),
         ("momentum", 0.0 <= s.momentum < 1.0, "must be in [0, 1)"),
-        ("weight_decay", math.isfinite(s.weight_decay) and s.weight_decay >= 0,
-         "must be >= 0"),
-        ("batch_size", s.batch_size >= 1, "must be >= 1"),
-        ("epochs", s.epochs >= 1 or (s.epochs == 0 and s.max_steps > 0),
-         "must be >= 1 (or 0 with max_steps > 0)"),
-        ("max_steps", s.max_steps >= 0, "must be >= 0 (0 = no limit)"),
+        ("weight_decay", 0 <= s.weight_decay <= MAX_WEIGHT_DECAY,
+         f"must be in [0, {MAX_WEIGHT_DECAY:g}]"),
+        ("batch_size", 1 <= s.batch_size <= MAX_BATCH_SIZE, f"must be in [1, {MAX_BATCH_SIZE}]"),
+        ("epochs", 1 <= s.epochs <= MAX_EPOCHS or (s.epochs == 0 and s.max_steps > 0),
+         f"must be in [1, {MAX_EPOCHS}] (or 0 with max_steps > 0)"),
+        ("max_steps", 0 <= s.max_steps <= MAX_STEPS, f"must be in [0, {MAX_STEPS}] (0 = no limit)"),
         ("seed", 0 <= s.seed < 2**63, "must be in [0, 2**63)"),
-        ("checkpoint_every", s.checkpoint_every >= 0, "must be >= 0 (0 = epoch ends only)"),
+        ("checkpoint_every", 0 <= s.checkpoint_every <= MAX_STEPS,
+         f"must be in [0, {MAX_STEPS}] (0 = epoch ends only)"),
         ("replicas", 1 <= s.replicas <= MAX_REPLICAS, f"must be in [1, {MAX_REPLICAS}]"),
         ("replicas", s.replicas < 1 or s.batch_size % s.replicas == 0,
          f"batch_size {s.batch_size} (the global batch) must be divisible by replicas"),

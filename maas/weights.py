@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass
 
 from maas.architectures import Architecture, Config
-from maas.errors import FieldViolation, InvalidArgument
+from maas.errors import FieldViolation, InvalidArgument, shown
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+# Field violations listed in a WEIGHTS_MISMATCH status (the message counts them all): the
+# status travels in gRPC trailers, which a peer refuses past 8-16 KiB.
+MAX_VIOLATIONS = 16
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
              "U8": 1, "BOOL": 1}
 
 
@@ -39,14 +43,14 @@ def _entry(name: str, info: object, body_bytes: int) -> TensorEntry:
         dtype = str(info["dtype"])  # type: ignore[index]
         shape = tuple(int(d) for d in info["shape"])  # type: ignore[index]
         begin, end = (int(x) for x in info["data_offsets"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError) as exc:
-        raise _bad(f"tensor {name!r} has a malformed entry") from exc
-    count = 1
-    for d in shape:
-        count *= d
-    size = _ITEMSIZE.get(dtype, 0)
+    except (TypeError, KeyError, ValueError, OverflowError) as exc:
+        raise _bad(f"tensor {shown(name)} has a malformed entry") from exc
+    if any(d < 0 for d in shape):
+        raise _bad(f"tensor {shown(name)} has a negative dimension")
+    count = math.prod(shape)
+    size = ITEMSIZE.get(dtype, 0)
     if not (0 <= begin <= end <= body_bytes) or (size and end - begin != size * count):
-        raise _bad(f"tensor {name!r} has data offsets that do not fit its shape")
+        raise _bad(f"tensor {shown(name)} has data offsets that do not fit its shape")
     return TensorEntry(dtype, shape)
 
 
@@ -59,8 +63,8 @@ def read_header(data: bytes) -> dict[str, TensorEntry]:
         raise _bad(f"header length {n} exceeds the file")
     try:
         header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(f"header is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError too
+        raise _bad(f"header is not JSON ({str(exc)[:200]})") from None
     if not isinstance(header, dict):
         raise _bad("header is not a JSON object")
     body_bytes = len(data) - 8 - n
@@ -79,16 +83,20 @@ def check_weights(arch: Architecture, config: Config, data: bytes) -> None:
             violations.append(FieldViolation(f"weights.{name}", "missing"))
         elif entry.shape != shape:
             violations.append(FieldViolation(
-                f"weights.{name}", f"shape {list(entry.shape)}, expected {list(shape)}"))
+                f"weights.{name}", f"shape {shown(list(entry.shape))}, expected {list(shape)}"))
         elif entry.dtype not in ("F32", "F16", "BF16", "F64"):
             violations.append(FieldViolation(f"weights.{name}",
-                                             f"dtype {entry.dtype} is not float"))
-    violations += [FieldViolation(f"weights.{name}", "not a parameter of the architecture")
+                                             f"dtype {entry.dtype[:16]} is not float"))
+    violations += [FieldViolation(f"weights.{_cut(name)}", "not a parameter of the architecture")
                    for name in sorted(set(found) - set(expected))]
     if violations:
         listed = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
         raise InvalidArgument(
             f"weights do not fit architecture {arch.name!r} ({len(violations)} problems: {listed})",
             reason="WEIGHTS_MISMATCH",
-            violations=tuple(violations),
+            violations=tuple(violations[:MAX_VIOLATIONS]),
         )
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= 64 else name[:64] + "…"

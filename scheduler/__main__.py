@@ -16,7 +16,7 @@ from scheduler.daemon import Daemon
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings, "scheduler")
-    metrics.serve(settings.metrics_port)
+    metrics.start(settings)
 
     async def run() -> None:
         daemon = Daemon(settings)

@@ -2,11 +2,14 @@
 
 `KeyStore` keeps, per key id, the sha256 of the key and its ApiKey record (tenant, scopes);
 the key itself is never stored. Revoking deletes the record, so a gateway refuses the key at
-its next look-up. `RateLimiter` is one token bucket per tenant, taken from in one script call.
+its next look-up. `bootstrap_admin` installs the first admin key once per cluster (Redis
+records it), so a revoked bootstrap key stays revoked. `RateLimiter` is one token bucket per
+tenant, taken from in one script call.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import time
 from typing import cast
@@ -24,9 +27,18 @@ class ApiKeyNotFound(NotFound):
     reason = "API_KEY_NOT_FOUND"
 
 
+class Bootstrap(enum.Enum):
+    """What became of the admin key of MAAS_ADMIN_KEY_FILE at a gateway's start."""
+
+    INSTALLED = "installed"  # the cluster's first admin key: installed now
+    ACTIVE = "active"  # a bootstrap happened before; this key is valid (e.g. rotated into)
+    REFUSED = "refused"  # a bootstrap happened before; this key is revoked or unknown
+
+
 class KeyStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
+        self._bootstrap = register(client, "admin_bootstrap")
 
     async def create(self, tenant: str, scopes: tuple[str, ...],
                      description: str = "") -> tuple[str, ApiKey]:
@@ -51,6 +63,33 @@ class KeyStore:
             pipe.sadd(keys.api_keys(), key_id)
             await pipe.execute()
         return record
+
+    async def bootstrap_admin(self, api_key: str, tenant: str, scopes: tuple[str, ...],
+                              description: str = "") -> Bootstrap:
+        """Installs the cluster's first admin key, once: only while no bootstrap happened and
+        no key holds the admin scope. Later starts never install it again, so revoking it
+        (`maas keys rotate-admin`) lasts across restarts."""
+        key_id = key_id_of(api_key)
+        if key_id is None:
+            raise ValueError("not a maas API key (maas_<16 hex>_<64 hex>)")
+        if not await self._redis.exists(keys.admin_bootstrap()) and (
+                await self._install_first_admin(api_key, key_id, ApiKey(
+                    key_id=key_id, tenant=tenant, scopes=scopes, description=description))):
+            return Bootstrap.INSTALLED
+        return Bootstrap.ACTIVE if await self.lookup(api_key) else Bootstrap.REFUSED
+
+    async def _install_first_admin(self, api_key: str, key_id: str, record: ApiKey) -> bool:
+        """ADMIN_BOOTSTRAP of the key, unless an admin key exists already (made before
+        bootstraps were recorded: that one becomes the bootstrap)."""
+        admins = [k.key_id for k in await self.list() if "admin" in k.scopes]
+        if admins:
+            await self._redis.set(keys.admin_bootstrap(), admins[0], nx=True)
+            return False
+        record.create_time.FromNanoseconds(time.time_ns())
+        installed = await self._bootstrap(
+            keys=[keys.admin_bootstrap(), keys.api_key(key_id), keys.api_keys()],
+            args=[key_id, key_sha256(api_key), record.SerializeToString()])
+        return bool(int(installed))
 
     async def lookup(self, api_key: str) -> ApiKey | None:
         """The record of a valid, unrevoked key; None otherwise."""

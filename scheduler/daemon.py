@@ -17,7 +17,7 @@ from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import JobQueue, retry_policy
 from scheduler.registry import ModelRegistry
-from scheduler.stats import observe_stream, stream_stats
+from scheduler.stats import QueueGauges, observe_stream, stream_stats
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,18 @@ class Daemon:
                   for m in await self._registry.model_names()]
         queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms,
                        int(self.settings.result_ttl_s * 1000)))
+        gauges = QueueGauges()
         for model, lease_ms, ttl_ms in queues:
             await self.queue.ensure_group(model)
             counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
             await self.queue.promote(model)
-            observe_stream(model, counts, await stream_stats(self._redis, model))
+            observe_stream(model, counts, await stream_stats(self._redis, model), gauges)
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
             if moved:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",
                          model, counts.requeued, counts.expired, counts.dead, counts.dropped)
             total += moved
+        gauges.export()
         return total
 
     async def run(self) -> None:

@@ -20,8 +20,12 @@ Key (type) — writer — TTL:
 - maas:{m:M}:dead (STREAM) — START/REAP dead letters — MAXLEN ~ 10000
 - maas:{m:M}:model (HASH) — registry: `next`, `latest`, `v:N` → ModelVersion, `a:ALIAS` →
   version N (MODEL_ALIAS_SET / MODEL_VERSION_DELETE keep aliases and versions consistent),
-  `unloaded` = 1 after RepositoryModelUnload — none
+  `unloaded` = 1 after RepositoryModelUnload, `fail:N` = runner timeouts and crashes of
+  version N (MODEL_VERSION_FAILURE quarantines it at MAAS_QUARANTINE_AFTER) — none
 - maas:models (SET) — registry: every model name — none
+- maas:verify (STREAM) — the gateway adds a VerifyRequest per archive version it registers;
+  workers read it in group `verifiers` (scheduler/verification.py), XACK + XDEL when the
+  verdict is stored in the version — MAXLEN ~ 10000
 - maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
 - maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
@@ -34,6 +38,9 @@ Key (type) — writer — TTL:
 - maas:datasets (HASH) — dataset id (`<tenant>/<name>`) → Dataset — none
 - maas:apikey:ID (HASH) — KeyStore: `sha256` of the key, `record` ApiKey — none (DEL = revoked)
 - maas:apikeys (SET) — KeyStore: every key id — none
+- maas:admin:bootstrap (STRING) — ADMIN_BOOTSTRAP: id of the admin key installed from
+  MAAS_ADMIN_KEY_FILE (or of the admin key found in place); set once, the file's key is
+  never installed again — none
 - maas:rate:TENANT (HASH) — RATE_LIMIT: `tokens`, `ms` of the token bucket — 2 s past full
 - maas:worker:ID (STRING) — worker heartbeat (WorkerHeartbeat) — 3 heartbeat periods
 - maas:workers (ZSET) — worker heartbeat: worker id → when its record expires (Unix ms);
@@ -104,6 +111,10 @@ def model_record(model: str) -> str:
     return f"{model_tag(model)}:model"
 
 
+def verify_stream() -> str:
+    return f"{PREFIX}:verify"
+
+
 def models() -> str:
     return f"{PREFIX}:models"
 
@@ -147,6 +158,10 @@ def api_key(key_id: str) -> str:
 
 def api_keys() -> str:
     return f"{PREFIX}:apikeys"
+
+
+def admin_bootstrap() -> str:
+    return f"{PREFIX}:admin:bootstrap"
 
 
 def rate_bucket(tenant: str) -> str:

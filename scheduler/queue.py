@@ -113,10 +113,10 @@ class StartOutcome:
                 self.runnable.append(Started(delivery, attempt, JobEnvelope.FromString(envelope)))
             case "EXPIRED":
                 self.expired += 1
-                metrics.JOBS_EXPIRED.labels(delivery.model).inc()
+                metrics.JOBS_EXPIRED.labels(metrics.model_label(delivery.model)).inc()
             case "DEAD":
                 self.dead += 1
-                metrics.DEAD_LETTERS.labels(delivery.model).inc()
+                metrics.DEAD_LETTERS.labels(metrics.model_label(delivery.model)).inc()
             case _:
                 self.skipped += 1
 

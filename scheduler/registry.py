@@ -24,14 +24,18 @@ from maas.errors import (
     InvalidArgument,
     ModelAliasNotFound,
     ModelNotFound,
+    ModelQuarantined,
+    ModelRejected,
     ModelUnloaded,
+    ModelVerifying,
     ModelVersionInUse,
     ModelVersionNotFound,
     shown,
 )
-from maas.v1.model_service_pb2 import Model, ModelVersion
+from maas.v1.model_service_pb2 import Model, ModelFormat, ModelVersion, ModelVersionState
 from scheduler import keys, scripts
 from scheduler.redis_types import Fields
+from scheduler.verification import VerificationQueue
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ID = re.compile(rf"(?:{_NAME.pattern}/)?{_NAME.pattern}")
@@ -94,11 +98,15 @@ class ModelRegistry:
         self._alias_get = scripts.register(client, "model_alias_get")
         self._alias_set = scripts.register(client, "model_alias_set")
         self._version_delete = scripts.register(client, "model_version_delete")
+        self._version_state = scripts.register(client, "model_version_state")
+        self._version_failure = scripts.register(client, "model_version_failure")
+        self.verification = VerificationQueue(client)
         # Whether a model id exists, as last seen (ids a tenant asked for that may not exist).
         self._exists: dict[str, tuple[float, bool]] = {}
 
-    async def add_version(self, version: ModelVersion) -> ModelVersion:
-        """Assigns the next version number and stores it as latest (one transaction each)."""
+    async def add_version(self, version: ModelVersion, is_latest: bool = True) -> ModelVersion:
+        """Assigns the next version number and stores it, as latest unless `is_latest` is
+        False (an archive being verified becomes latest when it passes)."""
         key = keys.model_record(version.model)
         number = await self._redis.hincrby(key, "next", 1)
         stored = ModelVersion()
@@ -108,15 +116,56 @@ class ModelRegistry:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={f"v:{number}": stored.SerializeToString()})
             # latest only moves forward, even if two registrations race.
-            pipe.eval("local cur = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') "
-                      "if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'latest', "
-                      "ARGV[1]) end return 1", 1, key, number)
+            if is_latest:
+                pipe.eval("local cur = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') "
+                          "if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], "
+                          "'latest', ARGV[1]) end return 1", 1, key, number)
             pipe.sadd(keys.models(), version.model)
             await pipe.execute()
         self._versions[(stored.model, stored.version)] = (time.monotonic(), stored)
-        self._latest[stored.model] = (time.monotonic(), stored.version)
+        if is_latest:
+            self._latest[stored.model] = (time.monotonic(), stored.version)
         self._exists[stored.model] = (time.monotonic(), True)
         return stored
+
+    async def set_state(self, version: ModelVersion, state: ModelVersionState.ValueType,
+                        reason: str = "") -> bool:
+        """Stores `version` with a new state (READY also makes it latest when it is the
+        newest); False when the version was deleted meanwhile."""
+        changed = ModelVersion()
+        changed.CopyFrom(version)
+        changed.state, changed.state_reason = state, reason
+        outcome = await self._version_state(
+            keys=[keys.model_record(version.model)],
+            args=[version.version, changed.SerializeToString(),
+                  "1" if state == ModelVersionState.MODEL_VERSION_STATE_READY else "0"])
+        self._versions.pop((version.model, version.version), None)
+        self._latest.pop(version.model, None)
+        return cast("bytes", outcome) == b"ok"
+
+    async def record_failure(self, version: ModelVersion, reason: str, threshold: int) -> int:
+        """Counts a runner timeout or crash of a version; at `threshold` the version is
+        QUARANTINED with `reason`. Returns the count."""
+        quarantined = ModelVersion()
+        quarantined.CopyFrom(version)
+        quarantined.state = ModelVersionState.MODEL_VERSION_STATE_QUARANTINED
+        quarantined.state_reason = reason
+        count = await self._version_failure(
+            keys=[keys.model_record(version.model)],
+            args=[version.version, threshold, quarantined.SerializeToString()])
+        self._versions.pop((version.model, version.version), None)
+        return int(cast("int", count))
+
+    async def fresh_version(self, model: str, version: str) -> ModelVersion | None:
+        """A version as stored now (no cache); None when it does not exist."""
+        raw = cast("bytes | None",
+                   await self._redis.hget(keys.model_record(model), f"v:{version}"))
+        if raw is None:
+            return None
+        found = ModelVersion.FromString(raw)
+        self._versions[(model, version)] = (time.monotonic(), found)
+        self._latest.pop(model, None)
+        return found
 
     async def visible_id(self, tenant: str, name: str) -> str:
         """The id `name` means to `tenant`: its own model, else the shared one of that name.
@@ -180,7 +229,7 @@ class ModelRegistry:
             raise ModelVersionNotFound(
                 f"model {_shown(model)} has no version {version}; "
                 f"versions: {_listed(await self.version_numbers(model))}")
-        found = cached[1] if cached is not None else ModelVersion.FromString(raw)
+        found = ModelVersion.FromString(raw)  # its state may have changed (verification)
         self._versions[(model, version)] = (time.monotonic(), found)
         return found
 
@@ -194,9 +243,15 @@ class ModelRegistry:
             raise ModelAliasNotFound(f"model {_shown(model)} has no version or alias "
                                      f"{shown(alias)}; its aliases: {known}")
         version = reply[0].decode()
-        cached = self._versions.get((model, version))
-        found = cached[1] if cached is not None else ModelVersion.FromString(reply[1])
+        found = ModelVersion.FromString(reply[1])
         self._versions[(model, version)] = (time.monotonic(), found)
+        return found
+
+    async def alias_versions(self, model: str) -> set[str]:
+        """The version numbers a model's aliases point at (its versions are not read)."""
+        found: set[str] = set()
+        async for _, value in self._redis.hscan_iter(keys.model_record(model), match="a:*"):
+            found.add(cast("bytes", value).decode())
         return found
 
     async def aliases(self, model: str) -> dict[str, str]:
@@ -275,13 +330,15 @@ class ModelRegistry:
         return found
 
     async def check_serving(self, version: ModelVersion) -> None:
-        """UNAVAILABLE (MODEL_UNLOADED) when the version's model is unloaded."""
+        """UNAVAILABLE (MODEL_UNLOADED) when the version's model is unloaded; the version's
+        own state when it may not serve (check_state)."""
         if await self.is_unloaded(version.model):
             name = keys.split_model_id(version.model)[1]
             raise ModelUnloaded(
                 f"model {name!r} is unloaded (RepositoryModelUnload) and serves no inference; "
                 f"load it again with RepositoryModelLoad (tritonclient: "
                 f"client.load_model({name!r}))")
+        check_state(version)
 
     async def _latest_version(self, model: str) -> str:
         hit = self._latest.get(model)
@@ -289,6 +346,10 @@ class ModelRegistry:
             return hit[1]
         raw = cast("bytes | None", await self._redis.hget(keys.model_record(model), "latest"))
         if raw is None:
+            if await self._redis.exists(keys.model_record(model)):
+                raise ModelVerifying(f"model {_shown(model)} has no servable version yet: its "
+                                     "archives are being verified or were rejected (GetModel "
+                                     "shows each version's state and reason)")
             raise ModelNotFound(f"model {_shown(model)} is not registered")
         latest = raw.decode()
         self._latest[model] = (time.monotonic(), latest)
@@ -304,12 +365,46 @@ class ModelRegistry:
             raise ModelNotFound(f"model {_shown(model)} is not registered")
         versions = sorted((ModelVersion.FromString(v) for k, v in record.items()
                            if k.startswith(b"v:")), key=lambda v: int(v.version))
-        return Model(name=model, versions=versions, latest_version=record[b"latest"].decode(),
+        return Model(name=model, versions=versions,
+                     latest_version=record.get(b"latest", b"").decode(),
                      aliases=_aliases(record), unloaded=b"unloaded" in record)
 
     async def model_names(self) -> list[str]:
         names = cast("set[bytes]", await self._redis.smembers(keys.models()))
         return sorted(m.decode() for m in names)
+
+
+def is_archive(version: ModelVersion) -> bool:
+    """Code (TorchScript or torch.export), as opposed to safetensors weights (data)."""
+    return version.format in (ModelFormat.MODEL_FORMAT_TORCHSCRIPT,
+                              ModelFormat.MODEL_FORMAT_TORCH_EXPORT)
+
+
+def is_servable(version: ModelVersion) -> bool:
+    try:
+        check_state(version)
+    except (ModelVerifying, ModelQuarantined, ModelRejected):
+        return False
+    return True
+
+
+def check_state(version: ModelVersion) -> None:
+    """Raises unless the version may serve: an archive must be READY (verified, not
+    quarantined); weights are READY from the start."""
+    state = version.state
+    if state == ModelVersionState.MODEL_VERSION_STATE_READY or (
+            not is_archive(version) and state == ModelVersionState.MODEL_VERSION_STATE_UNSPECIFIED):
+        return
+    named = f"version {version.version} of model {_shown(version.model)}"
+    if state == ModelVersionState.MODEL_VERSION_STATE_VERIFYING:
+        raise ModelVerifying(f"{named} is being verified and serves once it passes")
+    if state == ModelVersionState.MODEL_VERSION_STATE_QUARANTINED:
+        raise ModelQuarantined(f"{named} is quarantined: {version.state_reason}; register a "
+                               "fixed version")
+    if state == ModelVersionState.MODEL_VERSION_STATE_REJECTED:
+        raise ModelRejected(f"{named} was rejected by verification: {version.state_reason}")
+    raise ModelRejected(f"{named} is an archive registered before verification existed; "
+                        "register it again to have it verified")
 
 
 def _aliases(record: Fields) -> dict[str, str]:

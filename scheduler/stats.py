@@ -52,14 +52,34 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def observe_stream(model: str, reaped: ReapCounts, stats: StreamStats) -> None:
-    """Exports one model's reap counts and stream statistics as metrics."""
+class QueueGauges:
+    """The queue gauges of one pass over every model, by label. Models that share a label
+    (every tenant's `digits` when labels hide tenants) add up: depth summed, oldest age the
+    largest, so no tenant's queue overwrites another's."""
+
+    def __init__(self) -> None:
+        self._depth: dict[str, int] = {}
+        self._oldest_age_s: dict[str, float] = {}
+
+    def add(self, label: str, stats: StreamStats) -> None:
+        self._depth[label] = self._depth.get(label, 0) + stats.depth
+        self._oldest_age_s[label] = max(self._oldest_age_s.get(label, 0.0), stats.oldest_age_s)
+
+    def export(self) -> None:
+        for label, depth in self._depth.items():
+            metrics.QUEUE_DEPTH.labels(label).set(depth)
+            metrics.QUEUE_OLDEST_AGE_SECONDS.labels(label).set(self._oldest_age_s[label])
+
+
+def observe_stream(model: str, reaped: ReapCounts, stats: StreamStats,
+                   gauges: QueueGauges) -> None:
+    """Exports one model's reap counts; adds its stream statistics to the pass's gauges."""
+    label = metrics.model_label(model)
     moved = reaped.requeued + reaped.expired + reaped.dead + reaped.dropped
-    metrics.LEASES_RECLAIMED.labels(model).inc(moved)
-    metrics.DEAD_LETTERS.labels(model).inc(reaped.dead)
-    metrics.JOBS_EXPIRED.labels(model).inc(reaped.expired)
-    metrics.QUEUE_DEPTH.labels(model).set(stats.depth)
-    metrics.QUEUE_OLDEST_AGE_SECONDS.labels(model).set(stats.oldest_age_s)
+    metrics.LEASES_RECLAIMED.labels(label).inc(moved)
+    metrics.DEAD_LETTERS.labels(label).inc(reaped.dead)
+    metrics.JOBS_EXPIRED.labels(label).inc(reaped.expired)
+    gauges.add(label, stats)
     if model == keys.TRAINING_QUEUE:
         metrics.TRAINING_JOBS.labels("queued").set(stats.queued)
         metrics.TRAINING_JOBS.labels("running").set(stats.leased)

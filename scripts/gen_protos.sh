@@ -19,7 +19,8 @@ $PY -m grpc_tools.protoc \
   maas/v1/key_service.proto \
   maas/v1/inference_service.proto \
   maas/v1/queue_service.proto \
-  maas/queue/v1/queue.proto
+  maas/queue/v1/queue.proto \
+  maas/queue/v1/runner.proto
 for d in maas/inference maas/v1 maas/queue/v1; do
   mkdir -p "$d"
   rm -f "$d"/*_pb2.py "$d"/*_pb2.pyi "$d"/*_pb2_grpc.py "$d"/*_pb2_grpc.pyi

@@ -22,7 +22,7 @@ def main() -> None:
     # Before torch is imported: one intra-op thread pool sized to this worker's cores.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(settings.torch_threads, 1)))
     configure_logging(settings, "worker")
-    metrics.serve(settings.metrics_port)
+    metrics.start(settings)
     from worker.loop import Worker, configure_torch
 
     configure_torch(settings.torch_threads)

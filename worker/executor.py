@@ -15,6 +15,7 @@ import torch
 from maas import tensors
 from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import InferOutput, InferTask, JobError, JobResult, JobState, Tensor
+from maas.v1.model_service_pb2 import ModelVersion
 from worker.cache import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -39,21 +40,32 @@ def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _forward(model: LoadedModel, tasks: Sequence[InferTask]) -> list[dict[str, np.ndarray]]:
-    names = [s.name for s in model.version.inputs]
-    batch = [torch.from_numpy(_stack([_input(task, n) for task in tasks]))
-             .to(model.device, non_blocking=True) for n in names]
-    with torch.inference_mode():
-        out = model.module(*batch)
-    outputs = out if isinstance(out, tuple) else (out,)
-    host = {spec.name: o.detach().to("cpu").numpy()
-            for spec, o in zip(model.version.outputs, outputs, strict=True)}
-    sizes = [next(t for t in task.inputs if t.name == names[0]).shape[0] for task in tasks]
+def batch_inputs(names: Sequence[str], tasks: Sequence[InferTask]) -> list[np.ndarray]:
+    """One array per input name: the jobs' arrays stacked (padded) along dim 0."""
+    return [_stack([_input(task, n) for task in tasks]) for n in names]
+
+
+def split_outputs(version: ModelVersion, tasks: Sequence[InferTask],
+                  outputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The batch's outputs (in the version's output order) cut back into one dict per job."""
+    host = {spec.name: o for spec, o in zip(version.outputs, outputs, strict=True)}
+    first = version.inputs[0].name
+    sizes = [next(t for t in task.inputs if t.name == first).shape[0] for task in tasks]
     bounds = np.cumsum([0, *sizes])
     return [{k: v[bounds[i]:bounds[i + 1]] for k, v in host.items()} for i in range(len(tasks))]
 
 
-def _result(task: InferTask, arrays: dict[str, np.ndarray]) -> InferOutput:
+def _forward(model: LoadedModel, tasks: Sequence[InferTask]) -> list[dict[str, np.ndarray]]:
+    names = [s.name for s in model.version.inputs]
+    batch = [torch.from_numpy(a).to(model.device, non_blocking=True)
+             for a in batch_inputs(names, tasks)]
+    with torch.inference_mode():
+        out = model.module(*batch)
+    outputs = out if isinstance(out, tuple) else (out,)
+    return split_outputs(model.version, tasks, [o.detach().to("cpu").numpy() for o in outputs])
+
+
+def infer_output(task: InferTask, arrays: dict[str, np.ndarray]) -> InferOutput:
     wanted = list(task.output_names) or list(arrays)
     return InferOutput(outputs=[
         Tensor(name=n, datatype=tensors.datatype_of(arrays[n]), shape=arrays[n].shape,
@@ -91,6 +103,6 @@ def run_batch(model: LoadedModel, jobs: Sequence[tuple[str, int, int, InferTask]
                                            message=f"the model raised: {outcome}"))
         else:
             result.state = JobState.JOB_STATE_SUCCEEDED
-            result.infer.CopyFrom(_result(task, outcome))
+            result.infer.CopyFrom(infer_output(task, outcome))
         results.append(result)
     return results

@@ -15,13 +15,15 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 
 from maas import metrics
 from maas.artifacts import ArtifactStore
+from maas.errors import MaasError
 from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState, WorkerHeartbeat
 from maas.settings import Settings
 from scheduler import keys
@@ -29,13 +31,15 @@ from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.datasets import DatasetStore
 from scheduler.gangs import GangStore
 from scheduler.queue import Delivery, JobQueue, Started
-from scheduler.registry import ModelRegistry
+from scheduler.registry import ModelRegistry, is_archive
 from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
 from worker.cache import ModelCache, pick_device
 from worker.executor import run_batch
 from worker.explain import is_explain, run_with_explanations
 from worker.observe import batch_scope
+from worker.sandbox.pool import RunnerLimits, RunnerPool
+from worker.sandboxed import ArchiveVerifier, preload_runners, run_sandboxed
 from worker.trainer import TrainingExecutor
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,17 @@ class Worker:
         self._trainer = TrainingExecutor(
             self.id, self.queue, TrainingStore(self._redis, self.queue), self._registry,
             DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1), self._gangs)
+        self._runners = RunnerPool(artifacts, RunnerLimits(
+            forward_s=settings.max_forward_ms / 1000, load_s=settings.verify_timeout_s,
+            memory_mb=settings.runner_memory_mb, threads=max(settings.torch_threads, 1),
+            device=str(self.cache.device)), settings.max_runners)
+        self._verifier = ArchiveVerifier(self.id, self._registry, self._runners)
+        self._runners_tried: set[tuple[str, str]] = set()
+        # Models whose batch runs in a sandboxed runner: not claimed again until it is done.
+        self._sandboxed: dict[str, asyncio.Task[None]] = {}
+        # How tasks are started: run() hands in its TaskGroup's, so none is left behind.
+        self._spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = \
+            asyncio.create_task
         self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
         self._hot: set[str] = set()  # models whose last claim found work
@@ -80,7 +95,11 @@ class Worker:
                 refresh = tasks.create_task(self._refresh_loop())
                 training = (tasks.create_task(self._training_loop())
                             if self.settings.training_slots > 0 else None)
+                verifying = tasks.create_task(self._verifier.run(self._stopping))
+                self._spawn = tasks.create_task
                 await self._claim_loop()
+                await asyncio.gather(*self._sandboxed.values())
+                await verifying
                 if training is not None:
                     await training  # drains: the job is checkpointed and handed back
                 beat.cancel()
@@ -88,6 +107,7 @@ class Worker:
         finally:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._directory.leave(self.id)
+            await self._runners.close()
             await self._redis.aclose()
             self._torch.shutdown(wait=True)
             log.info("worker %s stopped after %d batches, %d jobs", self.id, self.batches,
@@ -103,6 +123,8 @@ class Worker:
                 self._models = names
                 for name in new:
                     await self._preload(name)
+                await preload_runners(self._registry, self._runners, names,
+                                      self._runners_tried)
             except TRANSIENT_ERRORS as exc:
                 metrics.REDIS_ERRORS.labels("worker").inc()
                 log.warning("cannot list models: %s", exc)
@@ -112,6 +134,12 @@ class Worker:
         """Loads a model's latest version before its first request needs it."""
         try:
             meta = await self._registry.resolve(model)
+        except MaasError as exc:  # no servable version yet (an archive being verified)
+            log.debug("nothing to preload for %s: %s", model, exc)
+            return
+        if is_archive(meta):  # a runner starts on the first request
+            return
+        try:
             await asyncio.get_running_loop().run_in_executor(self._torch, self.cache.load, meta)
         except Exception as exc:  # a broken version fails its jobs later, not the worker
             log.warning("cannot preload %s: %s", model, exc)
@@ -133,7 +161,8 @@ class Worker:
     def _heartbeat(self) -> WorkerHeartbeat:
         return WorkerHeartbeat(
             worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
-            device=str(self.cache.device), models=self.cache.loaded_names(),
+            device=str(self.cache.device),
+            models=self.cache.loaded_names() + self._runners.loaded_names(),
             started_unix_ms=self._started_ms, batches=self.batches, jobs=self.jobs)
 
     async def _claim_loop(self) -> None:
@@ -147,11 +176,12 @@ class Worker:
                 busy = False
                 # Only models that had work last time are polled; the others wake the
                 # worker through the blocking read below.
-                for model in [m for m in self._models if m in self._hot]:
+                for model in [m for m in self._models
+                              if m in self._hot and m not in self._sandboxed]:
                     started = await self._claim(model, self.settings.max_batch_size)
                     if started:
                         busy = True
-                        await self._process(model, await self._top_up(model, started))
+                        await self._dispatch(model, await self._top_up(model, started))
                     else:
                         self._hot.discard(model)
                 if not busy:
@@ -170,8 +200,14 @@ class Worker:
 
     async def _wait_for_work(self) -> None:
         """Blocks until any model's stream has entries, then starts what it read."""
-        deliveries = await self.queue.read(self.id, self._models, self.settings.max_batch_size,
-                                           block_ms=500)
+        free = [m for m in self._models if m not in self._sandboxed]
+        if not free:  # every model waits for its runner: wait for the first to finish
+            await asyncio.wait(list(self._sandboxed.values()), timeout=0.5,
+                               return_when=asyncio.FIRST_COMPLETED)
+            return
+        # While runners compute, look again soon: their models come back when they finish.
+        deliveries = await self.queue.read(self.id, free, self.settings.max_batch_size,
+                                           block_ms=10 if self._sandboxed else 500)
         by_model: dict[str, list[Delivery]] = defaultdict(list)
         for d in deliveries:
             by_model[d.model].append(d)
@@ -183,7 +219,7 @@ class Worker:
             finally:
                 self._inflight[model].difference_update(batch)
             self._inflight[model].update(s.delivery for s in runnable)
-            await self._process(model, await self._top_up(model, runnable))
+            await self._dispatch(model, await self._top_up(model, runnable))
 
     async def _training_loop(self) -> None:
         """Leases one training job at a time and runs it to an end (or hands it back).
@@ -225,6 +261,31 @@ class Worker:
             metrics.REDIS_ERRORS.labels("worker").inc()
             log.warning("batch top-up failed (%s); running the %d jobs held", exc, len(batch))
             return batch
+
+    async def _dispatch(self, model: str, batch: Sequence[Started]) -> None:
+        """Runs a batch: in place, or, when an archive's runner computes it, in a task of
+        its own, so that the worker goes on serving other models meanwhile."""
+        if not await self._is_sandboxed(model, batch):
+            await self._process(model, batch)
+            return
+        self._sandboxed[model] = self._spawn(self._process_apart(model, batch))
+
+    async def _is_sandboxed(self, model: str, batch: Sequence[Started]) -> bool:
+        versions = {s.envelope.model_version for s in batch}
+        try:
+            return any([is_archive(await self._registry.resolve(model, v)) for v in versions])
+        except MaasError:  # deleted meanwhile: _process fails the jobs
+            return False
+
+    async def _process_apart(self, model: str, batch: Sequence[Started]) -> None:
+        try:
+            await self._process(model, batch)
+        except TRANSIENT_ERRORS as exc:  # the leases lapse and the jobs are claimed again
+            metrics.REDIS_ERRORS.labels("worker").inc()
+            log.warning("cannot complete a batch of %s: %s", model, exc)
+        finally:
+            self._sandboxed.pop(model, None)
+            self._hot.add(model)
 
     async def _process(self, model: str, batch: Sequence[Started]) -> None:
         """Runs started jobs (one forward per model version) and completes them."""
@@ -275,6 +336,13 @@ class Worker:
     async def _execute(self, model: str, version: str,
                        started: Sequence[Started]) -> list[JobResult]:
         meta = await self._registry.resolve(model, version)
+        if is_archive(meta):
+            if any(is_explain(s) for s in started):
+                return [_failed(s, "Explain is not available for uploaded archives: they run "
+                                "sandboxed, without gradients", "EXPLAIN_UNSUPPORTED")
+                        for s in started]
+            return await run_sandboxed(self._runners, self._registry, meta, started, self.id,
+                                       self.settings.quarantine_after)
         loop = asyncio.get_running_loop()
         loaded = self.cache.cached(model, version)
         if loaded is None:
@@ -287,10 +355,10 @@ class Worker:
         return await loop.run_in_executor(self._torch, run_batch, loaded, jobs, self.id)
 
 
-def _failed(started: Started, message: str) -> JobResult:
+def _failed(started: Started, message: str, reason: str = "MODEL_LOAD_FAILED") -> JobResult:
     return JobResult(job_id=started.delivery.job_id, attempt=started.attempt,
                      state=JobState.JOB_STATE_FAILED,
-                     error=JobError(code="FAILED_PRECONDITION", reason="MODEL_LOAD_FAILED",
+                     error=JobError(code="FAILED_PRECONDITION", reason=reason,
                                     message=message))
 
 

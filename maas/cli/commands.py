@@ -72,9 +72,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def client_for(args: argparse.Namespace) -> Client:
-    """The client the common flags ask for."""
-    return Client(args.target, timeout_s=args.timeout, api_key=args.api_key,
+def client_for(args: argparse.Namespace, api_key: str | None = None) -> Client:
+    """The client the common flags ask for (with another API key when given)."""
+    return Client(args.target, timeout_s=args.timeout, api_key=api_key or args.api_key,
                   root_certificates=args.ca_file, certificate_chain=args.cert_file,
                   private_key=args.key_file)
 

@@ -52,6 +52,48 @@ torch.export.load.
 """
 Global___ModelFormat: _TypeAlias = ModelFormat  # noqa: Y015
 
+class _ModelVersionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelVersionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelVersionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_VERSION_STATE_UNSPECIFIED: _ModelVersionState.ValueType  # 0
+    """Versions stored before states existed: READY for safetensors; an archive
+    in this state is not servable (register it again to have it verified).
+    """
+    MODEL_VERSION_STATE_READY: _ModelVersionState.ValueType  # 1
+    """Servable."""
+    MODEL_VERSION_STATE_VERIFYING: _ModelVersionState.ValueType  # 2
+    """An archive waiting for or under verification; not servable yet."""
+    MODEL_VERSION_STATE_REJECTED: _ModelVersionState.ValueType  # 3
+    """Verification refused the archive; `state_reason` says why. Never servable."""
+    MODEL_VERSION_STATE_QUARANTINED: _ModelVersionState.ValueType  # 4
+    """The version timed out or crashed its sandbox repeatedly and serves no
+    inference (UNAVAILABLE); `state_reason` says why.
+    """
+
+class ModelVersionState(_ModelVersionState, metaclass=_ModelVersionStateEnumTypeWrapper):
+    """Whether a version may serve. Safetensors versions are READY at once;
+    archives (code) pass through VERIFYING.
+    """
+
+MODEL_VERSION_STATE_UNSPECIFIED: ModelVersionState.ValueType  # 0
+"""Versions stored before states existed: READY for safetensors; an archive
+in this state is not servable (register it again to have it verified).
+"""
+MODEL_VERSION_STATE_READY: ModelVersionState.ValueType  # 1
+"""Servable."""
+MODEL_VERSION_STATE_VERIFYING: ModelVersionState.ValueType  # 2
+"""An archive waiting for or under verification; not servable yet."""
+MODEL_VERSION_STATE_REJECTED: ModelVersionState.ValueType  # 3
+"""Verification refused the archive; `state_reason` says why. Never servable."""
+MODEL_VERSION_STATE_QUARANTINED: ModelVersionState.ValueType  # 4
+"""The version timed out or crashed its sandbox repeatedly and serves no
+inference (UNAVAILABLE); `state_reason` says why.
+"""
+Global___ModelVersionState: _TypeAlias = ModelVersionState  # noqa: Y015
+
 @_typing.final
 class TensorSpec(_message.Message):
     """The metadata of one tensor of a model; -1 marks a variable dimension."""
@@ -124,6 +166,8 @@ class ModelVersion(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     ARCHIVE_SHA256_FIELD_NUMBER: _builtins.int
     ARCHIVE_BYTES_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model's name."""
     version: _builtins.str
@@ -148,6 +192,12 @@ class ModelVersion(_message.Message):
     archive_sha256: _builtins.str
     """Hex sha256 and size of a TorchScript or torch.export archive."""
     archive_bytes: _builtins.int
+    state: Global___ModelVersionState.ValueType
+    """Whether the version may serve (see ModelVersionState)."""
+    state_reason: _builtins.str
+    """Why a version is REJECTED or QUARANTINED, e.g. "operator aten::from_file
+    is not allowed (forward, line 3)".
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the version was registered."""
@@ -184,10 +234,12 @@ class ModelVersion(_message.Message):
         format: Global___ModelFormat.ValueType = ...,
         archive_sha256: _builtins.str = ...,
         archive_bytes: _builtins.int = ...,
+        state: Global___ModelVersionState.ValueType = ...,
+        state_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "archive_bytes", b"archive_bytes", "archive_sha256", b"archive_sha256", "config_json", b"config_json", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "format", b"format", "inputs", b"inputs", "metrics", b"metrics", "model", b"model", "outputs", b"outputs", "platform", b"platform", "training_job_id", b"training_job_id", "training_spec_json", b"training_spec_json", "version", b"version", "weights_bytes", b"weights_bytes", "weights_sha256", b"weights_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "archive_bytes", b"archive_bytes", "archive_sha256", b"archive_sha256", "config_json", b"config_json", "create_time", b"create_time", "dataset_sha256", b"dataset_sha256", "format", b"format", "inputs", b"inputs", "metrics", b"metrics", "model", b"model", "outputs", b"outputs", "platform", b"platform", "state", b"state", "state_reason", b"state_reason", "training_job_id", b"training_job_id", "training_spec_json", b"training_spec_json", "version", b"version", "weights_bytes", b"weights_bytes", "weights_sha256", b"weights_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

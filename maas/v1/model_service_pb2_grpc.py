@@ -96,7 +96,13 @@ class ModelServiceServicer:
     def RegisterModel(self, request, context):
         """Stores weights as the next version of a model (creating the model when
         it is new). Weights whose names or shapes do not fit the architecture are
-        INVALID_ARGUMENT. The version is servable as soon as this returns.
+        INVALID_ARGUMENT. Safetensors versions are servable as soon as this
+        returns. An archive (code) is verified first, on a worker, in a sandbox:
+        every operator of every method must be on the allowlist of pure tensor
+        computation. This waits for the verdict (up to the call's deadline):
+        a rejected archive is INVALID_ARGUMENT naming the operator and where it
+        appears; one still being verified when the wait ends is returned with
+        state VERIFYING and becomes servable (and latest) when it passes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,13 @@ class ModelServiceStub:
     RegisterModel: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.RegisterModelRequest, _model_service_pb2.RegisterModelResponse]
     """Stores weights as the next version of a model (creating the model when
     it is new). Weights whose names or shapes do not fit the architecture are
-    INVALID_ARGUMENT. The version is servable as soon as this returns.
+    INVALID_ARGUMENT. Safetensors versions are servable as soon as this
+    returns. An archive (code) is verified first, on a worker, in a sandbox:
+    every operator of every method must be on the allowlist of pure tensor
+    computation. This waits for the verdict (up to the call's deadline):
+    a rejected archive is INVALID_ARGUMENT naming the operator and where it
+    appears; one still being verified when the wait ends is returned with
+    state VERIFYING and becomes servable (and latest) when it passes.
     """
     SetModelAlias: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.SetModelAliasRequest, _model_service_pb2.SetModelAliasResponse]
     """Points an alias at a version, creating or moving it in one atomic step: a
@@ -76,7 +82,13 @@ class ModelServiceAsyncStub(ModelServiceStub):
     RegisterModel: _aio.UnaryUnaryMultiCallable[_model_service_pb2.RegisterModelRequest, _model_service_pb2.RegisterModelResponse]  # type: ignore[assignment]
     """Stores weights as the next version of a model (creating the model when
     it is new). Weights whose names or shapes do not fit the architecture are
-    INVALID_ARGUMENT. The version is servable as soon as this returns.
+    INVALID_ARGUMENT. Safetensors versions are servable as soon as this
+    returns. An archive (code) is verified first, on a worker, in a sandbox:
+    every operator of every method must be on the allowlist of pure tensor
+    computation. This waits for the verdict (up to the call's deadline):
+    a rejected archive is INVALID_ARGUMENT naming the operator and where it
+    appears; one still being verified when the wait ends is returned with
+    state VERIFYING and becomes servable (and latest) when it passes.
     """
     SetModelAlias: _aio.UnaryUnaryMultiCallable[_model_service_pb2.SetModelAliasRequest, _model_service_pb2.SetModelAliasResponse]  # type: ignore[assignment]
     """Points an alias at a version, creating or moving it in one atomic step: a
@@ -122,7 +134,13 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_model_service_pb2.RegisterModelResponse, _abc.Awaitable[_model_service_pb2.RegisterModelResponse]]:
         """Stores weights as the next version of a model (creating the model when
         it is new). Weights whose names or shapes do not fit the architecture are
-        INVALID_ARGUMENT. The version is servable as soon as this returns.
+        INVALID_ARGUMENT. Safetensors versions are servable as soon as this
+        returns. An archive (code) is verified first, on a worker, in a sandbox:
+        every operator of every method must be on the allowlist of pure tensor
+        computation. This waits for the verdict (up to the call's deadline):
+        a rejected archive is INVALID_ARGUMENT naming the operator and where it
+        appears; one still being verified when the wait ends is returned with
+        state VERIFYING and becomes servable (and latest) when it passes.
         """
 
     @_abc_1.abstractmethod

@@ -21,6 +21,9 @@ def test_every_process_is_scraped_where_it_serves_metrics(rendered: Rendered) ->
     for role in ROLES:
         settings = rendered.settings(role)
         assert settings.metrics_port != 0, f"{role}: MAAS_METRICS_PORT=0 turns /metrics off"
+        # /metrics listens on loopback by default: Prometheus, in another pod, needs more.
+        assert settings.metrics_host == "0.0.0.0", f"{role}: set MAAS_METRICS_HOST=0.0.0.0"
+        assert settings.metrics_tenant_labels == "off", role  # tenant names stay private
         assert _ports(rendered.container(role))["metrics"] == settings.metrics_port, role
         annotations = rendered.workload(role)["spec"]["template"]["metadata"]["annotations"]
         assert annotations == {"prometheus.io/scrape": "true",

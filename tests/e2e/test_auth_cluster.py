@@ -139,3 +139,8 @@ def test_maas_up_auth_writes_a_private_admin_key(tmp_path: Path) -> None:
     key = key_file.read_text().strip()
     assert "maas ready" in done.stdout and "(plaintext, auth on)" in done.stdout
     assert key not in done.stdout  # only the file holds it
+    # Its redis-server needs a password: kept in the data directory, printed masked only.
+    password_file = tmp_path / "d" / "redis.password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert password_file.read_text().strip() not in done.stdout + done.stderr
+    assert "[maas] redis redis://:****@127.0.0.1:" in done.stdout

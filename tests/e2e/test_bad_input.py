@@ -3,6 +3,7 @@ tritonclient and the raw generated stub alike, and no process falls over."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -21,10 +22,19 @@ import maas
 from maas.client import from_rpc_error, register_request
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from maas.v1 import dataset_service_pb2 as dpb
+from maas.v1 import inference_service_pb2 as ipb
 from maas.v1 import model_service_pb2 as mpb
+from maas.v1 import queue_service_pb2 as qpb
+from maas.v1 import training_service_pb2 as tpb
+from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
+from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
+from maas.v1.queue_service_pb2_grpc import QueueServiceStub
+from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
+from tests.hostile_files import HOSTILE_DATASETS, HOSTILE_WEIGHTS, upload_requests
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -316,6 +326,157 @@ def test_get_model_unknown(cluster: Cluster) -> None:
         ModelServiceStub(channel).GetModel(mpb.GetModelRequest(name="no-such-model"), timeout=30)
     assert err.value.code() == NOT_FOUND
     assert from_rpc_error(err.value).reason == "MODEL_NOT_FOUND"
+
+
+# --- hostile tenant: every field that reaches Redis, disk or memory is bounded (issue 12) ---
+
+def refusal(call: Callable[..., Any], request: Any) -> tuple[grpc.StatusCode, set[str], str]:
+    """(code, BadRequest fields, message) of a call that must fail."""
+    with pytest.raises(grpc.RpcError) as err:
+        call(request, timeout=30)
+    rich = from_rpc_error(err.value)
+    return err.value.code(), {v.field for v in rich.violations}, err.value.details() or ""
+
+
+@pytest.fixture
+def stubs(cluster: Cluster) -> Iterator[dict[str, Any]]:
+    with grpc.insecure_channel(cluster.target, options=[
+            ("grpc.max_send_message_length", 64 * MIB)]) as channel:
+        yield {"jobs": InferenceServiceStub(channel), "training": TrainingServiceStub(channel),
+               "datasets": DatasetServiceStub(channel), "models": ModelServiceStub(channel),
+               "queue": QueueServiceStub(channel), "v2": GRPCInferenceServiceStub(channel)}
+
+
+def submit(**fields: Any) -> ipb.SubmitInferenceRequest:
+    return ipb.SubmitInferenceRequest(model="mlp", inputs=[ipb.Tensor(
+        name="input", datatype="FP32", shape=[1, 64], raw=bytes(256))], **fields)
+
+
+def idempotency_keys(cluster: Cluster) -> list[bytes]:
+    client = cluster.redis.client()
+    try:
+        return list(client.scan_iter(match="*:idem:*", count=1000))
+    finally:
+        client.close()
+
+
+def test_16_mib_request_id_never_becomes_a_redis_key(cluster: Cluster,
+                                                      stubs: dict[str, Any]) -> None:
+    """Found: a 16 MiB request_id on SubmitInference became a 16 MiB Redis key (24 h)."""
+    code, fields, message = refusal(stubs["jobs"].SubmitInference,
+                                    submit(request_id="r" * (16 * MIB)))
+    assert (code, fields) == (INVALID, {"request_id"}), message
+    assert "at most 128" in message
+    assert all(len(key) < 1024 for key in idempotency_keys(cluster))
+    assert stubs["jobs"].SubmitInference(submit(request_id="r" * 128), timeout=30).job.job_id
+
+
+def long_id_infer() -> v2.ModelInferRequest:
+    request = mlp_request()
+    request.id = "i" * 129
+    return request
+
+
+@pytest.mark.parametrize(("rpc", "build", "field"), [
+    ("jobs.SubmitInference", lambda: submit(deadline_ms=2**63 - 1), "deadline_ms"),
+    ("jobs.SubmitInference", lambda: submit(deadline_ms=24 * 3600 * 1000 + 1), "deadline_ms"),
+    ("jobs.SubmitInference", lambda: submit(priority=2**32 - 1), "priority"),
+    ("jobs.SubmitInference", lambda: submit(priority=1_000_001), "priority"),
+    ("jobs.WaitJob", lambda: ipb.WaitJobRequest(job_id="mlp:1", timeout_ms=-1), "timeout_ms"),
+    ("v2.ModelInfer", long_id_infer, "id"),
+    ("training.CreateTrainingJob", lambda: tpb.CreateTrainingJobRequest(
+        spec=tpb.TrainingSpec(model_name="m", architecture="mlp", dataset="digits"),
+        request_id="r" * 129), "request_id"),
+    ("training.ListTrainingJobs", lambda: tpb.ListTrainingJobsRequest(page_token="abc"),
+     "page_token"),
+    ("training.ListTrainingJobs", lambda: tpb.ListTrainingJobsRequest(page_size=-1),
+     "page_size"),
+    ("datasets.ListDatasets", lambda: dpb.ListDatasetsRequest(page_token="x" * 100_000),
+     "page_token"),
+], ids=["deadline-2e63", "deadline-over-24h", "priority-2e32", "priority-over-max",
+        "wait-negative", "v2-id", "training-request-id", "page-token-abc", "page-size-negative",
+        "dataset-page-token"])
+def test_out_of_range_field_is_named(stubs: dict[str, Any], rpc: str,
+                                     build: Callable[[], Any], field: str) -> None:
+    """Each was INTERNAL (protobuf "Value out of range", Redis "min or max is not a float")
+    or went into Redis unbounded."""
+    stub, method = rpc.split(".")
+    code, fields, message = refusal(getattr(stubs[stub], method), build())
+    assert (code, fields) == (INVALID, {field}), message
+
+
+def test_stream_infer_long_id_is_an_in_band_error(stubs: dict[str, Any]) -> None:
+    [response] = stubs["v2"].ModelStreamInfer(iter([long_id_infer()]), timeout=30)
+    assert "at most 128" in response.error_message
+
+
+def test_huge_page_sizes_are_cut(stubs: dict[str, Any]) -> None:
+    stubs["training"].ListTrainingJobs(tpb.ListTrainingJobsRequest(page_size=2**31 - 1),
+                                       timeout=30)
+    stubs["queue"].ListDeadLetters(qpb.ListDeadLettersRequest(model="mlp", page_size=2**31 - 1),
+                                   timeout=30)
+    listed = stubs["datasets"].ListDatasets(dpb.ListDatasetsRequest(page_size=2**31 - 1),
+                                            timeout=30)
+    assert {"digits", "parity", "majority"} <= {d.name for d in listed.datasets}
+
+
+def training(config: dict[str, Any], **fields: Any) -> tpb.CreateTrainingJobRequest:
+    return tpb.CreateTrainingJobRequest(spec=tpb.TrainingSpec(
+        model_name="hostile", architecture="mlp", dataset="digits",
+        config_json=json.dumps(config), **fields))
+
+
+@pytest.mark.parametrize(("request_", "fields", "says"), [
+    # Found: queued, an mlp of 4e11 parameters with lr=1e308.
+    (training({"hidden": [65536] * 100}, lr=1e308), {"spec.config.hidden", "spec.lr"}, ""),
+    (training({"hidden": [16384, 16384]}), {"spec.config"}, "MAAS_TRAIN_MAX_PARAMS"),
+    (training({}, batch_size=65537), {"spec.batch_size"}, ""),
+    (training({}, epochs=10_001), {"spec.epochs"}, ""),
+    (training({}, max_steps=2**63 - 1), {"spec.max_steps"}, ""),
+    (training({}, lr=float("inf")), {"spec.lr"}, ""),
+    (tpb.CreateTrainingJobRequest(spec=tpb.TrainingSpec(
+        model_name="hostile", architecture="mlp", dataset="digits",
+        config_json="[" * 100_000)), {"spec.config_json"}, ""),
+], ids=["attack-spec", "over-param-budget", "batch", "epochs", "max-steps", "lr-inf",
+        "deep-json"])
+def test_training_spec_budget(stubs: dict[str, Any], request_: tpb.CreateTrainingJobRequest,
+                              fields: set[str], says: str) -> None:
+    code, found, message = refusal(stubs["training"].CreateTrainingJob, request_)
+    assert (code, found) == (INVALID, fields), message
+    assert says in message
+
+
+@pytest.mark.parametrize(("name", "field"), [
+    ("labels_2e31", "labels"),  # was INTERNAL: num_classes overflowed int32
+    ("npy_shape_1e12", "features"),  # was INTERNAL: numpy tried to allocate 7 TiB
+    ("safetensors_shape_1e12", "dataset"),
+    ("safetensors_deep_json", "dataset"),
+])
+def test_hostile_dataset_upload(stubs: dict[str, Any], name: str, field: str) -> None:
+    file_format, data = HOSTILE_DATASETS[name]
+    requests = upload_requests(f"hostile-{name.replace('_', '-')}", file_format, data)
+    code, fields, message = refusal(stubs["datasets"].UploadDataset, iter(requests))
+    assert (code, fields) == (INVALID, {field}), message
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (mpb.RegisterModelRequest(name="hostile", architecture="mlp", config_json="[" * 100_000,
+                              weights=b"x"), "config_json"),
+    (mpb.RegisterModelRequest(name="hostile", architecture="mlp",
+                              config_json='{"hidden": [' + "1" * 5000 + "]}",
+                              weights=b"x"), "config_json"),
+    (mpb.RegisterModelRequest(name="hostile", architecture="mlp",
+                              config_json=json.dumps({"hidden": [4] * 17}), weights=b"x"),
+     "config.hidden"),
+    (mpb.RegisterModelRequest(name="hostile", architecture="mlp",
+                              weights=HOSTILE_WEIGHTS["deep_json"]), "weights"),
+    (mpb.RegisterModelRequest(name="hostile", architecture="mlp",
+                              weights=HOSTILE_WEIGHTS["huge_int"]), "weights"),
+], ids=["deep-config", "huge-int-config", "17-layers", "deep-header", "huge-int-header"])
+def test_hostile_register_model(stubs: dict[str, Any], request_: mpb.RegisterModelRequest,
+                                field: str) -> None:
+    code, fields, message = refusal(stubs["models"].RegisterModel, request_)
+    assert (code, fields) == (INVALID, {field}), message
 
 
 def test_cluster_survives_bad_input(cluster: Cluster) -> None:

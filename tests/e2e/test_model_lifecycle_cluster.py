@@ -22,6 +22,9 @@ from tritonclient.utils import InferenceServerException
 import maas
 from maas.cli.main import main as cli_main
 from maas.cli.up import wait_models_ready
+from maas.queue.v1.queue_pb2 import WorkerHeartbeat
+from maas.v1.model_service_pb2 import ModelVersionState
+from scheduler import keys
 from tests.conftest import Cluster
 from tests.model_archives import CONFIG, SPECS, exported, torchscript
 
@@ -85,13 +88,22 @@ def _broken(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def test_a_broken_archive_fails_its_jobs_not_the_worker(
+def test_a_broken_archive_is_refused_and_the_workers_go_on(
         cluster: Cluster, triton: grpcclient.InferenceServerClient) -> None:
+    """Verification loads the archive in a sandboxed runner: one that does not load is
+    refused at registration (INVALID_ARGUMENT, torch's error named) and nothing else
+    notices."""
     with maas.Client(cluster.target) as client:
-        client.upload_model("broken", _broken(torchscript(1.0)), *SPECS)
-        with pytest.raises(maas.MaasError) as caught:
+        with pytest.raises(maas.InvalidArgument) as caught:
+            client.upload_model("broken", _broken(torchscript(1.0)), *SPECS)
+        assert "cannot load the archive" in caught.value.message
+        version = client.get_model("broken").versions[-1]
+        assert version.state == ModelVersionState.MODEL_VERSION_STATE_REJECTED
+        assert "cannot load the archive" in version.state_reason
+        with pytest.raises(maas.MaasError) as refused:
             client.infer("broken", {"x": X})
-        assert "could not load broken:1" in caught.value.message
+        assert refused.value.code in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.FAILED_PRECONDITION)
         assert client.infer("mlp", {"input": np.zeros((1, 64), np.float32)})["output"].shape \
             == (1, 10)
     assert all(cluster.service(f"worker-{i}").poll() is None for i in (1, 2))
@@ -113,6 +125,24 @@ def test_cli_alias_and_delete_version(cluster: Cluster, capsys: pytest.CaptureFi
     assert json.loads(capsys.readouterr().out)["versions"] == ["2"]
 
 
+def _wait_loaded_everywhere(cluster: Cluster, loaded: list[str], timeout_s: float = 60) -> None:
+    """Until the heartbeat of every live worker lists each of `loaded`."""
+    client = cluster.redis.client()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ids = [i.decode() for i in client.zrangebyscore(keys.workers_index(),
+                                                            time.time() * 1000, "+inf")]
+            beats = [WorkerHeartbeat.FromString(raw) for i in ids
+                     if (raw := client.get(keys.worker(i)))]
+            if beats and all(set(loaded) <= set(b.models) for b in beats):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"not every worker loaded {loaded}: {[list(b.models) for b in beats]}")
+    finally:
+        client.close()
+
+
 def test_hot_swap_of_production_under_load_fails_no_request(
         cluster: Cluster, triton: grpcclient.InferenceServerClient) -> None:
     """8 callers on `production` while it moves between versions 1 and 2 forty times."""
@@ -121,7 +151,10 @@ def test_hot_swap_of_production_under_load_fails_no_request(
         for scale in (1.0, 2.0):
             client.upload_model("swap", torchscript(scale), *SPECS)
         client.set_model_alias("swap", "production", 1)
-    for version in ("1", "2"):  # both loaded by a worker before the clock starts
+    # Both versions loaded by every worker before the clock starts (workers preload the
+    # runners of latest and aliased versions of archives).
+    _wait_loaded_everywhere(cluster, ["swap:1", "swap:2"])
+    for version in ("1", "2"):
         _infer(triton, "swap", version)
     stop = threading.Event()
     answers: list[tuple[str, list[list[float]]]] = []

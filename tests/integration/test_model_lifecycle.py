@@ -1,5 +1,6 @@
-"""Model lifecycle against a real redis-server and a real gateway (no workers): aliases,
-version deletion, archive uploads and Triton's repository RPCs with tritonclient."""
+"""Model lifecycle against a real redis-server, a real gateway and a worker (which verifies
+uploaded archives in its sandboxed runners): aliases, version deletion, archive uploads and
+Triton's repository RPCs with tritonclient."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from maas.inference import grpc_service_pb2 as v2
 from maas.v1.model_service_pb2 import ModelFormat, ModelVersion
 from scheduler.registry import ModelRegistry
 from tests.inprocess import running_gateway
+from tests.inprocess_worker import running_worker
 from tests.model_archives import CONFIG, SPECS, exported, torchscript
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,7 +42,7 @@ def archives() -> dict[str, bytes]:
 
 @pytest.fixture
 def target(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    with running_gateway(redis_url, tmp_path) as port:
+    with running_gateway(redis_url, tmp_path) as port, running_worker(redis_url, tmp_path):
         yield f"127.0.0.1:{port}"
 
 
@@ -225,7 +227,8 @@ def test_aliases_and_unload_follow_tenancy(redis_url: str, tmp_path: Path,
     monkeypatch.delenv("MAAS_API_KEY", raising=False)
     admin_key = ensure_key_file(tmp_path / "admin.key")
     with running_gateway(redis_url, tmp_path / "data", auth="on",
-                         admin_key_file=str(tmp_path / "admin.key")) as port:
+                         admin_key_file=str(tmp_path / "admin.key")) as port, \
+            running_worker(redis_url, tmp_path / "data"):
         target = f"127.0.0.1:{port}"
         with maas.Client(target, api_key=admin_key) as admin:
             admin.upload_model("shared-m", archives["ts1"], *SPECS, shared=True)

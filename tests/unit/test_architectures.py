@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from maas.architectures import ARCHITECTURES, TensorSpec, get_architecture
+from maas.architectures import (
+    ARCHITECTURES,
+    MAX_CONFIG_JSON_BYTES,
+    MAX_LIST_LENGTH,
+    MAX_POSITION_TABLE,
+    TensorSpec,
+    get_architecture,
+)
 from maas.errors import InvalidArgument
 
 CONFIGS: list[tuple[str, dict[str, Any] | None]] = [
@@ -243,3 +250,63 @@ def test_sequence_input_checks() -> None:
     assert problems(tokens * 3, [3, 2]) == [("tokens", "")]
     assert problems(-tokens, [3, 2]) == [("tokens", "")]
     assert problems(np.ones((2, 7), np.int64), [7, 1]) == [("tokens", "shape[1]")]
+
+
+# --- bounds a hostile config meets (issue 12) ---------------------------------------------
+
+PARAM_COUNT_CONFIGS = [*CONFIGS, *SEQUENCE_CONFIGS,
+                       ("rnn", {"cell": "gru", "layers": 4, "hidden": 3, "embed_dim": 5}),
+                       ("transformer", {"d_model": 8, "heads": 2, "layers": 3, "ff": 5})]
+
+
+@pytest.mark.parametrize(("name", "config"), PARAM_COUNT_CONFIGS, ids=[
+    f"{n}-{config_id(c) or 'default'}" for n, c in PARAM_COUNT_CONFIGS])
+def test_param_count_is_the_built_modules(name: str, config: dict[str, Any] | None) -> None:
+    """The gateway's estimate (no torch) is exactly what torch builds."""
+    arch = get_architecture(name)
+    resolved = arch.resolve_config(config)
+    built = sum(p.numel() for p in arch.build(resolved).parameters())
+    assert arch.param_count(resolved) == built
+
+
+def test_param_count_of_every_default_config() -> None:
+    for arch in ARCHITECTURES.values():
+        config = arch.resolve_config(None)
+        assert arch.param_count(config) == sum(
+            p.numel() for p in arch.build(config).parameters()), arch.name
+
+
+def test_param_count_of_a_huge_config_takes_no_memory() -> None:
+    """The attack config's count is arithmetic: nothing is allocated, nothing loops per
+    layer (65536 layers)."""
+    mlp, transformer = get_architecture("mlp"), get_architecture("transformer")
+    hidden = mlp.resolve_config({"hidden": [65536] * MAX_LIST_LENGTH})
+    assert mlp.param_count(hidden) == 64 * 65536 + 65536 + 15 * 65537 * 65536 + 10 * 65537
+    deep = transformer.resolve_config({"layers": 65536})
+    assert transformer.param_count(deep) > 65536 * 4 * 32 * 32
+
+
+@pytest.mark.parametrize("hidden", [[65536] * 100, [1] * (MAX_LIST_LENGTH + 1)])
+def test_hidden_has_at_most_16_layers(hidden: list[int]) -> None:
+    assert violations_of("mlp", {"hidden": hidden}) == ["config.hidden"]
+    assert get_architecture("mlp").resolve_config({"hidden": [1] * MAX_LIST_LENGTH})
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"num_classes": ' + "1" * 5000 + "}",
+                                  '{"hidden": [' + "9" * 5000 + "]}", "\ud800"])
+def test_config_json_that_breaks_json_loads(text: str) -> None:
+    """Nesting past the recursion limit, integers past 4,300 digits: INVALID_ARGUMENT."""
+    assert violations_of("mlp", text) == ["config_json"]
+
+
+def test_config_json_is_at_most_16_kib() -> None:
+    text = '{"num_classes": 3' + " " * MAX_CONFIG_JSON_BYTES + "}"
+    assert violations_of("mlp", text) == ["config_json"]
+
+
+def test_transformer_position_table_is_bounded() -> None:
+    """max_len x d_model floats are allocated at build: at most MAX_POSITION_TABLE."""
+    assert violations_of("transformer", {"max_len": 65536, "d_model": 65536, "heads": 1}) == [
+        "config.max_len"]
+    assert get_architecture("transformer").resolve_config(
+        {"max_len": MAX_POSITION_TABLE // 256, "d_model": 256})

@@ -10,6 +10,7 @@ import pytest
 import safetensors.numpy
 
 from maas.datasets import (
+    MAX_CLASSES,
     Dataset,
     builtin_dataset,
     check_labels,
@@ -21,6 +22,7 @@ from maas.datasets import (
     split,
 )
 from maas.errors import InvalidArgument
+from tests.hostile_files import HOSTILE_DATASETS, npy_bytes, npz_bytes, npz_with_labels
 
 
 def _npz(**arrays: Any) -> bytes:
@@ -270,3 +272,53 @@ def test_bad_lengths(lengths: np.ndarray) -> None:
     with pytest.raises(InvalidArgument) as exc:
         load_npz_bytes(_npz(features=features, labels=np.array([0, 1]), lengths=lengths))
     assert _field_of(exc) == "lengths"
+
+
+# --- hostile files (issue 12): headers are checked before anything is allocated -------------
+
+@pytest.mark.parametrize(("name", "field"), [
+    ("npy_shape_1e12", "features"),  # was numpy's allocation failure, INTERNAL
+    ("npy_shape_2e9_rows", "features"),
+    ("npy_object_dtype", "features"),
+    ("npy_negative_dim", "features"),
+    ("labels_2e31", "labels"),  # num_classes overflowed int32 in the registry record: INTERNAL
+    ("labels_65536", "labels"),
+    ("labels_negative", "labels"),
+    ("not_a_zip", "dataset"),
+    ("safetensors_labels_2e31", "labels"),
+    ("safetensors_shape_1e12", "dataset"),
+    ("safetensors_length_2e64", "dataset"),
+    ("safetensors_deep_json", "dataset"),
+    ("safetensors_huge_int", "dataset"),
+])
+def test_hostile_dataset_is_invalid_argument(name: str, field: str) -> None:
+    file_format, data = HOSTILE_DATASETS[name]
+    loader = load_npz_bytes if file_format == "npz" else load_safetensors_bytes
+    with pytest.raises(InvalidArgument) as exc:
+        loader(data)
+    assert _field_of(exc) == field
+
+
+def test_npy_header_declaring_more_than_its_bytes_says_both() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        load_npz_bytes(HOSTILE_DATASETS["npy_shape_1e12"][1])
+    assert "8000000000000 bytes" in exc.value.message and "holds 64 bytes" in exc.value.message
+
+
+def test_largest_class_id_is_accepted() -> None:
+    loaded = load_npz_bytes(npz_with_labels([0, MAX_CLASSES - 1]))
+    assert int(loaded.labels.max()) == MAX_CLASSES - 1
+
+
+@pytest.mark.parametrize("name", ["good", "good_safetensors"])
+def test_well_formed_files_pass_the_header_checks(name: str) -> None:
+    file_format, data = HOSTILE_DATASETS[name]
+    loader = load_npz_bytes if file_format == "npz" else load_safetensors_bytes
+    assert loader(data).num_samples == 4
+
+
+def test_npy_format_2_header_is_read() -> None:
+    out = io.BytesIO()
+    np.lib.format.write_array(out, np.zeros((3, 2), np.float32), version=(2, 0))
+    data = npz_bytes({"features": out.getvalue(), "labels": npy_bytes(np.arange(3))})
+    assert load_npz_bytes(data).sample_shape == (2,)

@@ -27,7 +27,8 @@ SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.IdempotencyKeyReused, errors.JobFailed, errors.TooManyElements,
               errors.QuotaExceeded, errors.Unauthenticated, errors.PermissionDenied,
               errors.QueueStorageFull, errors.ModelAliasNotFound, errors.ModelUnloaded,
-              errors.ModelVersionInUse]
+              errors.ModelVersionInUse, errors.ModelVerifying, errors.ModelQuarantined,
+              errors.ModelRejected, errors.ModelTimeout, errors.ModelCrashed]
 
 
 def test_the_tree_is_complete() -> None:

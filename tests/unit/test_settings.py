@@ -108,6 +108,7 @@ def test_the_readme_table_follows_the_dataclass() -> None:
     ("MAAS_MAX_ATTEMPTS", "0", ">= 1"),
     ("MAAS_TRAIN_LEASE_MS", "-5", ">= 1"),
     ("MAAS_TRAIN_MAX_ATTEMPTS", "0", ">= 1"),
+    ("MAAS_TRAIN_MAX_PARAMS", "0", ">= 1"),
     ("MAAS_REAPER_INTERVAL_MS", "0", ">= 1"),
     ("MAAS_MAX_BATCH_SIZE", "0", ">= 1"),
     ("MAAS_TRAINING_SLOTS", "-1", ">= 0"),

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from maas.errors import InvalidArgument
-from maas.training_spec import TrainingSpec
+from maas.training_proto import from_proto
+from maas.training_spec import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_STEPS, TrainingSpec
+from maas.v1 import training_service_pb2 as pb
 
 BASE: dict[str, Any] = {"architecture": "cnn", "dataset": "digits"}
 
@@ -101,3 +103,61 @@ def test_from_json_rejects_non_objects(text: str) -> None:
     with pytest.raises(InvalidArgument) as exc:
         TrainingSpec.from_json(text)
     assert [v.field for v in exc.value.violations] == ["spec"]
+
+
+# --- bounds a hostile spec meets (issue 12) -----------------------------------------------
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"lr": 1e308}, "lr"),
+        ({"lr": float("inf")}, "lr"),
+        ({"lr": MAX_LR * 1.01}, "lr"),
+        ({"weight_decay": float("inf")}, "weight_decay"),
+        ({"weight_decay": 1.5}, "weight_decay"),
+        ({"batch_size": MAX_BATCH_SIZE + 1}, "batch_size"),
+        ({"batch_size": 2**31 - 1}, "batch_size"),
+        ({"epochs": MAX_EPOCHS + 1}, "epochs"),
+        ({"max_steps": MAX_STEPS + 1}, "max_steps"),
+        ({"max_steps": 2**63 - 1}, "max_steps"),
+        ({"checkpoint_every": 2**63 - 1}, "checkpoint_every"),
+        ({"init_from": "m" * 10_000}, "init_from"),
+        ({"init_from": "m:" + "9" * 10_000}, "init_from"),
+        ({"architecture": "mlp", "config": {"hidden": [65536] * 100}}, "config.hidden"),
+    ],
+)
+def test_each_bound_is_named(change: dict[str, Any], field: str) -> None:
+    assert _fields({**BASE, **change}) == [field]
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    spec = TrainingSpec.from_dict({**BASE, "lr": MAX_LR, "weight_decay": 1.0,
+                                   "batch_size": MAX_BATCH_SIZE, "epochs": MAX_EPOCHS,
+                                   "max_steps": MAX_STEPS, "checkpoint_every": MAX_STEPS})
+    assert spec.lr == MAX_LR
+
+
+def test_the_attack_spec_is_refused_naming_both_fields() -> None:
+    """Found: CreateTrainingJob queued an mlp of hidden=[65536]*100 (4e11 parameters) with
+    lr=1e308."""
+    fields = _fields({**BASE, "architecture": "mlp", "config": {"hidden": [65536] * 100},
+                      "lr": 1e308})
+    assert sorted(fields) == ["config.hidden", "lr"]
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"seed": ' + "1" * 5000 + "}"])
+def test_from_json_of_text_that_breaks_json_loads(text: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        TrainingSpec.from_json(text)
+    assert [v.field for v in exc.value.violations] == ["spec"]
+
+
+@pytest.mark.parametrize("config_json", ["[" * 100_000, '{"hidden": [' + "1" * 5000 + "]}",
+                                         '{"hidden": [1]' + " " * 20_000 + "}"])
+def test_wire_spec_config_json_is_invalid_argument(config_json: str) -> None:
+    """maas.v1.TrainingSpec.config_json is parsed without RecursionError or ValueError
+    escaping (they were INTERNAL)."""
+    wire = pb.TrainingSpec(architecture="mlp", dataset="digits", config_json=config_json)
+    with pytest.raises(InvalidArgument) as exc:
+        from_proto(wire)
+    assert [v.field for v in exc.value.violations] == ["config_json"]

@@ -14,7 +14,8 @@ from safetensors.torch import save as torch_save
 
 from maas.architectures import get_architecture
 from maas.errors import InvalidArgument
-from maas.weights import TensorEntry, check_weights, read_header, sha256_hex
+from maas.weights import MAX_VIOLATIONS, TensorEntry, check_weights, read_header, sha256_hex
+from tests.hostile_files import HOSTILE_WEIGHTS
 
 CNN = get_architecture("cnn")
 CNN_CONFIG = CNN.resolve_config(None)
@@ -161,3 +162,33 @@ def test_not_safetensors_is_reported_before_shapes() -> None:
     with pytest.raises(InvalidArgument) as caught:
         check_weights(CNN, CNN_CONFIG, b"not safetensors at all")
     assert caught.value.reason == "INVALID_WEIGHTS"
+
+
+# --- hostile headers (issue 12) -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_WEIGHTS))
+def test_hostile_header_is_invalid_weights(name: str) -> None:
+    """RecursionError (deep nesting), ValueError (an integer of 5,000 digits), OverflowError
+    (Infinity as a dim): each was INTERNAL; now INVALID_WEIGHTS on `weights`."""
+    with pytest.raises(InvalidArgument) as caught:
+        read_header(HOSTILE_WEIGHTS[name])
+    assert caught.value.reason == "INVALID_WEIGHTS"
+    assert [v.field for v in caught.value.violations] == ["weights"]
+
+
+def test_infinite_dim_is_invalid_weights() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        read_header(hand_made({"w": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 4]}},
+                              bytes(4)))
+    assert caught.value.reason == "INVALID_WEIGHTS"
+
+
+def test_thousands_of_unexpected_tensors_list_a_few() -> None:
+    """The status travels in trailers: the violations are capped, the message counts all."""
+    arrays = {**cnn_arrays(), **{f"extra.{i}." + "x" * 200: np.zeros(1, np.float32)
+                                 for i in range(2000)}}
+    with pytest.raises(InvalidArgument) as caught:
+        check_weights(CNN, CNN_CONFIG, save(arrays))
+    assert len(caught.value.violations) == MAX_VIOLATIONS
+    assert all(len(v.field) < 100 for v in caught.value.violations)
+    assert "2000 problems" in caught.value.message
