@@ -4,7 +4,7 @@ every machine), each a task a model has to learn from the order or the counts of
 Every generator returns (tokens [N, T] int64, lengths [N] int64, labels [N] int64); token 0
 is padding only (it never occurs inside a sequence), row i's real tokens are its first
 lengths[i]. The accuracy targets are what `rnn` / `transformer` reach in a few seconds on
-2 CPU cores (README "Architectures and datasets"; tests/e2e/test_sequence_models.py).
+2 CPU cores (docs/training.md "Architectures and datasets"; tests/e2e/test_sequence_models.py).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class SequenceDemo:
     target_accuracy: float
 
 
-# Measured on 2 CPU cores: each reaches 1.000 in about 4 s of training (README).
+# Measured on 2 CPU cores: each reaches 1.000 in about 4 s of training (docs/training.md).
 SEQUENCE_DEMOS = (
     SequenceDemo({"model_name": "parity-gru", "architecture": "rnn", "dataset": "parity",
                   "config": {"cell": "gru", "vocab_size": 3, "embed_dim": 8, "hidden": 32,
