@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -36,6 +37,8 @@ class Result:
     mean_batch_size: float
     max_abs_diff: float
     latencies_ms: list[float]
+    # What a request cost the server's processes (bench.costs.Costs.summary), when measured.
+    costs: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         doc = asdict(self)

@@ -1,8 +1,10 @@
-"""Where a request's CPU goes: per-process CPU per request and Redis commands per request.
+"""Where a request's CPU goes: per-process CPU, Redis commands and AOF bytes per request.
 
-`python -m bench.profile [--model cnn] [--concurrency 64] [--seconds 5] [MAAS_X=Y ...]`
-runs the pinned cluster of bench.serving, a closed loop, and reads /proc/<pid>/stat of each
-process and Redis's INFO commandstats before and after.
+`python -m bench.profile [--model cnn] [--concurrency 1,64] [--seconds 5] [--idle 10]
+[--appendfsync always] [MAAS_X=Y ...]` runs the pinned cluster of bench.serving; with
+--idle, first reads each process's CPU twice over that many seconds while nothing is asked
+of it (an idle cluster must use < 2 % of a core); then, per concurrency, a closed loop with
+its costs (bench.costs) and the Redis commands it ran, most frequent first.
 """
 
 from __future__ import annotations
@@ -10,35 +12,57 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import redis
 
+from bench.costs import Costs, Meter
 from bench.loadgen import request_for, run_closed
-from bench.serving import CLIENT_CORE, INPUTS, pinned
-from maas.cli.up import (
-    LocalCluster,
-    free_port,
-    register_demo_models,
-    start_redis,
-    wait_models_ready,
-    wait_ready,
-)
+from bench.serving import CLIENT_CORE, INPUTS, WARMUP_S, start_maas
+from maas.cli.up import LocalCluster
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def print_idle(meter: Meter, seconds: float) -> None:
+    for window in (1, 2):
+        usage = meter.idle_percent(seconds)
+        print(f"idle {window} ({seconds:g} s): " + "  ".join(
+            f"{name} {pct:.2f}%" for name, pct in usage.items())
+            + f"  total {sum(usage.values()):.2f}% of a core", flush=True)
+
+
+def print_commands(costs: Costs, stats: dict[str, dict[str, float]]) -> None:
+    for command, per_request in sorted(costs.commands.items(), key=lambda kv: -kv[1])[:14]:
+        usec = stats.get(f"cmdstat_{command}", {}).get("usec_per_call", 0.0)
+        print(f"      {command:18} {per_request:6.3f} calls/request {usec:6.1f} µs/call")
+
+
+async def measure(target: str, model: str, concurrency: int, seconds: float,
+                  meter: Meter, redis_url: str) -> None:
+    request = request_for(model, np.random.rand(*INPUTS[model]).astype(np.float32))
+    await run_closed(target, model, request, concurrency, WARMUP_S, warmup_s=0)
+    stats = redis.Redis.from_url(redis_url)
+    stats.config_resetstat()  # for usec_per_call of this run only
+    before = meter.snapshot()
+    result = await run_closed(target, model, request, concurrency, seconds, warmup_s=0)
+    costs = meter.costs(before, meter.snapshot(), result.requests)
+    print(f"{model} c={concurrency}: {result.req_per_s:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+          f"mean batch {result.mean_batch_size:.1f}", flush=True)
+    print("\n".join(costs.lines()))
+    print_commands(costs, stats.info("commandstats"))
+    stats.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--model", default="cnn")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", default="64", help="e.g. 1,16,64")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="first measure the idle cluster twice over this many seconds")
+    parser.add_argument("--appendfsync", default="always", choices=["always", "everysec"])
     parser.add_argument("env", nargs="*", help="MAAS_X=Y settings for the cluster")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
@@ -46,35 +70,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster(dict(os.environ), Path(tmp))
         try:
-            url = start_redis(cluster, argv_prefix=pinned([]))
-            port = free_port()
-            cluster.env.update(MAAS_REDIS_URL=url, MAAS_DATA_DIR=tmp, MAAS_LOG_LEVEL="WARNING",
-                               MAAS_GATEWAY_PORT=str(port),
-                               **dict(e.split("=", 1) for e in args.env))
-            for name in ("scheduler", "gateway", "worker"):
-                cluster.add(name, pinned([sys.executable, "-m", name]))
-            target = f"127.0.0.1:{port}"
-            wait_ready(target, cluster)
-            register_demo_models(target)
-            wait_models_ready(target, [args.model], cluster)
-            request = request_for(args.model, np.random.rand(*INPUTS[args.model]).astype(
-                np.float32))
-            asyncio.run(run_closed(target, args.model, request, args.concurrency, 2))
-            stats = redis.Redis.from_url(url)
-            stats.config_resetstat()
-            before = {s.name: cpu_s(s.proc.pid) for s in cluster.services if s.proc}
-            result = asyncio.run(run_closed(target, args.model, request, args.concurrency,
-                                            args.seconds, warmup_s=0))
-            after = {s.name: cpu_s(s.proc.pid) for s in cluster.services if s.proc}
-            n = result.requests
-            print(f"{result.req_per_s:.0f} req/s, mean batch {result.mean_batch_size:.1f}")
-            for name in before:
-                print(f"  {name:10} {1e6 * (after[name] - before[name]) / n:6.0f} µs CPU/request")
-            top = sorted(stats.info("commandstats").items(), key=lambda kv: -kv[1]["calls"])
-            for command, row in top[:14]:
-                print(f"  {command.removeprefix('cmdstat_'):18} {row['calls'] / n:6.3f} "
-                      f"calls/request {row['usec_per_call']:6.1f} µs/call")
-            stats.close()
+            target, meter = start_maas(cluster, [args.model],
+                                       dict(e.split("=", 1) for e in args.env),
+                                       args.appendfsync)
+            redis_url = cluster.env["MAAS_REDIS_URL"]
+            if args.idle:
+                time.sleep(3)  # the worker preloads the models just registered
+                print_idle(meter, args.idle)
+            for c in (int(c) for c in args.concurrency.split(",")):
+                asyncio.run(measure(target, args.model, c, args.seconds, meter, redis_url))
+            meter.close()
         finally:
             cluster.stop()
 

@@ -3,6 +3,10 @@
 Baselines: in-process torch (the compute limit) and a bare grpc.aio v2 echo server (the gRPC
 floor). Server-side processes (echo, or redis + scheduler + gateway + worker) are pinned to
 core 0 together, like a peer server would be; this load generator runs on core 1.
+
+Under each point: what a request cost each process (CPU µs), Redis (commands, AOF bytes),
+jobs per forward and leases lost (bench.costs), with CPU against the floor's at that
+concurrency. `--duration 2` is a quick check (numbers move 10-30% between runs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.costs import Meter
 from bench.loadgen import Result, request_for, run_closed
 from bench.plots import plot_results
 from maas.cli.up import (
@@ -34,6 +39,7 @@ from maas.client import infer_outputs
 
 SERVER_CORE, CLIENT_CORE = 0, 1
 INPUTS = {"mlp": (1, 64), "cnn": (1, 1, 28, 28)}
+WARMUP_S = 1.0
 
 
 def pinned(argv: list[str]) -> list[str]:
@@ -69,19 +75,27 @@ def _checker(model_name: str, x: np.ndarray) -> Any:
 
 
 async def _sweep(target: str, label: str, models: list[str], concurrencies: list[int],
-                 duration_s: float, check: bool) -> list[Result]:
+                 duration_s: float, check: bool, meter: Meter,
+                 floor_cpu_us: dict[int, float] | None = None) -> list[Result]:
+    """A closed loop per model and concurrency: a warm-up, then a measured run read by
+    `meter` before and after."""
     results = []
     for model in models:
         x = np.random.default_rng(0).random(INPUTS[model], dtype=np.float32)
         checker = _checker(model, x) if check else None
+        request = request_for(model, x)
         for c in concurrencies:
-            r = await run_closed(target, model, request_for(model, x), c, duration_s,
+            await run_closed(target, model, request, c, WARMUP_S, warmup_s=0)
+            before = meter.snapshot()
+            r = await run_closed(target, model, request, c, duration_s, warmup_s=0,
                                  check=checker)
-            r.target = label
+            costs = meter.costs(before, meter.snapshot(), r.requests)
+            r.target, r.costs = label, costs.summary()
             results.append(r)
             print(f"  {label:5} {model:4} c={c:<3} {r.req_per_s:8.0f} req/s  p50 {r.p50_ms:6.2f} "
                   f"ms  p99 {r.p99_ms:6.2f} ms  errors {r.errors}  batch {r.mean_batch_size:.1f}",
                   flush=True)
+            print("\n".join(costs.lines((floor_cpu_us or {}).get(c))), flush=True)
     return results
 
 
@@ -93,7 +107,7 @@ def bench_echo(concurrencies: list[int], duration_s: float) -> list[Result]:
         assert proc.stdout is not None
         proc.stdout.readline()
         return asyncio.run(_sweep(f"127.0.0.1:{port}", "echo", ["cnn"], concurrencies,
-                                  duration_s, check=False))
+                                  duration_s, False, Meter({"echo": proc.pid})))
     finally:
         proc.terminate()
         proc.wait()
@@ -101,23 +115,42 @@ def bench_echo(concurrencies: list[int], duration_s: float) -> list[Result]:
             proc.stdout.close()
 
 
+def start_maas(cluster: LocalCluster, models: list[str], env: dict[str, str],
+               appendfsync: str = "always") -> tuple[str, Meter]:
+    """Redis, the scheduler, a gateway and one worker, pinned to the server core, with the
+    demo models; returns the gateway's address and a Meter of every process."""
+    port = free_port()
+    redis_url = start_redis(cluster, argv_prefix=pinned([]), appendfsync=appendfsync)
+    cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=str(cluster.data_dir),
+                       MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
+    metrics_urls = []
+    for name, module in (("scheduler", "scheduler"), ("gateway", "gateway"),
+                         ("worker", "worker")):
+        own = {}
+        if name != "gateway":  # lost leases (worker), reclaimed ones (scheduler)
+            own["MAAS_METRICS_PORT"] = str(free_port())
+            metrics_urls.append(f"http://127.0.0.1:{own['MAAS_METRICS_PORT']}/metrics")
+        cluster.add(name, pinned([sys.executable, "-m", module]), own)
+    target = f"127.0.0.1:{port}"
+    wait_ready(target, cluster)
+    register_demo_models(target)
+    wait_models_ready(target, models, cluster)
+    pids = {s.name: s.proc.pid for s in cluster.services if s.proc is not None}
+    return target, Meter(pids, redis_url, tuple(metrics_urls))
+
+
 def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
-               env: dict[str, str], appendfsync: str = "always") -> list[Result]:
+               env: dict[str, str], appendfsync: str = "always",
+               floor_cpu_us: dict[int, float] | None = None) -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster(dict(os.environ), Path(tmp))
-        port = free_port()
         try:
-            redis_url = start_redis(cluster, argv_prefix=pinned([]), appendfsync=appendfsync)
-            cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=tmp,
-                               MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
-            for name, module in (("scheduler", "scheduler"), ("gateway", "gateway"),
-                                 ("worker-1", "worker")):
-                cluster.add(name, pinned([sys.executable, "-m", module]))
-            target = f"127.0.0.1:{port}"
-            wait_ready(target, cluster)
-            register_demo_models(target)
-            wait_models_ready(target, models, cluster)
-            return asyncio.run(_sweep(target, "maas", models, concurrencies, duration_s, True))
+            target, meter = start_maas(cluster, models, env, appendfsync)
+            try:
+                return asyncio.run(_sweep(target, "maas", models, concurrencies, duration_s,
+                                          True, meter, floor_cpu_us))
+            finally:
+                meter.close()
         finally:
             cluster.stop()
 
@@ -130,7 +163,16 @@ def ratios(results: list[Result]) -> dict[str, float]:
         if echo and cnn:
             out[f"cnn_c{c}_throughput_vs_echo"] = cnn.req_per_s / echo.req_per_s
             out[f"cnn_c{c}_p50_minus_echo_ms"] = cnn.p50_ms - echo.p50_ms
+            if echo.costs and cnn.costs:
+                out[f"cnn_c{c}_cpu_per_request_vs_echo"] = (cnn.costs["total_cpu_us"]
+                                                            / echo.costs["total_cpu_us"])
     return out
+
+
+def floor_cpu(results: list[Result]) -> dict[int, float]:
+    """The echo server's CPU µs per request, by concurrency."""
+    return {r.concurrency: r.costs["total_cpu_us"] for r in results
+            if r.target == "echo" and r.costs}
 
 
 def main() -> None:
@@ -153,7 +195,8 @@ def main() -> None:
     print("bare grpc.aio echo server:", flush=True)
     results = bench_echo(concurrencies, args.duration)
     print("maas (redis + scheduler + gateway + 1 worker, pinned to one core):", flush=True)
-    results += bench_maas(models, concurrencies, args.duration, {}, args.appendfsync)
+    results += bench_maas(models, concurrencies, args.duration, {}, args.appendfsync,
+                          floor_cpu(results))
     summary = ratios(results)
     print("ratios:", json.dumps(summary, indent=2))
     stamp = time.strftime("%Y-%m-%d-%H%M%S")

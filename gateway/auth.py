@@ -6,6 +6,8 @@ the scope the method needs, takes a token from the tenant's rate limit, and puts
 `Identity` in a contextvar that servicers read with `caller()`. Health and reflection stay
 open (Kubernetes probes), except health of `model/<name>`, which the health servicer admits
 itself (`Admission.enter`). With MAAS_AUTH=off every call is tenant "" with every scope.
+A refusal is a MaasError (Unauthenticated, PermissionDenied, QuotaExceeded, Unavailable),
+answered through gateway/errors.py like any other (`refusal`).
 
 A call that lasts (ModelStreamInfer, a health Watch) keeps its `CallGuard` (`call_guard()`):
 it re-checks the key every RECHECK_S, so a revoked key ends it within about a second, and
@@ -23,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from gateway.errors import to_status
+from gateway.errors import refusal
 from maas.api_keys import SCOPES, key_id_of, read_key_file
 from maas.errors import (
     MaasError,
@@ -57,7 +59,8 @@ SERVICE_SCOPES = {
     "maas.v1.QueueService": "admin",  # dead letters of any model: operators only
 }
 # Methods that need more than their service: registering weights makes a model.
-METHOD_SCOPES = {"/maas.v1.ModelService/RegisterModel": "train"}
+METHOD_SCOPES = {"/maas.v1.ModelService/RegisterModel": "train",
+                 "/maas.v1.ModelService/UploadModel": "train"}
 
 
 @dataclass(frozen=True)
@@ -253,36 +256,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             await self._admission.enter(details.invocation_metadata, method, scope)
         except MaasError as err:
-            return _refusal(await continuation(details), to_status(err))
+            return refusal(await continuation(details), err, method)
         except TRANSIENT_ERRORS as exc:
             log.warning("%s: cannot check the API key, Redis unavailable: %s", method, exc)
-            return _refusal(await continuation(details), _unavailable())
+            return refusal(await continuation(details), _unreachable(exc), method)
         return await continuation(details)
 
 
-def _unavailable() -> grpc.Status:
-    return to_status(Unavailable("cannot check the API key: the queue (Redis) is unreachable "
-                                 "right now; retry shortly", retry_delay_s=1.0))
-
-
-def _refusal(handler: grpc.RpcMethodHandler | None,
-             status: grpc.Status) -> grpc.RpcMethodHandler | None:
-    """A handler of the same shape as `handler` that only aborts with `status`."""
-    if handler is None:
-        return None
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort_with_status(status)
-
-    codecs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(refuse, **codecs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse, **codecs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(refuse, **codecs)
-    return grpc.stream_stream_rpc_method_handler(refuse, **codecs)
+def _unreachable(exc: BaseException) -> Unavailable:
+    err = Unavailable("cannot check the API key: the queue (Redis) is unreachable right now; "
+                      "retry shortly", retry_delay_s=1.0)
+    err.__cause__ = exc
+    return err
 
 
 async def build_auth(settings: Settings, store: KeyStore,

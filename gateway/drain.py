@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health
 
-from gateway.errors import to_status
+from gateway.errors import refusal
 from maas.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -28,19 +27,11 @@ QUIET_S = 0.2  # refusing before the server stops, so that no call is in flight 
 OPEN_PREFIX = "/grpc.health.v1.Health/"  # probes still get NOT_SERVING, not UNAVAILABLE
 
 
-def _refusal() -> grpc.Status:
-    return to_status(Unavailable(
+def _draining() -> Unavailable:
+    """What a new call is told while the gateway drains (answered like any error)."""
+    return Unavailable(
         "this gateway is shutting down; retry (another gateway, or this one once restarted)",
-        retry_delay_s=RETRY_DELAY_S))
-
-
-async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-    await context.abort_with_status(_refusal())
-
-
-async def _refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-    await context.abort_with_status(_refusal())
-    yield  # pragma: no cover  (an async generator, for streaming responses)
+        retry_delay_s=RETRY_DELAY_S)
 
 
 class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -58,15 +49,7 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if (not self.is_draining or handler is None
                 or handler_call_details.method.startswith(OPEN_PREFIX)):
             return handler
-        codecs = {"request_deserializer": handler.request_deserializer,
-                  "response_serializer": handler.response_serializer}
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_refuse, **codecs)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(_refuse, **codecs)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_refuse_stream, **codecs)
-        return grpc.stream_stream_rpc_method_handler(_refuse_stream, **codecs)
+        return refusal(handler, _draining(), handler_call_details.method)
 
 
 async def drain(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer,

@@ -18,7 +18,7 @@ from maas.errors import (
     FieldViolation,
     IdempotencyKeyReused,
     InvalidArgument,
-    NotFound,
+    JobNotFound,
     shown,
 )
 from maas.inference import grpc_service_pb2 as v2
@@ -32,10 +32,6 @@ from scheduler.registry import ModelRegistry, check_model_id
 
 TERMINAL = {pb.InferenceJob.SUCCEEDED, pb.InferenceJob.FAILED, pb.InferenceJob.CANCELLED,
             pb.InferenceJob.EXPIRED, pb.InferenceJob.DEAD_LETTERED}
-
-
-class JobNotFound(NotFound):
-    reason = "JOB_NOT_FOUND"
 
 
 def _model_of(job_id: str) -> str:

@@ -9,19 +9,29 @@ model of the shared catalog.
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 
 from gateway.auth import caller, require
 from gateway.bounds import page_size
-from maas.architectures import TensorSpec, get_architecture
-from maas.archives import PLATFORMS, archive_format, check_code, check_specs
+from gateway.uploads import (
+    ArchivePlan,
+    add_weights_version,
+    archive_plan,
+    artifact_chunks,
+    first_message,
+    received,
+    weights_plan,
+)
+from maas.architectures import TensorSpec
+from maas.archives import PLATFORMS, archive_format, check_code
 from maas.artifacts import ArtifactStore
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, ModelNotFound, shown
 from maas.v1 import model_service_pb2 as pb
 from maas.v1.model_service_pb2_grpc import ModelServiceServicer
-from maas.weights import check_weights, sha256_hex
+from maas.weights import sha256_hex
 from scheduler import keys
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_alias, check_model_name
@@ -72,21 +82,29 @@ async def changed_model_id(registry: ModelRegistry, name: str, what: str) -> str
 
 
 async def add_archive_version(registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
-                              model_id: str, data: bytes, inputs: list[TensorSpec],
+                              model_id: str, data: bytes | Path, inputs: list[TensorSpec],
                               outputs: list[TensorSpec], field: str = "archive",
-                              wait_s: float = VERIFY_WAIT_S) -> pb.ModelVersion:
+                              wait_s: float = VERIFY_WAIT_S, sha256: str = ""
+                              ) -> pb.ModelVersion:
     """Checks a TorchScript / torch.export archive's layout and code (no torch here), stores
     it as the model's next version, VERIFYING, and waits up to `wait_s` for a worker's
     verdict: INVALID_ARGUMENT naming what is not allowed when it is refused; the version
-    (READY, or still VERIFYING when no verdict came in time) otherwise."""
+    (READY, or still VERIFYING when no verdict came in time) otherwise. `data` is the
+    archive, or the checked file of an upload (with its `sha256`), moved into the store."""
     fmt = await asyncio.to_thread(archive_format, data, field)
     violations = await asyncio.to_thread(check_code, data)
     if violations:
         raise _refused(field, violations)
-    digest = await asyncio.to_thread(store.put_archive, data)
+    if isinstance(data, Path):
+        size = (await asyncio.to_thread(data.stat)).st_size
+        await asyncio.to_thread(store.adopt, data, sha256, True)
+        digest = sha256
+    else:
+        size = len(data)
+        digest = await asyncio.to_thread(store.put_archive, data)
     await queue.ensure_group(model_id)
     stored = await registry.add_version(pb.ModelVersion(
-        model=model_id, format=fmt, archive_sha256=digest, archive_bytes=len(data),
+        model=model_id, format=fmt, archive_sha256=digest, archive_bytes=size,
         inputs=_specs(inputs), outputs=_specs(outputs), platform=PLATFORMS[fmt],
         state=pb.ModelVersionState.MODEL_VERSION_STATE_VERIFYING), is_latest=False)
     await registry.verification.submit(model_id, stored.version)
@@ -123,7 +141,9 @@ def _refused(field: str, violations: list[str]) -> InvalidArgument:
 
 class ModelServicer(ModelServiceServicer):
     def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
-                 max_message_bytes: int, verify_wait_s: float = VERIFY_WAIT_S) -> None:
+                 max_message_bytes: int, verify_wait_s: float = VERIFY_WAIT_S,
+                 max_model_bytes: int = 64 << 30) -> None:
+        self._max_model_bytes = max_model_bytes
         self._verify_wait_s = verify_wait_s
         self._registry = registry
         self._queue = queue
@@ -159,47 +179,53 @@ class ModelServicer(ModelServiceServicer):
         check_model_name(request.name)
         if request.archive:
             return await self._register_archive(request)
-        arch = get_architecture(request.architecture)
-        config = arch.resolve_config(request.config_json)
         if request.weights_sha256 and request.weights_sha256 != sha256_hex(request.weights):
             raise InvalidArgument("weights_sha256 does not match the uploaded weights",
                                   violations=(FieldViolation("weights_sha256", "mismatch"),))
-        check_weights(arch, config, request.weights)
-        if request.shared:
-            require("admin", "registering a shared model (shared=true)")
-        model_id = keys.model_id("" if request.shared else caller().tenant, request.name)
-        digest, _ = await asyncio.to_thread(self._store.put_weights, request.weights)
-        await self._queue.ensure_group(model_id)
-        stored = await self._registry.add_version(pb.ModelVersion(
-            model=model_id, architecture=arch.name,
-            config_json=json.dumps(config, sort_keys=True), weights_sha256=digest,
-            weights_bytes=len(request.weights), inputs=_specs(arch.inputs(config)),
-            outputs=_specs(arch.outputs(config)), platform="pytorch",
-            format=pb.ModelFormat.MODEL_FORMAT_SAFETENSORS))
+        plan = weights_plan(request)
+        stored = await add_weights_version(self._registry, self._queue, self._store, plan,
+                                           request.weights)
         return pb.RegisterModelResponse(model_version=public_version(stored))
 
     async def _register_archive(self, request: pb.RegisterModelRequest
                                 ) -> pb.RegisterModelResponse:
-        mixed = [f for f in ("architecture", "config_json", "weights") if getattr(request, f)]
-        if mixed:
-            raise InvalidArgument(
-                f"give either an archive or architecture + weights, not both (also set: "
-                f"{', '.join(mixed)})", violations=tuple(
-                    FieldViolation(f, "not taken with an archive") for f in mixed))
         if request.weights_sha256 and request.weights_sha256 != sha256_hex(request.archive):
             raise InvalidArgument("weights_sha256 does not match the uploaded archive",
                                   violations=(FieldViolation("weights_sha256", "mismatch"),))
-        inputs = check_specs((TensorSpec(t.name, t.datatype, tuple(t.shape))
-                              for t in request.inputs), "inputs")
-        outputs = check_specs((TensorSpec(t.name, t.datatype, tuple(t.shape))
-                               for t in request.outputs), "outputs")
-        if request.shared:
-            require("admin", "registering a shared model (shared=true)")
-        model_id = keys.model_id("" if request.shared else caller().tenant, request.name)
-        stored = await add_archive_version(self._registry, self._queue, self._store, model_id,
-                                           request.archive, inputs, outputs,
-                                           wait_s=self._verify_wait_s)
+        plan = archive_plan(request)
+        stored = await add_archive_version(self._registry, self._queue, self._store,
+                                           plan.model_id, request.archive, plan.inputs,
+                                           plan.outputs, wait_s=self._verify_wait_s)
         return pb.RegisterModelResponse(model_version=public_version(stored))
+
+    async def UploadModel(self, request_iterator: AsyncIterator[pb.UploadModelRequest],
+                          context: grpc.aio.ServicerContext) -> pb.UploadModelResponse:
+        require("train", "uploading a model")
+        start = await first_message(request_iterator)
+        plan = archive_plan(start.model) if start.is_archive else weights_plan(start.model)
+        async with received(request_iterator, start, self._store,
+                            self._max_model_bytes) as path:
+            if isinstance(plan, ArchivePlan):
+                stored = await add_archive_version(
+                    self._registry, self._queue, self._store, plan.model_id, path, plan.inputs,
+                    plan.outputs, wait_s=self._verify_wait_s, sha256=start.sha256)
+            else:
+                stored = await add_weights_version(self._registry, self._queue, self._store,
+                                                   plan, path, start.sha256)
+        return pb.UploadModelResponse(model_version=public_version(stored))
+
+    async def DownloadModel(self, request: pb.DownloadModelRequest,
+                            context: grpc.aio.ServicerContext
+                            ) -> AsyncIterator[pb.DownloadModelResponse]:
+        require("infer", "downloading a model")
+        try:
+            version = await self._registry.resolve_visible(caller().tenant, request.name,
+                                                           request.version)
+        except InvalidArgument:
+            raise ModelNotFound(f"model {shown(request.name)} is not registered") from None
+        yield pb.DownloadModelResponse(model_version=public_version(version))
+        async for chunk in artifact_chunks(self._store, version):
+            yield pb.DownloadModelResponse(chunk=chunk)
 
     async def SetModelAlias(self, request: pb.SetModelAliasRequest,
                             context: grpc.aio.ServicerContext) -> pb.SetModelAliasResponse:

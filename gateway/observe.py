@@ -8,11 +8,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from gateway.errors import classify
 from maas import metrics
-from maas.errors import MaasError
 from maas.logs import log_context
 from maas.v1.model_service_pb2 import ModelVersion
-from scheduler.connection import TRANSIENT_ERRORS
 
 UNKNOWN_MODEL = "_unknown"  # the label of calls that failed before their model was resolved
 
@@ -31,14 +30,10 @@ class InferCall:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """The stable reason of a failed call, as the client sees it."""
-    if isinstance(exc, MaasError):
-        return exc.reason
+    """The stable reason of a failed call, as the client sees it (`classify`'s)."""
     if isinstance(exc, asyncio.CancelledError):
         return "CANCELLED"
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return "UNAVAILABLE"
-    return "INTERNAL"
+    return classify(exc).reason
 
 
 @contextlib.contextmanager

@@ -150,7 +150,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     datasets = DatasetStore(redis)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
-                      settings.verify_timeout_s), server)
+                      settings.verify_timeout_s, settings.max_model_bytes), server)
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
                          registry, datasets), server)

@@ -3,7 +3,8 @@
 Each request read from the stream is answered by its own task, through the same path as
 ModelInfer, without waiting for the ones before it; responses are written as they complete
 (each carries its request `id`). A request that fails is answered in-band: a response with
-`error_message` (and the request's id in `infer_response.id`), and the stream stays open.
+`error_message` (and the request's id in `infer_response.id`), and the stream stays open; the
+error is the one `gateway.errors.classify` decides, as for any call.
 
 - Backpressure: at most `max_in_flight` requests are in flight (queued, running, or answered
   but not yet written); beyond it the stream is not read, so HTTP/2 flow control slows the
@@ -28,10 +29,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 import grpc
 
 from gateway.auth import RECHECK_S, UNGUARDED, CallGuard
-from gateway.errors import to_status
-from maas.errors import MaasError, QueueStorageFull, Unauthenticated, Unavailable
+from gateway.errors import classify, log_failure
+from maas.errors import MaasError, Unauthenticated
 from maas.inference import grpc_service_pb2 as pb
-from scheduler.connection import TRANSIENT_ERRORS, is_out_of_memory
+from scheduler.connection import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,9 @@ InferOne = Callable[[pb.ModelInferRequest, grpc.aio.ServicerContext],
                     Awaitable[pb.ModelInferResponse]]
 
 
-def error_message(exc: BaseException, request_id: str) -> str:
+def error_message(err: MaasError, request_id: str) -> str:
     """A failed request's `error_message`: the gRPC code, the reason to act on, the id
     (tritonclient hands only this text to the callback)."""
-    err: MaasError
-    if isinstance(exc, MaasError):
-        err = exc
-    elif is_out_of_memory(exc):
-        err = QueueStorageFull("the queue's Redis is full (maxmemory reached); retry later")
-    elif isinstance(exc, TRANSIENT_ERRORS):
-        err = Unavailable("the queue (Redis) is unreachable right now; retry shortly")
-    else:
-        log.error("stream request %r failed", request_id, exc_info=exc)
-        err = MaasError("internal error in the gateway; the traceback is in its log")
     text = f"{err.code.name}: {err.message}"
     if err.reason != err.code.name:
         text += f" [{err.reason}]"
@@ -92,7 +83,7 @@ class InferStream:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._revoked is not None:
-            await self._context.abort_with_status(to_status(self._revoked))
+            raise self._revoked  # the stream's status, made by ErrorInterceptor
         if not reader.cancelled() and (exc := reader.exception()) is not None:
             raise exc
 
@@ -131,8 +122,10 @@ class InferStream:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the boundary of one request: answered in-band
+            err = classify(exc)
+            log_failure(f"stream request {request.id!r}", exc, err)
             answer = pb.ModelStreamInferResponse(
-                error_message=error_message(exc, request.id),
+                error_message=error_message(err, request.id),
                 infer_response=pb.ModelInferResponse(
                     id=request.id, model_name=request.model_name,
                     model_version=request.model_version))

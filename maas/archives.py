@@ -16,6 +16,7 @@ import json
 import re
 import zipfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from maas.architectures import TensorSpec
@@ -114,14 +115,14 @@ def _code_violations(name: str, text: str) -> list[str]:
     return found
 
 
-def check_code(data: bytes) -> list[str]:
+def check_code(data: bytes | Path) -> list[str]:
     """What a TorchScript archive's code may not do, found by reading it (no torch): a
     `__setstate__` (torch would run it while loading), operators of another namespace than
     aten and prim, torch.from_file / save / load. [] for torch.export archives, whose graph
     is checked once loaded, and for clean code. The operator allowlist on the loaded graph
     (worker/sandbox/allowlist.py) is the full check; this one runs before torch sees it."""
     found: list[str] = []
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    with zipfile.ZipFile(_file(data)) as archive:
         entries = _entries(archive, "archive")
         if "archive_format" in entries:
             return []
@@ -134,10 +135,16 @@ def check_code(data: bytes) -> list[str]:
     return found
 
 
-def archive_format(data: bytes, field: str = "archive") -> ModelFormat.ValueType:
-    """TORCHSCRIPT or TORCH_EXPORT by the zip's layout; INVALID_ARGUMENT for anything else."""
+def _file(data: bytes | Path) -> io.BytesIO | Path:
+    return data if isinstance(data, Path) else io.BytesIO(data)
+
+
+def archive_format(data: bytes | Path, field: str = "archive") -> ModelFormat.ValueType:
+    """TORCHSCRIPT or TORCH_EXPORT by the zip's layout (the bytes, or a file's path: then
+    only the zip's directory and small entries are read); INVALID_ARGUMENT for anything
+    else."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(_file(data)) as archive:
             entries = _entries(archive, field)
             if "archive_format" in entries:
                 if archive.read(entries["archive_format"]).strip() != b"pt2":

@@ -40,6 +40,23 @@ class ArtifactStore:
             raise ValueError(f"model archive {sha256} is corrupt (sha256 mismatch)")
         return data
 
+    def upload_path(self, upload_id: str) -> Path:
+        """Where an upload's bytes land until they are checked (then adopted, or deleted)."""
+        return self.root / "uploads" / f"{upload_id}.part"
+
+    def adopt(self, upload: Path, sha256: str, is_archive: bool) -> Path:
+        """Moves a checked upload into the store under its sha256 (idempotent: an artifact
+        already there is kept and the upload removed); the stored path."""
+        final = self.archive_path(sha256) if is_archive else self.weights_path(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            upload.unlink(missing_ok=True)
+        else:
+            with upload.open("rb") as f:
+                os.fsync(f.fileno())
+            os.replace(upload, final)
+        return final
+
     def job_dir(self, job_id: str) -> Path:
         """Checkpoints and outputs of one training job (resume reads them back)."""
         return self.root / "jobs" / job_id

@@ -24,6 +24,7 @@ from maas.messages import infer_request as infer_request
 from maas.messages import job_outputs as job_outputs
 from maas.messages import register_request as register_request
 from maas.messages import submit_request as submit_request
+from maas.model_files import Progress, upload_messages, write_download
 from maas.rpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Pem,
@@ -74,6 +75,18 @@ def _channel_setup(api_key: str | None, max_message_bytes: int, tls: bool | None
     """Options, API key and credentials of a channel: the same for both clients."""
     return (channel_options(max_message_bytes), api_key or default_api_key(),
             credentials(tls, root_certificates, certificate_chain, private_key))
+
+
+# Uploads get at least size / this many seconds, whatever the client's timeout.
+UPLOAD_FLOOR_BYTES_PER_S = 1 << 20
+
+
+def _data(given: bytes | Path | str) -> bytes | Path:
+    return given if isinstance(given, bytes) else Path(given)
+
+
+def _size(data: bytes | Path) -> int:
+    return len(data) if isinstance(data, bytes) else data.stat().st_size
 
 
 class Client:
@@ -151,22 +164,44 @@ class Client:
 
     def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
                        config: Mapping[str, Any] | str | None = None, *,
-                       shared: bool = False) -> mpb.ModelVersion:
+                       shared: bool = False, progress: Progress | None = None
+                       ) -> mpb.ModelVersion:
         """The next version of the caller's model (shared=True: of the shared catalog, for
-        admins), servable at once."""
-        request = register_request(name, architecture, weights, config, shared)
-        return self._call(self._models.RegisterModel, request, None).model_version  # type: ignore[no-any-return]
+        admins), servable at once. Weights of any size are streamed (UploadModel) from
+        bytes or a file, which is never read whole; `progress` is called with each chunk's
+        size."""
+        request = register_request(name, architecture, b"", config, shared)
+        return self._upload(request, _data(weights), False, progress)
 
     def get_model(self, name: str) -> mpb.Model:
         return self._call(self._models.GetModel, mpb.GetModelRequest(name=name), None).model  # type: ignore[no-any-return]
 
     def upload_model(self, name: str, archive: bytes | Path | str, inputs: TensorSpecs,
-                     outputs: TensorSpecs, *, shared: bool = False) -> mpb.ModelVersion:
+                     outputs: TensorSpecs, *, shared: bool = False,
+                     progress: Progress | None = None) -> mpb.ModelVersion:
         """A TorchScript (torch.jit.save) or torch.export (torch.export.save) archive as the
         next version of a model. inputs/outputs: {name: (datatype, shape)}, -1 = any size,
         e.g. {"input": ("FP32", [-1, 4])}."""
-        request = archive_request(name, archive, inputs, outputs, shared)
-        return self._call(self._models.RegisterModel, request, None).model_version  # type: ignore[no-any-return]
+        request = archive_request(name, b"", inputs, outputs, shared)
+        return self._upload(request, _data(archive), True, progress)
+
+    def _upload(self, model: mpb.RegisterModelRequest, data: bytes | Path, is_archive: bool,
+                progress: Progress | None) -> mpb.ModelVersion:
+        messages = upload_messages(model, data, is_archive, progress)
+        # A large model takes longer than one call's default deadline to upload.
+        timeout_s = max(self.timeout_s, _size(data) / UPLOAD_FLOOR_BYTES_PER_S)
+        return self._call(self._models.UploadModel, messages, timeout_s).model_version  # type: ignore[no-any-return]
+
+    def download_model(self, name: str, out_dir: Path | str, *, version: str | int = "",
+                       progress: Progress | None = None) -> mpb.ModelVersion:
+        """Writes a version's weights or archive and manifest.json into `out_dir`: files
+        that load with safetensors / torch.jit.load / torch.export.load, without maas."""
+        request = mpb.DownloadModelRequest(name=name, version=str(version))
+        try:
+            responses = self._models.DownloadModel(request, timeout=None)
+            return write_download(responses, Path(out_dir), progress)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
 
     def set_model_alias(self, name: str, alias: str, version: str | int) -> mpb.Model:
         """Points `alias` (e.g. "production") at a version, atomically; returns the model."""
@@ -291,8 +326,11 @@ class AsyncClient:
     async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
                              config: Mapping[str, Any] | str | None = None, *,
                              shared: bool = False) -> mpb.ModelVersion:
-        request = register_request(name, architecture, weights, config, shared)
-        return (await self._call(self._models.RegisterModel, request, None)).model_version  # type: ignore[no-any-return]
+        request = register_request(name, architecture, b"", config, shared)
+        data = _data(weights)
+        messages = upload_messages(request, data, False)
+        timeout_s = max(self.timeout_s, _size(data) / UPLOAD_FLOOR_BYTES_PER_S)
+        return (await self._call(self._models.UploadModel, messages, timeout_s)).model_version  # type: ignore[no-any-return]
 
     async def get_model(self, name: str) -> mpb.Model:
         request = mpb.GetModelRequest(name=name)

@@ -4,8 +4,12 @@
     ├── InvalidArgument            (INVALID_ARGUMENT, INVALID_ARGUMENT) + field violations
     ├── NotFound                   (NOT_FOUND, NOT_FOUND)
     │   ├── ModelNotFound          (NOT_FOUND, MODEL_NOT_FOUND)
-    │   └── ModelVersionNotFound   (NOT_FOUND, MODEL_VERSION_NOT_FOUND)
-    │       └── ModelAliasNotFound (NOT_FOUND, MODEL_ALIAS_NOT_FOUND)
+    │   ├── ModelVersionNotFound   (NOT_FOUND, MODEL_VERSION_NOT_FOUND)
+    │   │   └── ModelAliasNotFound (NOT_FOUND, MODEL_ALIAS_NOT_FOUND)
+    │   ├── JobNotFound            (NOT_FOUND, JOB_NOT_FOUND)
+    │   ├── TrainingJobNotFound    (NOT_FOUND, TRAINING_JOB_NOT_FOUND)
+    │   ├── DatasetNotFound        (NOT_FOUND, DATASET_NOT_FOUND)
+    │   └── ApiKeyNotFound         (NOT_FOUND, API_KEY_NOT_FOUND)
     ├── MessageTooLarge            (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE)
     │   └── TooManyElements        (RESOURCE_EXHAUSTED, TOO_MANY_ELEMENTS)
     ├── QuotaExceeded              (RESOURCE_EXHAUSTED, QUOTA_EXCEEDED) + quota violations
@@ -26,8 +30,8 @@
         ├── ModelTimeout           (DEADLINE_EXCEEDED, MODEL_TIMEOUT)
         └── ModelCrashed           (INTERNAL, MODEL_CRASHED)
 
-The gateway's interceptor turns a MaasError into a google.rpc.Status with an ErrorInfo
-(domain "maas.dev"); the SDK turns that back into the same class by its reason.
+Every error a caller sees is one of these: the gateway's `classify` picks it, its interceptor
+sends it as a google.rpc.Status with an ErrorInfo (domain "maas.dev"), the SDK maps it back.
 """
 
 from __future__ import annotations
@@ -81,15 +85,9 @@ class MaasError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason: str | None = None,
-        violations: tuple[FieldViolation, ...] = (),
-        retry_delay_s: float | None = None,
-        quota_violations: tuple[QuotaViolation, ...] = (),
-    ) -> None:
+    def __init__(self, message: str, *, reason: str | None = None,
+                 violations: tuple[FieldViolation, ...] = (), retry_delay_s: float | None = None,
+                 quota_violations: tuple[QuotaViolation, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
@@ -132,6 +130,30 @@ class ModelAliasNotFound(ModelVersionNotFound):
     """The model has no alias of that name."""
 
     reason = "MODEL_ALIAS_NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    """No inference job of that id (or its result expired)."""
+
+    reason = "JOB_NOT_FOUND"
+
+
+class TrainingJobNotFound(NotFound):
+    """No training job of that id (another tenant's is as unknown)."""
+
+    reason = "TRAINING_JOB_NOT_FOUND"
+
+
+class DatasetNotFound(NotFound):
+    """No dataset of that name, uploaded or built in."""
+
+    reason = "DATASET_NOT_FOUND"
+
+
+class ApiKeyNotFound(NotFound):
+    """No API key with that id."""
+
+    reason = "API_KEY_NOT_FOUND"
 
 
 class MessageTooLarge(MaasError):
@@ -260,22 +282,16 @@ class ModelCrashed(JobFailed):
 
 
 def _all_subclasses(cls: type[MaasError]) -> list[type[MaasError]]:
-    found: list[type[MaasError]] = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_all_subclasses(sub))
-    return found
+    return [found for sub in cls.__subclasses__() for found in (sub, *_all_subclasses(sub))]
 
 
 def error_class_for(code: grpc.StatusCode, reason: str) -> type[MaasError]:
-    """The most specific class for a (code, reason) pair; MaasError when none fits."""
-    for cls in _all_subclasses(MaasError):
-        if cls.reason == reason:
-            return cls
-    for cls in _all_subclasses(MaasError):
-        if cls.code == code and cls.reason == code.name:
-            return cls
-    return MaasError
+    """The class of `reason`; else the class of the code itself (NotFound for NOT_FOUND and
+    any reason); else MaasError."""
+    classes = _all_subclasses(MaasError)
+    by_reason = next((cls for cls in classes if cls.reason == reason), None)
+    return by_reason or next(
+        (cls for cls in classes if cls.code == code and cls.reason == code.name), MaasError)
 
 
 def by_code_name(code_name: str, message: str, reason: str) -> MaasError:

@@ -4,7 +4,8 @@ Names follow Triton's (`nv_inference_request_success` → `maas_inference_reques
 where the meaning is the same, so dashboards carry over. Each process exports what it sees:
 
 - gateway: request success/failure and end-to-end duration (what clients experienced);
-- worker: queue and compute durations, batch sizes, busy time, training jobs it ran;
+- worker: queue and compute durations, batch sizes, busy time, lost leases, training jobs
+  it ran;
 - scheduler: queue depth and age per model stream, reclaimed leases, training jobs by state.
 
 Dead letters and expired jobs are counted where they happen (the worker's START, the
@@ -65,6 +66,10 @@ EXEC_COUNT = Counter(
     "maas_inference_exec_count", "Forward passes (batches) run by the worker.", ["model"])
 WORKER_BUSY_SECONDS = Counter(
     "maas_worker_busy_seconds", "Seconds the worker spent running batches (load + forward).")
+WORKER_LOST_LEASES = Counter(
+    "maas_worker_lost_leases",
+    "Jobs whose lease the reaper took while this worker ran them: their results were "
+    "dropped and they run again. 0 in a healthy cluster.", ["model"])
 TRAINING_FINISHED = Counter(
     "maas_training_jobs_finished",
     "Training job attempts that ended on this worker: SUCCEEDED, FAILED, CANCELLED, "
@@ -101,8 +106,8 @@ REDIS_ERRORS = Counter(
 
 ALL: tuple[Any, ...] = (
     INFERENCE_SUCCESS, INFERENCE_FAILURE, REQUEST_DURATION_US, QUEUE_DURATION_US,
-    COMPUTE_DURATION_US, BATCH_SIZE, EXEC_COUNT, WORKER_BUSY_SECONDS, TRAINING_FINISHED,
-    TRAINING_SAMPLES_PER_SECOND, QUEUE_DEPTH,
+    COMPUTE_DURATION_US, BATCH_SIZE, EXEC_COUNT, WORKER_BUSY_SECONDS, WORKER_LOST_LEASES,
+    TRAINING_FINISHED, TRAINING_SAMPLES_PER_SECOND, QUEUE_DEPTH,
     QUEUE_OLDEST_AGE_SECONDS, TRAINING_JOBS, LEASES_RECLAIMED, DEAD_LETTERS, JOBS_EXPIRED,
     REDIS_ERRORS)
 

@@ -52,6 +52,8 @@ class Settings:
     max_tensor_elements: int = 1 << 24
     # Largest dataset upload (and its arrays, uncompressed).
     max_dataset_bytes: int = 512 * MIB
+    # Largest model version (weights or archive) UploadModel takes.
+    max_model_bytes: int = 64 * 1024 * MIB
     # "on": every call but health and reflection needs an API key; "off": local development.
     auth: str = "off"
     # A file with an API key (`maas keys generate`) the gateway installs at start with every

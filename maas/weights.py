@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from maas.architectures import Architecture, Config
 from maas.errors import FieldViolation, InvalidArgument, shown
@@ -54,25 +56,34 @@ def _entry(name: str, info: object, body_bytes: int) -> TensorEntry:
     return TensorEntry(dtype, shape)
 
 
-def read_header(data: bytes) -> dict[str, TensorEntry]:
-    """The tensors of a safetensors file; INVALID_ARGUMENT when it is not one."""
-    if len(data) < 8:
+def read_header(data: bytes | Path) -> dict[str, TensorEntry]:
+    """The tensors of a safetensors file (its bytes, or a path: then only the header is
+    read); INVALID_ARGUMENT when it is not one."""
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            total = os.fstat(f.fileno()).st_size
+            prefix = f.read(8)
+            n = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
+            head = prefix + f.read(min(n, _MAX_HEADER_BYTES))
+    else:
+        total, head = len(data), data
+    if total < 8:
         raise _bad("shorter than its 8-byte header length")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(_MAX_HEADER_BYTES, len(data) - 8):
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > min(_MAX_HEADER_BYTES, total - 8):
         raise _bad(f"header length {n} exceeds the file")
     try:
-        header = json.loads(data[8 : 8 + n])
+        header = json.loads(head[8 : 8 + n])
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError too
         raise _bad(f"header is not JSON ({str(exc)[:200]})") from None
     if not isinstance(header, dict):
         raise _bad("header is not a JSON object")
-    body_bytes = len(data) - 8 - n
+    body_bytes = total - 8 - n
     return {name: _entry(name, info, body_bytes) for name, info in header.items()
             if name != "__metadata__"}
 
 
-def check_weights(arch: Architecture, config: Config, data: bytes) -> None:
+def check_weights(arch: Architecture, config: Config, data: bytes | Path) -> None:
     """INVALID_ARGUMENT listing every missing, unexpected or mis-shaped tensor."""
     found = read_header(data)
     expected = arch.param_shapes(config)

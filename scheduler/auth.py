@@ -17,14 +17,10 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from maas.api_keys import key_id_of, key_sha256, new_api_key
-from maas.errors import NotFound
+from maas.errors import ApiKeyNotFound
 from maas.v1.key_service_pb2 import ApiKey
 from scheduler import keys
 from scheduler.scripts import register
-
-
-class ApiKeyNotFound(NotFound):
-    reason = "API_KEY_NOT_FOUND"
 
 
 class Bootstrap(enum.Enum):

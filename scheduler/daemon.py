@@ -1,8 +1,10 @@
 """The scheduler daemon: reclaims expired leases of every model's stream, on a period, and
 puts jobs whose retry backoff is over back in their streams.
 
-Safe to run twice at once: REAP is one atomic script per stream, so two daemons only
-split the work.
+Each pass reads every model's stream statistics first (one pipeline) and runs REAP only
+where entries are leased and PROMOTE only where jobs wait out a backoff: an idle cluster
+costs one round trip per model and pass. Safe to run twice at once: REAP is one atomic
+script per stream, so two daemons only split the work.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from maas import metrics
 from maas.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
-from scheduler.queue import JobQueue, retry_policy
+from scheduler.queue import JobQueue, ReapCounts, retry_policy
 from scheduler.registry import ModelRegistry
 from scheduler.stats import QueueGauges, observe_stream, stream_stats
 
 log = logging.getLogger(__name__)
+
+NOTHING_REAPED = ReapCounts(0, 0, 0, 0)
 
 
 class Daemon:
@@ -45,11 +49,17 @@ class Daemon:
                        int(self.settings.result_ttl_s * 1000)))
         gauges = QueueGauges()
         for model, lease_ms, ttl_ms in queues:
-            await self.queue.ensure_group(model)
-            counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
-            await self.queue.promote(model)
-            observe_stream(model, counts, await stream_stats(self._redis, model), gauges)
+            stats = await stream_stats(self._redis, model)
+            if not stats.has_groups:  # a new model (or a Redis that lost its data)
+                await self.queue.ensure_group(model)
+            counts = NOTHING_REAPED
+            if stats.leased_all_levels:
+                counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
+            promoted = await self.queue.promote(model) if stats.delayed else 0
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
+            if moved or promoted:  # the gauges show the streams after this pass
+                stats = await stream_stats(self._redis, model)
+            observe_stream(model, counts, stats, gauges)
             if moved:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",
                          model, counts.requeued, counts.expired, counts.dead, counts.dropped)

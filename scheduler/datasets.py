@@ -11,13 +11,9 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from maas.errors import NotFound
+from maas.errors import DatasetNotFound
 from maas.v1.dataset_service_pb2 import Dataset
 from scheduler import keys
-
-
-class DatasetNotFound(NotFound):
-    reason = "DATASET_NOT_FOUND"
 
 
 class DatasetStore:

@@ -79,7 +79,8 @@ class GangStore:
         """TRAIN_START of a delivery read from the training queue."""
         status, attempt, env, replicas = await self._start(
             keys=[delivery.stream, keys.dead_letters(Q), keys.job(Q, delivery.job_id),
-                  keys.training_gang(delivery.job_id), keys.training_forming()],
+                  keys.training_gang(delivery.job_id), keys.training_forming(),
+                  *keys.queue_keys(Q)],
             args=[keys.GROUP, consumer, self._result_ttl_ms, delivery.entry_id,
                   delivery.job_id, self.timeout_ms, self._ttl_ms])
         envelope = JobEnvelope.FromString(env) if env else None
@@ -87,8 +88,9 @@ class GangStore:
 
     async def join(self, consumer: str) -> GangSeat | None:
         """A rank in the gang that is forming, or None when there is none to join."""
-        row: list[Any] = await self._join(keys=[keys.training_forming()],
-                                          args=[consumer, keys.model_tag(Q), self._ttl_ms])
+        row: list[Any] = await self._join(
+            keys=[keys.training_forming(), keys.training_gang(""), keys.job(Q, "")],
+            args=[consumer, self._ttl_ms])
         if not row:
             return None
         job_id, rank, size, _state, gen, env = row

@@ -7,6 +7,19 @@ Tenants: below the gateway a model or dataset is named by its id, `<tenant>/<nam
 `<name>` for tenant "" (auth off, and the shared catalog). Names cannot hold '/', so the id
 splits one way, and the whole id sits inside the hash tag: `{m:acme/digits}`.
 
+Scripts receive every key they touch in KEYS, built here: a Redis Cluster routes a script by
+its KEYS and refuses one that reaches a slot it did not declare. A script that learns the
+last part of a key only from data it reads in Redis (a job id in a stream entry, a backlog
+list, the delayed set, the forming set or a tenant's active set; a tenant in a job hash)
+receives that key's *template* instead: the key built here with that last part empty
+(`job(model, "")`, `share(model, "")`, `backlog(model, level, "")`, `training_gang("")`),
+which the script completes with `..`. A template keeps the hash tag, so the key it completes
+lives in the slot the script declared. `queue_keys` is the block of one model's keys and
+templates that the prelude's `queue_keys(i)` reads. One key name is data, not a template: a
+job's `reply_to`, the reply stream (`reply_stream`) the gateway named at submit, which
+COMPLETE, START, CLAIM, REAP and TRAIN_START write to; it lives in another slot than the
+model's (issue 15 gives the reply path across slots its own design).
+
 Key (type) — writer — TTL:
 - maas:{m:M}:stream[:high|:low] (STREAM) — SUBMIT adds by priority, group `workers`
   consumes — none; done entries XDEL'd
@@ -29,6 +42,9 @@ Key (type) — writer — TTL:
 - maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
 - maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
+- maas:{m:_train}:active:TENANT (SET) — TRAIN_CREATE, when the tenant has a training quota:
+  ids of its jobs queued or running; members that ended are dropped by the next TRAIN_CREATE
+  — none
 - maas:{m:_train}:gang:ID (HASH) — the gang of a multi-replica training job: size, state
   (FORMING, FORMED, BROKEN), gen (= attempt), rank:R → worker, beat:R → ms, addr (rendezvous
   host:port) — TRAIN_START opens it, GANG_* scripts — PEXPIRE gang timeout + lease, renewed
@@ -95,6 +111,19 @@ def idempotency(model: str, tenant: str, key: str) -> str:
     return f"{model_tag(model)}:idem:{tenant}:{key}"
 
 
+def backlog(model: str, level: str, tenant: str) -> str:
+    """A tenant's jobs over its fair share at one priority level, waiting for a stream."""
+    return f"{model_tag(model)}:backlog:{level}:{tenant}"
+
+
+def queue_keys(model: str) -> list[str]:
+    """The KEYS block the prelude's `queue_keys(i)` reads (scheduler/lua/common.lua): the
+    model's three streams (high, normal, low), then the templates of its job hashes, of its
+    tenants' share hashes and of their backlog lists (high, normal, low)."""
+    return [*(stream(model, level) for level in LEVELS), job(model, ""), share(model, ""),
+            *(backlog(model, level, "") for level in LEVELS)]
+
+
 def delayed(model: str) -> str:
     return f"{model_tag(model)}:delayed"
 
@@ -138,6 +167,10 @@ def training_events(job_id: str) -> str:
 def training_index(tenant: str = "") -> str:
     index = f"{model_tag(TRAINING_QUEUE)}:index"
     return f"{index}:{tenant}" if tenant else index
+
+
+def training_active(tenant: str) -> str:
+    return f"{model_tag(TRAINING_QUEUE)}:active:{tenant}"
 
 
 def training_gang(job_id: str) -> str:

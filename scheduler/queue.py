@@ -180,17 +180,18 @@ class JobQueue:
     # --- producer side ---------------------------------------------------------------------
 
     def _submit_args(self, envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
-        model = envelope.model
+        model, tenant = envelope.model, envelope.tenant
         level = keys.level_of(envelope.priority)
-        job_keys = [keys.stream(model, level), keys.job(model, envelope.job_id)]
+        job_keys = [keys.stream(model, level), keys.job(model, envelope.job_id),
+                    keys.share(model, tenant), keys.backlog(model, level, tenant)]
         if envelope.idempotency_key:
-            job_keys.append(keys.idempotency(model, envelope.tenant, envelope.idempotency_key))
+            job_keys.append(keys.idempotency(model, tenant, envelope.idempotency_key))
         return job_keys, [envelope.job_id, envelope.SerializeToString(),
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
                           IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
-                          envelope.tenant, self._max_depth, self.tenants.cap(envelope.tenant),
-                          self.tenants.max_queued, level]
+                          tenant, self._max_depth, self.tenants.cap(tenant),
+                          self.tenants.max_queued]
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         """Stores the job and its stream entry in one script call; returns (status, job id)."""
@@ -222,14 +223,14 @@ class JobQueue:
 
     async def cancel_queued(self, model: str, job_id: str, state: str = "CANCELLED") -> bool:
         """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran."""
-        done = await self._scripts.cancel(keys=[keys.job(model, job_id)],
+        done = await self._scripts.cancel(keys=[keys.job(model, job_id), *keys.queue_keys(model)],
                                           args=[state, self._result_ttl_ms, 0])
         return bool(done)
 
     async def cancel(self, model: str, job_id: str) -> bool:
         """Cancels a queued job, or flags a running one (its result will be dropped);
         False when the job does not exist or already ended."""
-        done = await self._scripts.cancel(keys=[keys.job(model, job_id)],
+        done = await self._scripts.cancel(keys=[keys.job(model, job_id), *keys.queue_keys(model)],
                                           args=["CANCELLED", self._result_ttl_ms, 1])
         return bool(done)
 
@@ -274,7 +275,7 @@ class JobQueue:
             for d in group:
                 args += [d.entry_id, d.job_id]
             rows = await self._scripts.start(
-                keys=[group[0].stream, keys.dead_letters(model),
+                keys=[group[0].stream, keys.dead_letters(model), *keys.queue_keys(model),
                       *(keys.job(model, d.job_id) for d in group)],
                 args=args)
             for d, (status, attempt, env) in zip(group, rows, strict=True):
@@ -284,9 +285,8 @@ class JobQueue:
     async def claim(self, consumer: str, model: str, count: int) -> StartOutcome:
         """Reads up to `count` new entries of a model and starts them: one round trip."""
         rows = await self._scripts.claim(
-            keys=[*(keys.stream(model, level) for level in keys.LEVELS),
-                  keys.dead_letters(model)],
-            args=[keys.GROUP, consumer, self._result_ttl_ms, count, keys.model_tag(model)])
+            keys=[*keys.queue_keys(model), keys.dead_letters(model)],
+            args=[keys.GROUP, consumer, self._result_ttl_ms, count])
         outcome = StartOutcome()
         for status, attempt, env, entry_id, job_id, level in rows:
             delivery = Delivery(model, _s(entry_id), _s(job_id), keys.LEVELS[int(level) - 1])
@@ -323,7 +323,8 @@ class JobQueue:
     async def release(self, consumer: str, delivery: Delivery, *, refund: bool) -> bool:
         """Hands a held job back to the queue; refund=True does not count the attempt."""
         done = await self._scripts.release(
-            keys=[delivery.stream, keys.job(delivery.model, delivery.job_id)],
+            keys=[delivery.stream, keys.job(delivery.model, delivery.job_id),
+                  *keys.queue_keys(delivery.model)],
             args=[keys.GROUP, consumer, delivery.entry_id, int(refund), delivery.job_id])
         return bool(done)
 
@@ -353,7 +354,7 @@ class JobQueue:
                 continue
             if await self._scripts.redrive(
                     keys=[keys.stream(model), keys.job(model, letter.job_id),
-                          keys.dead_letters(model)],
+                          keys.dead_letters(model), *keys.queue_keys(model)],
                     args=[letter.job_id, letter.entry_id]):
                 done.append(letter.job_id)
         return done
@@ -367,8 +368,9 @@ class JobQueue:
         total = [0, 0, 0, 0]
         for level in keys.LEVELS:
             counts = await self._scripts.reap(
-                keys=[keys.stream(model, level), keys.dead_letters(model)],
-                args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count, keys.model_tag(model),
+                keys=[keys.stream(model, level), keys.dead_letters(model), keys.delayed(model),
+                      *keys.queue_keys(model)],
+                args=[keys.GROUP, keys.REAPER_CONSUMER, lease_ms, count,
                       result_ttl_ms or self._result_ttl_ms, level, self._retry.backoff_ms,
                       self._retry.backoff_max_ms, random.random()])
             total = [t + int(c) for t, c in zip(total, counts, strict=True)]
@@ -376,8 +378,8 @@ class JobQueue:
 
     async def promote(self, model: str, count: int = 1000) -> int:
         """Moves jobs whose retry backoff is over back to their streams; returns how many."""
-        return int(await self._scripts.promote(keys=[keys.delayed(model)],
-                                               args=[keys.model_tag(model), count]))
+        return int(await self._scripts.promote(
+            keys=[keys.delayed(model), *keys.queue_keys(model)], args=[count]))
 
     async def tenant_queued(self, model: str, tenant: str) -> int:
         """Jobs of a tenant waiting on a model (stream entries not yet delivered + backlog)."""

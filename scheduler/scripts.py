@@ -1,4 +1,7 @@
-"""The queue's Lua scripts, each loaded with the shared prelude `lua/common.lua`."""
+"""The queue's Lua scripts, each loaded with the shared prelude `lua/common.lua`.
+
+Each script's header lists its KEYS and ARGV (`-- KEYS[n] = ...`); every key it touches comes
+from KEYS, built by scheduler/keys.py (tests/unit/test_lua_keys.py checks both)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,19 @@
-"""Queue statistics of a model's stream, for the scheduler's metrics (one round trip each).
+"""Queue statistics of a model's streams, for the scheduler's metrics and for its reaper
+(one round trip each).
 
 Entries leave a stream when their job ends (COMPLETE/REAP delete them), so what is left is
 queued (never delivered: the group's lag) or leased (the group's pending list), and the
 first entry's id carries the time the oldest job still waiting for an answer entered the
-stream (its submit, or its requeue after a lost lease).
+stream (its submit, or its requeue after a lost lease). The reaper reads them first and
+calls REAP and PROMOTE only when there is something to reclaim or to promote: an idle
+cluster costs Redis one pipeline per model and pass.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -20,9 +24,15 @@ from scheduler.queue import ReapCounts
 
 @dataclass(frozen=True)
 class StreamStats:
+    """The normal stream's queued, leased and oldest entry; the reaper's work over every
+    priority stream."""
+
     queued: int  # not yet read by any worker
     leased: int  # read, not yet completed
     oldest_age_s: float  # of the first entry; 0 when the stream is empty
+    leased_all_levels: int = 0  # pending entries of the three streams: 0 = nothing to reap
+    delayed: int = 0  # jobs waiting out a retry backoff: 0 = nothing to promote
+    has_groups: bool = True  # False: a stream or its consumer group is missing
 
     @property
     def depth(self) -> int:
@@ -32,11 +42,17 @@ class StreamStats:
 async def stream_stats(client: aioredis.Redis, model: str) -> StreamStats:
     stream = keys.stream(model)
     pipe = client.pipeline(transaction=False)
-    pipe.xinfo_groups(stream)
+    for level in keys.LEVELS:
+        pipe.xinfo_groups(keys.stream(model, level))  # an error when the stream is missing
     pipe.xlen(stream)
     pipe.xrange(stream, count=1)
-    groups, length, first = await pipe.execute()
-    group = next((g for g in groups if _s(g["name"]) == keys.GROUP), None)
+    pipe.zcard(keys.delayed(model))
+    *by_level, length, first, delayed = await pipe.execute(raise_on_error=False)
+    for reply in (length, first, delayed):
+        if isinstance(reply, Exception):
+            raise reply
+    found = [_our_group(groups) for groups in by_level]
+    group = found[keys.LEVELS.index("normal")]
     leased = int(group["pending"]) if group else 0
     lag = group.get("lag") if group else None
     # lag is unknown (None) after deletions Redis cannot account for: count what is left.
@@ -45,7 +61,16 @@ async def stream_stats(client: aioredis.Redis, model: str) -> StreamStats:
     if first:
         entry_ms = int(_s(first[0][0]).split("-")[0])
         age_s = max(0.0, time.time() - entry_ms / 1000)
-    return StreamStats(queued, leased, age_s)
+    return StreamStats(queued, leased, age_s,
+                       leased_all_levels=sum(int(g["pending"]) for g in found if g),
+                       delayed=int(delayed), has_groups=all(found))
+
+
+def _our_group(groups: Any) -> dict[str, Any] | None:
+    """The consumer group's XINFO GROUPS row; None when it (or its stream) is missing."""
+    if isinstance(groups, Exception):
+        return None
+    return next((g for g in groups if _s(g["name"]) == keys.GROUP), None)
 
 
 def _s(value: bytes | str) -> str:

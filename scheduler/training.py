@@ -15,7 +15,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from maas.errors import FailedPrecondition, NotFound
+from maas.errors import FailedPrecondition, TrainingJobNotFound
 from maas.queue.v1.queue_pb2 import JobEnvelope
 from maas.v1.training_service_pb2 import TrainingEvent, TrainingJob
 from scheduler import keys
@@ -34,10 +34,6 @@ TERMINAL = {TrainingJob.SUCCEEDED, TrainingJob.FAILED, TrainingJob.CANCELLED}
 
 class LeaseLost(Exception):
     """The worker no longer holds the job: another worker may be running it."""
-
-
-class TrainingJobNotFound(NotFound):
-    reason = "TRAINING_JOB_NOT_FOUND"
 
 
 def state_event(state: TrainingJob.State.ValueType, message: str = "") -> TrainingEvent:
@@ -61,7 +57,8 @@ class TrainingStore:
 
     async def create(self, job: TrainingJob, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         job_keys = [keys.stream(Q), keys.job(Q, job.job_id), keys.training_events(job.job_id),
-                    keys.training_index(envelope.tenant)]
+                    keys.training_index(envelope.tenant), keys.training_active(envelope.tenant),
+                    keys.job(Q, "")]
         if job.request_id:
             job_keys.append(keys.idempotency(Q, envelope.tenant, job.request_id))
         status, job_id = await self._scripts.train_create(keys=job_keys, args=[

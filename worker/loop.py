@@ -75,11 +75,12 @@ class Worker:
             asyncio.create_task
         self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
-        self._hot: set[str] = set()  # models whose last claim found work
+        self._hot: set[str] = set()  # models CLAIMed again at once (see _note_load)
         self._inflight: dict[str, set[Delivery]] = defaultdict(set)
         self._stopping = asyncio.Event()
         self.batches = 0
         self.jobs = 0
+        self.lost_leases = 0
         self._started_ms = int(time.time() * 1000)
 
     def stop(self) -> None:
@@ -110,8 +111,8 @@ class Worker:
             await self._runners.close()
             await self._redis.aclose()
             self._torch.shutdown(wait=True)
-            log.info("worker %s stopped after %d batches, %d jobs", self.id, self.batches,
-                     self.jobs)
+            log.info("worker %s stopped after %d batches, %d jobs, %d lost leases", self.id,
+                     self.batches, self.jobs, self.lost_leases)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -145,14 +146,20 @@ class Worker:
             log.warning("cannot preload %s: %s", model, exc)
 
     async def _heartbeat_loop(self) -> None:
+        """Renews the leases of the jobs in hand every lease/3.
+
+        What EXTEND could not renew is not a lost lease: the heartbeat runs beside the
+        claim loop, so a batch's COMPLETE may run in Redis between this loop's copy of
+        `_inflight` and its EXTEND, and a completed entry has left the pending list as a
+        reclaimed one has. Reported as lost, these were jobs that ended well (attempt 1,
+        never reclaimed). Leases are counted lost where the fence decides: COMPLETE and
+        RELEASE (`_count_lost`)."""
         period_s = self.settings.infer_lease_ms / 3000
         while True:
             try:
                 await self._directory.beat(self._heartbeat(), ttl_ms=3 * int(period_s * 1000))
-                for model, held in list(self._inflight.items()):
-                    lost = await self.queue.extend(self.id, list(held))
-                    if lost:
-                        log.warning("lost the lease of %d %s jobs", len(lost), model)
+                for held in list(self._inflight.values()):
+                    await self.queue.extend(self.id, list(held))
             except TRANSIENT_ERRORS as exc:
                 metrics.REDIS_ERRORS.labels("worker").inc()
                 log.warning("heartbeat failed: %s", exc)
@@ -166,7 +173,7 @@ class Worker:
             started_unix_ms=self._started_ms, batches=self.batches, jobs=self.jobs)
 
     async def _claim_loop(self) -> None:
-        """Under load: one CLAIM (read + start) per batch; idle: block in XREADGROUP."""
+        """Under load: one CLAIM (read + start) per batch; else: block in XREADGROUP."""
         backoff_s = 0.05
         while not self._stopping.is_set():
             if not self._models:
@@ -174,16 +181,15 @@ class Worker:
                 continue
             try:
                 busy = False
-                # Only models that had work last time are polled; the others wake the
+                # Only hot models are claimed at once (_note_load); the others wake the
                 # worker through the blocking read below.
                 for model in [m for m in self._models
                               if m in self._hot and m not in self._sandboxed]:
                     started = await self._claim(model, self.settings.max_batch_size)
+                    busy = busy or bool(started)
+                    self._note_load(model, len(started))
                     if started:
-                        busy = True
                         await self._dispatch(model, await self._top_up(model, started))
-                    else:
-                        self._hot.discard(model)
                 if not busy:
                     await self._wait_for_work()
                 backoff_s = 0.05
@@ -212,7 +218,7 @@ class Worker:
         for d in deliveries:
             by_model[d.model].append(d)
         for model, batch in by_model.items():
-            self._hot.add(model)
+            self._note_load(model, len(batch))
             self._inflight[model].update(batch)
             try:
                 runnable = (await self.queue.start(self.id, batch)).runnable
@@ -220,6 +226,17 @@ class Worker:
                 self._inflight[model].difference_update(batch)
             self._inflight[model].update(s.delivery for s in runnable)
             await self._dispatch(model, await self._top_up(model, runnable))
+
+    def _note_load(self, model: str, jobs: int) -> None:
+        """Whether to CLAIM the model again at once (one round trip for read + start) or
+        to wait in the blocking XREADGROUP (then START: two). A read of 2+ jobs means
+        concurrent callers: more are likely queued by the time the batch is done. A lone
+        job means one caller at a time, whose next request follows this reply: claiming
+        again would find the stream empty, one wasted CLAIM per request."""
+        if jobs >= 2:
+            self._hot.add(model)
+        else:
+            self._hot.discard(model)
 
     async def _training_loop(self) -> None:
         """Leases one training job at a time and runs it to an end (or hands it back).
@@ -299,8 +316,7 @@ class Worker:
                                for s in started]
                 recorded = await self.queue.complete(
                     self.id, [(s.delivery, r) for s, r in zip(started, results, strict=True)])
-                if not all(recorded):
-                    log.warning("%d results dropped: lease lost", recorded.count(False))
+                self._count_lost(model, recorded.count(False))
                 self.batches += 1
                 self.jobs += len(started)
         finally:
@@ -318,11 +334,21 @@ class Worker:
             if s.attempt <= 1:
                 groups[s.envelope.model_version, ""].append(s)
         for s in suspects[1:]:
-            await self.queue.release(self.id, s.delivery, refund=True)
+            if not await self.queue.release(self.id, s.delivery, refund=True):
+                self._count_lost(model, 1)
             self._inflight[model].discard(s.delivery)
         if suspects:
             groups[suspects[0].envelope.model_version, suspects[0].delivery.job_id] = suspects[:1]
         return groups
+
+    def _count_lost(self, model: str, jobs: int) -> None:
+        """Jobs whose lease this worker lost while it held them (the reaper reclaimed them
+        to run again): COMPLETE dropped their results, or RELEASE found them gone."""
+        if jobs:
+            self.lost_leases += jobs
+            metrics.WORKER_LOST_LEASES.labels(metrics.model_label(model)).inc(jobs)
+            log.warning("lost the lease of %d %s jobs while running them: their results "
+                        "were dropped", jobs, model)
 
     async def _observed(self, model: str, version: str,
                         started: Sequence[Started]) -> list[JobResult]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +51,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def byte_progress(args: argparse.Namespace, total: int | None, what: str
+                  ) -> Iterator[Callable[[int], None]]:
+    """A progress bar (bytes, MB/s) on stderr while a file moves; silent with --json or
+    when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
+              file=sys.stderr, disable=bool(getattr(args, "json", False))
+              or not sys.stderr.isatty()) as bar:
+        yield bar.update
+
+
 def _version_doc(v: Any) -> dict[str, Any]:
     return MessageToDict(v, preserving_proto_field_name=True)
 
@@ -55,7 +71,9 @@ def _version_doc(v: Any) -> dict[str, Any]:
 def cmd_models(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         if args.models_command == "register":
-            v = client.register_model(args.name, args.architecture, args.weights, args.config)
+            with byte_progress(args, Path(args.weights).stat().st_size, "upload") as bar:
+                v = client.register_model(args.name, args.architecture, args.weights,
+                                          args.config, progress=bar)
             emit(args, _version_doc(v),
                  f"registered {v.model} version {v.version} (sha256 {v.weights_sha256})")
         elif args.models_command == "get":

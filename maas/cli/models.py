@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from maas.cli.commands import add_client_flags, client_for, emit
-from maas.client import TensorSpecs
+from maas.cli.commands import add_client_flags, byte_progress, client_for, emit
+from maas.client import Client, TensorSpecs
 from maas.errors import FieldViolation, InvalidArgument
+from maas.model_files import file_name
 from maas.v1.model_service_pb2 import Model
 
 
@@ -38,9 +40,13 @@ def parse_specs(specs: list[str], flag: str) -> TensorSpecs:
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     with client_for(args) as client:
+        if args.models_command == "download":
+            return _download(args, client)
         if args.models_command == "upload":
-            v = client.upload_model(args.name, args.archive, parse_specs(args.input, "--input"),
-                                    parse_specs(args.output, "--output"))
+            with byte_progress(args, Path(args.archive).stat().st_size, "upload") as bar:
+                v = client.upload_model(args.name, args.archive,
+                                        parse_specs(args.input, "--input"),
+                                        parse_specs(args.output, "--output"), progress=bar)
             emit(args, {"model": v.model, "version": v.version, "platform": v.platform,
                         "archive_sha256": v.archive_sha256},
                  f"registered {v.model} version {v.version} ({v.platform}, sha256 "
@@ -56,6 +62,18 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace, client: Client) -> int:
+    with byte_progress(args, None, "download") as bar:
+        v = client.download_model(args.name, args.output_dir, version=args.version,
+                                  progress=bar)
+    path = Path(args.output_dir) / file_name(v)
+    emit(args, {"model": v.model, "version": v.version, "file": str(path),
+                "sha256": v.weights_sha256 or v.archive_sha256,
+                "manifest": str(Path(args.output_dir) / "manifest.json")},
+         f"downloaded {v.model} version {v.version} to {path} (+ manifest.json)")
+    return 0
+
+
 def add_parsers(models: argparse.ArgumentParser) -> None:
     """Adds the lifecycle commands to the `models` parser of maas.cli.commands."""
     msub = next(a for a in models._actions if isinstance(a, argparse._SubParsersAction))
@@ -68,6 +86,11 @@ def add_parsers(models: argparse.ArgumentParser) -> None:
                         help="name:DATATYPE:dims, e.g. input:FP32:-1,4 (repeat per input)")
     upload.add_argument("--output", action="append", required=True,
                         help="name:DATATYPE:dims (repeat per output)")
+    download = msub.add_parser("download", help="a version's weights or archive and its "
+                               "manifest, to run elsewhere")
+    download.add_argument("name")
+    download.add_argument("--version", default="", help="number or alias (default: latest)")
+    download.add_argument("-o", "--output-dir", required=True, help="folder to write into")
     delete = msub.add_parser("delete-version", help="delete a version (refused while an "
                              "alias points to it)")
     delete.add_argument("name")
@@ -81,6 +104,6 @@ def add_parsers(models: argparse.ArgumentParser) -> None:
     drop = asub.add_parser("delete", help="remove an alias")
     drop.add_argument("name")
     drop.add_argument("alias")
-    for p in (upload, delete, set_, drop):
+    for p in (upload, download, delete, set_, drop):
         add_client_flags(p)
         p.set_defaults(func=cmd_lifecycle)

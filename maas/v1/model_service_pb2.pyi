@@ -492,6 +492,152 @@ class RegisterModelResponse(_message.Message):
 Global___RegisterModelResponse: _TypeAlias = RegisterModelResponse  # noqa: Y015
 
 @_typing.final
+class UploadModelRequest(_message.Message):
+    """One message of UploadModel: the start, then chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the file, in order (at most 4 MiB)."""
+    @_builtins.property
+    def start(self) -> Global___UploadModelStart:
+        """The first message, and only the first."""
+
+    def __init__(
+        self,
+        *,
+        start: Global___UploadModelStart | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___UploadModelRequest: _TypeAlias = UploadModelRequest  # noqa: Y015
+
+@_typing.final
+class UploadModelStart(_message.Message):
+    """What UploadModel registers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    IS_ARCHIVE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    is_archive: _builtins.bool
+    """True when the file is a TorchScript or torch.export archive."""
+    size_bytes: _builtins.int
+    """The file's size in bytes (1 .. MAAS_MAX_MODEL_BYTES) and hex sha256."""
+    sha256: _builtins.str
+    @_builtins.property
+    def model(self) -> Global___RegisterModelRequest:
+        """The version as RegisterModel takes it, without `weights` or `archive`:
+        name, architecture + config_json (safetensors weights follow) or inputs +
+        outputs (an archive follows), shared.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: Global___RegisterModelRequest | None = ...,
+        is_archive: _builtins.bool = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_archive", b"is_archive", "model", b"model", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadModelStart: _TypeAlias = UploadModelStart  # noqa: Y015
+
+@_typing.final
+class UploadModelResponse(_message.Message):
+    """Response of UploadModel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def model_version(self) -> Global___ModelVersion: ...
+    def __init__(
+        self,
+        *,
+        model_version: Global___ModelVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadModelResponse: _TypeAlias = UploadModelResponse  # noqa: Y015
+
+@_typing.final
+class DownloadModelRequest(_message.Message):
+    """Request of DownloadModel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model's name."""
+    version: _builtins.str
+    """A version number or alias; empty for the latest."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadModelRequest: _TypeAlias = DownloadModelRequest  # noqa: Y015
+
+@_typing.final
+class DownloadModelResponse(_message.Message):
+    """One message of DownloadModel: the version first, then chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of its weights or archive, in order."""
+    @_builtins.property
+    def model_version(self) -> Global___ModelVersion:
+        """The version downloaded (first message)."""
+
+    def __init__(
+        self,
+        *,
+        model_version: Global___ModelVersion | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "model_version", b"model_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "kind", b"kind", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["model_version", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___DownloadModelResponse: _TypeAlias = DownloadModelResponse  # noqa: Y015
+
+@_typing.final
 class SetModelAliasRequest(_message.Message):
     """Request of SetModelAlias."""
 

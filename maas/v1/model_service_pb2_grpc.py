@@ -54,6 +54,16 @@ class ModelServiceStub:
                 request_serializer=maas_dot_v1_dot_model__service__pb2.RegisterModelRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_model__service__pb2.RegisterModelResponse.FromString,
                 _registered_method=True)
+        self.UploadModel = channel.stream_unary(
+                '/maas.v1.ModelService/UploadModel',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.UploadModelRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.UploadModelResponse.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/maas.v1.ModelService/DownloadModel',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.DownloadModelResponse.FromString,
+                _registered_method=True)
         self.SetModelAlias = channel.unary_unary(
                 '/maas.v1.ModelService/SetModelAlias',
                 request_serializer=maas_dot_v1_dot_model__service__pb2.SetModelAliasRequest.SerializeToString,
@@ -108,6 +118,29 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadModel(self, request_iterator, context):
+        """RegisterModel for a model of any size: the first message describes the
+        version (UploadModelStart), the others carry the file's bytes in order, at
+        most 4 MiB each. The gateway writes them through to the artifact store and
+        never holds the whole file; size and sha256 are checked at the end, and the
+        version exists only once everything passed (nothing half-registered is
+        ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
+        bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """Streams a version back, to run it elsewhere: first the version (its
+        manifest: architecture and config or tensor specs, sha256, lineage), then
+        its safetensors weights or archive in chunks, in order. Another tenant's
+        model is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetModelAlias(self, request, context):
         """Points an alias at a version, creating or moving it in one atomic step: a
         request naming the alias runs on the old or the new version, never fails
@@ -149,6 +182,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.RegisterModel,
                     request_deserializer=maas_dot_v1_dot_model__service__pb2.RegisterModelRequest.FromString,
                     response_serializer=maas_dot_v1_dot_model__service__pb2.RegisterModelResponse.SerializeToString,
+            ),
+            'UploadModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadModel,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.UploadModelRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.UploadModelResponse.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.DownloadModelRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.DownloadModelResponse.SerializeToString,
             ),
             'SetModelAlias': grpc.unary_unary_rpc_method_handler(
                     servicer.SetModelAlias,
@@ -252,6 +295,60 @@ class ModelService:
             '/maas.v1.ModelService/RegisterModel',
             maas_dot_v1_dot_model__service__pb2.RegisterModelRequest.SerializeToString,
             maas_dot_v1_dot_model__service__pb2.RegisterModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/maas.v1.ModelService/UploadModel',
+            maas_dot_v1_dot_model__service__pb2.UploadModelRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.UploadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/maas.v1.ModelService/DownloadModel',
+            maas_dot_v1_dot_model__service__pb2.DownloadModelRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.DownloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,21 @@ class ModelServiceStub:
     appears; one still being verified when the wait ends is returned with
     state VERIFYING and becomes servable (and latest) when it passes.
     """
+    UploadModel: _grpc.StreamUnaryMultiCallable[_model_service_pb2.UploadModelRequest, _model_service_pb2.UploadModelResponse]
+    """RegisterModel for a model of any size: the first message describes the
+    version (UploadModelStart), the others carry the file's bytes in order, at
+    most 4 MiB each. The gateway writes them through to the artifact store and
+    never holds the whole file; size and sha256 are checked at the end, and the
+    version exists only once everything passed (nothing half-registered is
+    ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
+    bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+    """
+    DownloadModel: _grpc.UnaryStreamMultiCallable[_model_service_pb2.DownloadModelRequest, _model_service_pb2.DownloadModelResponse]
+    """Streams a version back, to run it elsewhere: first the version (its
+    manifest: architecture and config or tensor specs, sha256, lineage), then
+    its safetensors weights or archive in chunks, in order. Another tenant's
+    model is NOT_FOUND.
+    """
     SetModelAlias: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.SetModelAliasRequest, _model_service_pb2.SetModelAliasResponse]
     """Points an alias at a version, creating or moving it in one atomic step: a
     request naming the alias runs on the old or the new version, never fails
@@ -89,6 +104,21 @@ class ModelServiceAsyncStub(ModelServiceStub):
     a rejected archive is INVALID_ARGUMENT naming the operator and where it
     appears; one still being verified when the wait ends is returned with
     state VERIFYING and becomes servable (and latest) when it passes.
+    """
+    UploadModel: _aio.StreamUnaryMultiCallable[_model_service_pb2.UploadModelRequest, _model_service_pb2.UploadModelResponse]  # type: ignore[assignment]
+    """RegisterModel for a model of any size: the first message describes the
+    version (UploadModelStart), the others carry the file's bytes in order, at
+    most 4 MiB each. The gateway writes them through to the artifact store and
+    never holds the whole file; size and sha256 are checked at the end, and the
+    version exists only once everything passed (nothing half-registered is
+    ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
+    bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+    """
+    DownloadModel: _aio.UnaryStreamMultiCallable[_model_service_pb2.DownloadModelRequest, _model_service_pb2.DownloadModelResponse]  # type: ignore[assignment]
+    """Streams a version back, to run it elsewhere: first the version (its
+    manifest: architecture and config or tensor specs, sha256, lineage), then
+    its safetensors weights or archive in chunks, in order. Another tenant's
+    model is NOT_FOUND.
     """
     SetModelAlias: _aio.UnaryUnaryMultiCallable[_model_service_pb2.SetModelAliasRequest, _model_service_pb2.SetModelAliasResponse]  # type: ignore[assignment]
     """Points an alias at a version, creating or moving it in one atomic step: a
@@ -141,6 +171,33 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         a rejected archive is INVALID_ARGUMENT naming the operator and where it
         appears; one still being verified when the wait ends is returned with
         state VERIFYING and becomes servable (and latest) when it passes.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadModel(
+        self,
+        request_iterator: _MaybeAsyncIterator[_model_service_pb2.UploadModelRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.UploadModelResponse, _abc.Awaitable[_model_service_pb2.UploadModelResponse]]:
+        """RegisterModel for a model of any size: the first message describes the
+        version (UploadModelStart), the others carry the file's bytes in order, at
+        most 4 MiB each. The gateway writes them through to the artifact store and
+        never holds the whole file; size and sha256 are checked at the end, and the
+        version exists only once everything passed (nothing half-registered is
+        ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
+        bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadModel(
+        self,
+        request: _model_service_pb2.DownloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_model_service_pb2.DownloadModelResponse], _abc.AsyncIterator[_model_service_pb2.DownloadModelResponse]]:
+        """Streams a version back, to run it elsewhere: first the version (its
+        manifest: architecture and config or tensor specs, sha256, lineage), then
+        its safetensors weights or archive in chunks, in order. Another tenant's
+        model is NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

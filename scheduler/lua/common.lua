@@ -1,5 +1,8 @@
 -- Prelude shared by the queue scripts (scheduler/scripts.py prepends it to each).
 -- Lua scripts do not roll back: every helper checks first and writes last.
+-- Keys: a helper touches only keys its caller took from KEYS (built by scheduler/keys.py). A
+-- key whose last part the script reads in Redis (a job id, a tenant) is completed with `..`
+-- from its template in KEYS (see keys.py); tests/unit/test_lua_keys.py checks both.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -14,69 +17,66 @@ end
 -- most its cap of entries ahead of another tenant's job, and busy tenants are served in
 -- proportion to their caps.
 local LEVELS = {'high', 'normal', 'low'}
-local STREAM_SUFFIX = {high = ':high', normal = '', low = ':low'}
 
-local function prefix_of(job_key)
-  return string.match(job_key, '^(.*):job:')
-end
-
-local function level_stream(prefix, level)
-  return prefix .. ':stream' .. STREAM_SUFFIX[level]
-end
-
-local function share_key(prefix, tenant)
-  return prefix .. ':share:' .. tenant
-end
-
-local function backlog_key(prefix, level, tenant)
-  return prefix .. ':backlog:' .. level .. ':' .. tenant
+-- The keys of one model's queue, from KEYS[i] .. KEYS[i + 7] (keys.queue_keys): its streams
+-- by level, then templates completed with a job id (job hashes) or with a tenant read from a
+-- job hash (share hashes, backlog lists by level).
+local function queue_keys(i)
+  return {
+    stream = {high = KEYS[i], normal = KEYS[i + 1], low = KEYS[i + 2]},
+    job = KEYS[i + 3],
+    share = KEYS[i + 4],
+    backlog = {high = KEYS[i + 5], normal = KEYS[i + 6], low = KEYS[i + 7]},
+  }
 end
 
 -- Moves the tenant's backlogged jobs into the streams (high level first) up to its cap.
-local function share_refill(prefix, tenant, cap, ready)
-  local key = share_key(prefix, tenant)
+-- `q`: the model's queue_keys.
+local function share_refill(q, tenant, cap, ready)
+  local share = q.share .. tenant
   for _, level in ipairs(LEVELS) do
     while ready < cap do
-      local job_id = redis.call('LPOP', backlog_key(prefix, level, tenant))
+      local job_id = redis.call('LPOP', q.backlog[level] .. tenant)
       if not job_id then
         break
       end
-      redis.call('HINCRBY', key, 'backlog', -1)
-      local job_key = prefix .. ':job:' .. job_id
+      redis.call('HINCRBY', share, 'backlog', -1)
+      local job_key = q.job .. job_id
       -- A job cancelled or expired in the backlog is dropped here.
       if redis.call('HGET', job_key, 'state') == 'QUEUED' then
-        local entry = redis.call('XADD', level_stream(prefix, level), '*', 'job', job_id)
+        local entry = redis.call('XADD', q.stream[level], '*', 'job', job_id)
         redis.call('HSET', job_key, 'entry', entry)
-        ready = redis.call('HINCRBY', key, 'ready', 1)
+        ready = redis.call('HINCRBY', share, 'ready', 1)
       end
     end
   end
 end
 
 -- An undelivered entry of the job was added (delta 1) or left (delta -1; refills).
--- `known`: the job's {tenant, share} when the caller has read them already.
-local function share_count(job_key, delta, known)
+-- `q`: the model's queue_keys; `known`: the job's {tenant, share} when the caller has read
+-- them already.
+local function share_count(q, job_key, delta, known)
   local f = known or redis.call('HMGET', job_key, 'tenant', 'share')
   local cap = tonumber(f[2])
   if not cap or cap <= 0 then
     return
   end
-  local prefix = prefix_of(job_key)
-  local ready = redis.call('HINCRBY', share_key(prefix, f[1]), 'ready', delta)
+  local share = q.share .. f[1]
+  local ready = redis.call('HINCRBY', share, 'ready', delta)
   if ready < 0 then
-    redis.call('HSET', share_key(prefix, f[1]), 'ready', 0)
+    redis.call('HSET', share, 'ready', 0)
     ready = 0
   end
   if delta < 0 then
-    share_refill(prefix, f[1], cap, ready)
+    share_refill(q, f[1], cap, ready)
   end
 end
 
 -- Requeues a job that lost its run (its worker died): it waits `delay_ms` in the model's
 -- delayed set (exponential backoff with jitter), then PROMOTE puts it back in its stream.
-local function requeue_later(prefix, job_key, job_id, level, delay_ms, now)
+local function requeue_later(delayed, job_key, job_id, level, delay_ms, now)
   redis.call('HSET', job_key, 'state', 'QUEUED', 'entry', '', 'owner', '', 'retry_level', level)
-  redis.call('ZADD', prefix .. ':delayed', now + delay_ms, job_id)
+  redis.call('ZADD', delayed, now + delay_ms, job_id)
 end
 
 -- The backoff before attempt `attempt` + 1: base * 2^(attempt-1), capped, times 0.5..1.
@@ -85,7 +85,9 @@ local function backoff_ms(base_ms, max_ms, attempt, jitter)
   return math.floor(delay * (0.5 + 0.5 * jitter))
 end
 
--- Sends a job's terminal outcome to the gateway waiting for it (if any).
+-- Sends a job's terminal outcome to the gateway waiting for it (if any). The reply stream is
+-- named by the job hash (`reply_to`, from keys.reply_stream at submit): the one key no
+-- script receives in KEYS (it lives in the gateway's slot, not the model's; see issue 15).
 -- `extra` is a flat list of field/value pairs (e.g. 'result', bytes or 'code', c, ...).
 local function reply(job_key, job_id, state, extra)
   local reply_to = redis.call('HGET', job_key, 'reply_to')
@@ -119,15 +121,17 @@ local function dead_letter(stream, group, entry, job_key, job_id, ttl_ms, dead_k
     ' times and never completed (each attempt lost its worker); it is dead-lettered')
 end
 
--- Starts one delivered entry (START and CLAIM share this). Returns {status, attempt, env}:
--- RUN (go), SKIP (no longer queued, or a stale entry), EXPIRED or DEAD (waiter answered).
-local function start_one(stream, dead_key, group, consumer, ttl_ms, job_key, entry, job_id, now)
+-- Starts one delivered entry (START, CLAIM and TRAIN_START share this; `q`: the model's
+-- queue_keys). Returns {status, attempt, env}: RUN (go), SKIP (no longer queued, or a stale
+-- entry), EXPIRED or DEAD (waiter answered).
+local function start_one(q, stream, dead_key, group, consumer, ttl_ms, job_key, entry, job_id,
+                         now)
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
     'max_attempts', 'env', 'tenant', 'share')
   local deadline, attempt = tonumber(f[3]), tonumber(f[4])
   if f[1] ~= 'QUEUED' or f[2] == entry then
     -- Delivered: it leaves its tenant's undelivered entries.
-    share_count(job_key, -1, {f[7], f[8]})
+    share_count(q, job_key, -1, {f[7], f[8]})
   end
   if f[1] ~= 'QUEUED' or f[2] ~= entry then
     -- Terminal, cancelled, or a stale entry of a requeued job: drop the entry only.

@@ -1,9 +1,16 @@
 -- COMPLETE: record the outcome of each job of a batch, reply, ack. Fenced and idempotent:
 -- a worker that lost its lease writes nothing. The job hash is the fence: REAP rewrites
 -- `entry` and `owner` in the same script that reclaims the stream entry.
--- KEYS[1] stream  KEYS[1+i] job hash of item i
--- ARGV[1] group  ARGV[2] consumer  ARGV[3] result TTL ms
--- then per item: entry id, job id, state (SUCCEEDED | FAILED), JobResult bytes
+-- KEYS[1] = the stream the entries were read from (STREAM)
+-- KEYS[1+i] = the job hash of item i (HASH)
+-- ARGV[1] = group
+-- ARGV[2] = consumer
+-- ARGV[3] = result TTL ms
+-- ARGV[4i] = entry id of item i
+-- ARGV[4i+1] = job id of item i
+-- ARGV[4i+2] = state of item i (SUCCEEDED | FAILED)
+-- ARGV[4i+3] = JobResult bytes of item i
+-- The reply goes to the job's `reply_to` stream (see reply in the prelude).
 -- Returns one 1 (recorded) or 0 (lease lost, dropped) per item.
 local out = {}
 for i = 1, #KEYS - 1 do

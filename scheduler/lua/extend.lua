@@ -1,5 +1,8 @@
 -- EXTEND: renew the leases of entries a worker still owns (owner-checked heartbeat).
--- KEYS[1] stream  ARGV[1] group  ARGV[2] consumer  ARGV[3..] entry ids
+-- KEYS[1] = the stream the entries were read from (STREAM)
+-- ARGV[1] = group
+-- ARGV[2] = consumer
+-- ARGV[3..] = entry ids
 -- XCLAIM <self> 0 JUSTID resets the idle time without raising the delivery count.
 -- Returns the entry ids whose lease was lost (reclaimed by the reaper).
 local lost = {}

@@ -1,6 +1,9 @@
 -- MODEL_ALIAS_SET: points alias ARGV[1] of a model at version ARGV[2], atomically.
--- KEYS[1] = the model record (HASH). Checked first, written last: the version must exist,
--- so an alias never points at nothing, and MODEL_VERSION_DELETE cannot interleave.
+-- Checked first, written last: the version must exist, so an alias never points at nothing,
+-- and MODEL_VERSION_DELETE cannot interleave.
+-- KEYS[1] = the model record (HASH)
+-- ARGV[1] = alias
+-- ARGV[2] = version
 -- Returns {'ok', previous version or ''} | {'missing'} (no such version) | {'nomodel'}.
 local record = KEYS[1]
 if redis.call('EXISTS', record) == 0 then

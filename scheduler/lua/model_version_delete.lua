@@ -1,6 +1,7 @@
 -- MODEL_VERSION_DELETE: deletes version ARGV[1] of a model unless an alias points to it or
 -- it is the only version; `latest` moves back to the highest remaining version.
--- KEYS[1] = the model record (HASH): `latest`, `v:N` → ModelVersion, `a:ALIAS` → N.
+-- KEYS[1] = the model record (HASH: `latest`, `v:N` → ModelVersion, `a:ALIAS` → N)
+-- ARGV[1] = version
 -- Returns {'ok'} | {'missing'} | {'nomodel'} | {'only'} | {'aliased', alias, ...}.
 local record = KEYS[1]
 local version = ARGV[1]

@@ -1,6 +1,7 @@
 -- RATE_LIMIT: take one token from a tenant's token bucket, refilled continuously.
--- KEYS[1] bucket hash (`tokens`, `ms` of the last take)
--- ARGV[1] refill rate, tokens per second (> 0)  ARGV[2] capacity (burst), tokens (>= 1)
+-- KEYS[1] = the tenant's bucket (HASH: `tokens`, `ms` of the last take)
+-- ARGV[1] = refill rate, tokens per second (> 0)
+-- ARGV[2] = capacity (burst), tokens (>= 1)
 -- Returns {1, 0} when a token was taken, {0, ms until the next token} when none is left.
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()

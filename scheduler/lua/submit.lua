@@ -1,27 +1,36 @@
 -- SUBMIT: accept one job atomically: idempotency key, job hash, stream entry (or, over its
 -- tenant's fair share, a place in the tenant's backlog; see share_count in the prelude).
--- KEYS[1] stream  KEYS[2] job hash  [KEYS[3] idempotency key]
--- ARGV[1] job id  ARGV[2] envelope bytes  ARGV[3] deadline ms (0 = none)  ARGV[4] max attempts
--- ARGV[5] reply stream key ('' = nobody waits)  ARGV[6] request fingerprint
--- ARGV[7] idempotency TTL s  ARGV[8] result TTL ms of this job (0 = the queue's default)
--- ARGV[9] model version  ARGV[10] tenant ('' = none; jobs are read back by their tenant only)
--- ARGV[11] most entries the stream may hold (0 = no limit)
--- ARGV[12] the tenant's share cap (0 = no fair share)  ARGV[13] most jobs the tenant may have
--- queued on this model (0 = no limit)  ARGV[14] priority level (high | normal | low)
+-- KEYS[1] = the stream of the job's priority level (STREAM)
+-- KEYS[2] = the job hash (HASH)
+-- KEYS[3] = the tenant's share hash on this model (HASH; touched only with a share cap)
+-- KEYS[4] = the tenant's backlog list of the job's priority level (LIST; idem)
+-- KEYS[5] = the idempotency key (STRING; only when the request has one)
+-- ARGV[1] = job id
+-- ARGV[2] = envelope bytes
+-- ARGV[3] = deadline ms (0 = none)
+-- ARGV[4] = max attempts
+-- ARGV[5] = reply stream key ('' = nobody waits)
+-- ARGV[6] = request fingerprint
+-- ARGV[7] = idempotency TTL s
+-- ARGV[8] = result TTL ms of this job (0 = the queue's default)
+-- ARGV[9] = model version
+-- ARGV[10] = tenant ('' = none; jobs are read back by their tenant only)
+-- ARGV[11] = most entries the stream may hold (0 = no limit)
+-- ARGV[12] = the tenant's share cap (0 = no fair share)
+-- ARGV[13] = most jobs the tenant may have queued on this model (0 = no limit)
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
 --   | {'FULL', stream length} | {'QUOTA', jobs the tenant has queued} (refused: nothing written)
-if #KEYS == 3 then
-  local reused = reuse_of(KEYS[3], ARGV[6])
+if #KEYS == 5 then
+  local reused = reuse_of(KEYS[5], ARGV[6])
   if reused then
     return reused
   end
 end
 local cap, quota = tonumber(ARGV[12]), tonumber(ARGV[13])
-local prefix = cap > 0 and prefix_of(KEYS[2]) or nil
-local share = prefix and share_key(prefix, ARGV[10]) or nil
+local shared = cap > 0
 local ready, backlog = 0, 0
-if share then
-  local s = redis.call('HMGET', share, 'ready', 'backlog')
+if shared then
+  local s = redis.call('HMGET', KEYS[3], 'ready', 'backlog')
   ready, backlog = tonumber(s[1] or 0), tonumber(s[2] or 0)
   if quota > 0 and ready + backlog >= quota then
     return {'QUOTA', tostring(ready + backlog)}
@@ -32,13 +41,13 @@ if tonumber(ARGV[11]) > 0 and depth >= tonumber(ARGV[11]) then
   return {'FULL', tostring(depth)}
 end
 local entry = ''
-if share and ready >= cap then
-  redis.call('RPUSH', backlog_key(prefix, ARGV[14], ARGV[10]), ARGV[1])
-  redis.call('HINCRBY', share, 'backlog', 1)
+if shared and ready >= cap then
+  redis.call('RPUSH', KEYS[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'backlog', 1)
 else
   entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
-  if share then
-    redis.call('HINCRBY', share, 'ready', 1)
+  if shared then
+    redis.call('HINCRBY', KEYS[3], 'ready', 1)
   end
 end
 redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
@@ -48,7 +57,7 @@ redis.call('HSET', KEYS[2], 'env', ARGV[2], 'state', 'QUEUED', 'attempt', 0,
 if ARGV[8] ~= '0' then
   redis.call('HSET', KEYS[2], 'ttl_ms', ARGV[8])
 end
-if #KEYS == 3 then
-  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[6], 'EX', ARGV[7])
+if #KEYS == 5 then
+  redis.call('SET', KEYS[5], ARGV[1] .. '|' .. ARGV[6], 'EX', ARGV[7])
 end
 return {'OK', ARGV[1]}

@@ -1,7 +1,9 @@
 -- TRAIN_CANCEL: a queued job is cancelled at once; a running one is flagged (its worker sees
 -- the flag on its next update and stops at the next step).
--- KEYS[1] job hash  KEYS[2] events stream
--- ARGV[1] TrainingEvent CANCELLED  ARGV[2] TrainingEvent CANCELLING
+-- KEYS[1] = the job hash (HASH)
+-- KEYS[2] = the job's events stream (STREAM)
+-- ARGV[1] = TrainingEvent CANCELLED
+-- ARGV[2] = TrainingEvent CANCELLING
 -- Returns 'CANCELLED' or 'CANCELLING' when this call cancelled the job, '' when there is no
 -- such job, else the state it already had (a job cancelled before is 'ALREADY_CANCELLED').
 local state = redis.call('HGET', KEYS[1], 'state')

@@ -1,8 +1,15 @@
 -- GANG_ABORT: rank 0 gives up a gang that did not form by its deadline: the gang is
 -- released (its members see it gone) and the job's entry goes back to the end of the queue,
 -- with a status message saying why it waits. Not counted as an attempt.
--- KEYS[1] stream  KEYS[2] job hash  KEYS[3] gang hash  KEYS[4] forming zset
--- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] job id  ARGV[5] timeout s
+-- KEYS[1] = the training stream (STREAM)
+-- KEYS[2] = the job hash (HASH)
+-- KEYS[3] = the job's gang hash (HASH)
+-- KEYS[4] = the forming set (ZSET)
+-- ARGV[1] = group
+-- ARGV[2] = consumer
+-- ARGV[3] = entry id
+-- ARGV[4] = job id
+-- ARGV[5] = formation timeout s
 -- Returns 'FORMED' when the last member joined meanwhile (run it), else 'ABORTED'.
 local g = redis.call('HMGET', KEYS[3], 'state', 'rank:0', 'entry', 'size', 'joined')
 local ours = g[2] == ARGV[2] and g[3] == ARGV[3]

@@ -2,9 +2,14 @@
 -- the gang still stands. A rank whose beat is older than the lease is lost (its worker died):
 -- the gang is BROKEN and every rank stops; rank 0 hands the job back and it re-forms.
 -- Rank 0 also publishes the rendezvous address here (fenced on the generation).
--- KEYS[1] gang hash
--- ARGV[1] gen  ARGV[2] rank  ARGV[3] consumer  ARGV[4] lease ms  ARGV[5] gang TTL ms
--- ARGV[6] rendezvous host:port ('' = none)  ARGV[7] '1' = mark the gang BROKEN
+-- KEYS[1] = the job's gang hash (HASH)
+-- ARGV[1] = gen
+-- ARGV[2] = rank
+-- ARGV[3] = consumer
+-- ARGV[4] = lease ms
+-- ARGV[5] = gang TTL ms
+-- ARGV[6] = rendezvous host:port ('' = none)
+-- ARGV[7] = '1' = mark the gang BROKEN
 -- Returns {state, addr}: state FORMED (go on), BROKEN (stop) or GONE (ended or re-formed).
 local g = redis.call('HMGET', KEYS[1], 'state', 'gen', 'size', 'rank:' .. ARGV[2], 'addr')
 if not g[1] or g[2] ~= ARGV[1] or g[4] ~= ARGV[3] then

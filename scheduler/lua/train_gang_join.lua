@@ -2,8 +2,11 @@
 -- forming, if any. The worker that fills the last rank forms the gang, all or none: the job
 -- becomes RUNNING (owner = rank 0, which holds the stream entry; attempt + 1 = the gang's
 -- generation) in this same call. A gang past its deadline takes no one (GANG_ABORT ends it).
--- KEYS[1] forming zset
--- ARGV[1] consumer  ARGV[2] key prefix of the training queue's keys  ARGV[3] gang TTL ms
+-- KEYS[1] = the forming set (ZSET: job id → formation deadline ms)
+-- KEYS[2] = gang hash template (+ job id of the forming gang; HASH)
+-- KEYS[3] = job hash template (+ job id of the forming gang; HASH)
+-- ARGV[1] = consumer
+-- ARGV[2] = gang TTL ms
 -- Returns {} when there is nothing to join, else {job id, rank, size, state, gen, envelope}
 -- with state FORMING (wait for the others) or FORMED (gen = the attempt).
 local now = now_ms()
@@ -11,8 +14,8 @@ local job_id = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, 1)[
 if not job_id then
   return {}
 end
-local gang = ARGV[2] .. ':gang:' .. job_id
-local job = ARGV[2] .. ':job:' .. job_id
+local gang = KEYS[2] .. job_id
+local job = KEYS[3] .. job_id
 local g = redis.call('HMGET', gang, 'state', 'size', 'joined', 'entry', 'rank:0')
 local j = redis.call('HMGET', job, 'state', 'entry', 'attempt', 'env')
 if g[1] ~= 'FORMING' or j[1] ~= 'QUEUED' or g[4] ~= j[2] then
@@ -40,6 +43,6 @@ for r = 0, size - 1 do
   redis.call('HSET', gang, 'beat:' .. r, now)
 end
 redis.call('HSET', gang, 'state', 'FORMED', 'gen', attempt)
-redis.call('PEXPIRE', gang, ARGV[3])
+redis.call('PEXPIRE', gang, ARGV[2])
 redis.call('ZREM', KEYS[1], job_id)
 return {job_id, rank, size, 'FORMED', attempt, j[4]}

@@ -4,17 +4,34 @@
 -- (GANG_JOIN) until its formation deadline (GANG_ABORT). One gang forms at a time: two
 -- partial gangs could hold each other's workers forever, so a reader that finds another gang
 -- forming puts its entry back at the end of the queue and joins that gang instead.
--- KEYS[1] stream  KEYS[2] dead-letter stream  KEYS[3] job hash  KEYS[4] gang hash
--- KEYS[5] forming zset
--- ARGV[1] group  ARGV[2] consumer  ARGV[3] result TTL ms  ARGV[4] entry id  ARGV[5] job id
--- ARGV[6] formation timeout ms  ARGV[7] gang hash TTL ms
+-- KEYS[1] = the training stream (STREAM)
+-- KEYS[2] = the training queue's dead-letter stream (STREAM)
+-- KEYS[3] = the job hash (HASH)
+-- KEYS[4] = the job's gang hash (HASH)
+-- KEYS[5] = the forming set (ZSET)
+-- The next 8 KEYS are keys.queue_keys(model), read by queue_keys(6):
+-- KEYS[6] = high stream (STREAM)
+-- KEYS[7] = normal stream (STREAM)
+-- KEYS[8] = low stream (STREAM)
+-- KEYS[9] = job hash template (+ job id; HASH)
+-- KEYS[10] = share hash template (+ tenant; HASH)
+-- KEYS[11] = high backlog list template (+ tenant; LIST)
+-- KEYS[12] = normal backlog list template (+ tenant; LIST)
+-- KEYS[13] = low backlog list template (+ tenant; LIST)
+-- ARGV[1] = group
+-- ARGV[2] = consumer
+-- ARGV[3] = result TTL ms
+-- ARGV[4] = entry id
+-- ARGV[5] = job id
+-- ARGV[6] = formation timeout ms
+-- ARGV[7] = gang hash TTL ms
 -- Returns {status, attempt, envelope, replicas}: RUN, FORMING (rank 0 of a new gang),
 -- REQUEUED (another gang is forming), SKIP, EXPIRED or DEAD (see start_one).
 local now = now_ms()
 local replicas = tonumber(redis.call('HGET', KEYS[3], 'replicas') or '1')
 if replicas <= 1 then
-  local row = start_one(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], KEYS[3], ARGV[4], ARGV[5],
-    now)
+  local row = start_one(queue_keys(6), KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], KEYS[3],
+    ARGV[4], ARGV[5], now)
   row[4] = 1
   return row
 end

@@ -1,8 +1,14 @@
 -- TRAIN_UPDATE: a worker that holds a training job's lease records events and its record,
 -- and optionally ends the job. Fenced: a worker that lost the lease writes nothing.
--- KEYS[1] stream  KEYS[2] job hash  KEYS[3] events stream
--- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] terminal state ('' = still running)
--- ARGV[5] TrainingJob record ('' = unchanged)  ARGV[6..] TrainingEvent bytes, in order
+-- KEYS[1] = the training stream (STREAM)
+-- KEYS[2] = the job hash (HASH)
+-- KEYS[3] = the job's events stream (STREAM)
+-- ARGV[1] = group
+-- ARGV[2] = consumer
+-- ARGV[3] = entry id
+-- ARGV[4] = terminal state ('' = still running)
+-- ARGV[5] = TrainingJob record ('' = unchanged)
+-- ARGV[6..] = TrainingEvent bytes, in order
 -- Returns -1 when the lease is lost, else 1 if cancellation was requested, 0 if not.
 local f = redis.call('HMGET', KEYS[2], 'state', 'entry', 'owner', 'cancel')
 if f[1] ~= 'RUNNING' or f[2] ~= ARGV[3] or f[3] ~= ARGV[2]

@@ -32,6 +32,7 @@ from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
 from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
+from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.hostile_files import HOSTILE_DATASETS, HOSTILE_WEIGHTS, upload_requests
@@ -545,7 +546,7 @@ def job_hashes(cluster: Cluster, model: str) -> dict[str, dict[Any, Any]]:
     client = cluster.redis.client()
     try:
         return {key.decode(): client.hgetall(key)
-                for key in client.scan_iter(match=f"maas:{{m:{model}}}:job:*")}
+                for key in client.scan_iter(match=keys.job(model, "*"))}
     finally:
         client.close()
 
@@ -562,7 +563,7 @@ def test_deadline_passed_while_queued_never_runs(idle_cluster: Cluster) -> None:
     idle_cluster.local.add("worker-x", [sys.executable, "-m", "worker", "--id", "worker-x"])
     client = idle_cluster.redis.client()
     deadline = time.monotonic() + 60
-    while client.xlen("maas:{m:cnn}:stream") > 0:  # the new worker drops the dead entry
+    while client.xlen(keys.stream("cnn")) > 0:  # the new worker drops the dead entry
         assert time.monotonic() < deadline, "the new worker never read the stream"
         time.sleep(0.1)
     client.close()

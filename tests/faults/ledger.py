@@ -37,9 +37,9 @@ class Ledger:
 
 
 def _jobs(r: redis.Redis, model: str) -> dict[str, dict[bytes, bytes]]:
-    pattern = f"{keys.model_tag(model)}:job:*"
-    return {k.decode().rsplit(":job:", 1)[1]: r.hgetall(k)
-            for k in r.scan_iter(match=pattern, count=1000)}
+    template = keys.job(model, "")
+    return {k.decode().removeprefix(template): r.hgetall(k)
+            for k in r.scan_iter(match=keys.job(model, "*"), count=1000)}
 
 
 def _pending(r: redis.Redis, model: str) -> int:
@@ -48,7 +48,7 @@ def _pending(r: redis.Redis, model: str) -> int:
         stream = keys.stream(model, level)
         if r.exists(stream):
             left += int(r.xpending(stream, keys.GROUP)["pending"])
-    for key in r.scan_iter(match=f"{keys.model_tag(model)}:backlog:*"):
+    for key in r.scan_iter(match=keys.backlog(model, "*", "*")):
         left += int(r.llen(key))
     return left
 

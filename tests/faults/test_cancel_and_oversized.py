@@ -13,6 +13,7 @@ import redis
 
 import maas
 from maas.v1.inference_service_pb2 import InferenceJob
+from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.faults.poison_entry import SLOW
@@ -68,9 +69,10 @@ def test_cancel_while_queued_running_and_done(one_worker: Cluster) -> None:
 
 def snapshot(url: str) -> dict[bytes, bytes]:
     """Every key with its DUMP: any write at all would show."""
+    heartbeat, index = keys.worker("").encode(), keys.workers_index().encode()
     with redis.Redis.from_url(url) as r:
         return {k: r.dump(k) for k in r.scan_iter(count=1000)  # heartbeats change on their own
-                if not k.startswith(b"maas:worker:") and k != b"maas:workers"}
+                if not k.startswith(heartbeat) and k != index}
 
 
 def test_oversized_payloads_are_refused_and_write_nothing(one_worker: Cluster) -> None:

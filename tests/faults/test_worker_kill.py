@@ -42,8 +42,17 @@ def wait_until_holding(r: redis.Redis, consumer: str, timeout_s: float = 20) -> 
 
 
 def holding(r: redis.Redis, consumer: str) -> int:
-    return sum(int(c["pending"]) for c in r.xinfo_consumers(keys.stream("cnn"), keys.GROUP)
-               if c["name"].decode() == consumer)
+    """Jobs the worker has started: pending in its name and owned by it. An entry it has
+    read but not yet started (a blocking read returns before START) would run again as
+    attempt 1, not 2."""
+    stream = keys.stream("cnn")
+    started = 0
+    for row in r.xpending_range(stream, keys.GROUP, "-", "+", 1000, consumername=consumer):
+        entry = r.xrange(stream, row["message_id"], row["message_id"])
+        job_id = entry[0][1][b"job"].decode() if entry else ""
+        if job_id and r.hget(keys.job("cnn", job_id), "owner") == consumer.encode():
+            started += 1
+    return started
 
 
 async def freeze_holding(r: redis.Redis, worker: subprocess.Popen[bytes]) -> int:
@@ -51,6 +60,9 @@ async def freeze_holding(r: redis.Redis, worker: subprocess.Popen[bytes]) -> int
     while True:
         await asyncio.to_thread(wait_until_holding, r, "worker-1")
         worker.send_signal(signal.SIGSTOP)
+        # A COMPLETE the worker sent just before it stopped may still be on its way to
+        # Redis: count what it holds once that has landed.
+        await asyncio.sleep(0.05)
         if held := holding(r, "worker-1"):
             return held
         worker.send_signal(signal.SIGCONT)

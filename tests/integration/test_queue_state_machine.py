@@ -113,8 +113,7 @@ class QueueMachine(RuleBasedStateMachine):
             ready, backlog = self.run(self.client.hmget(keys.share(MODEL, tenant),
                                                         "ready", "backlog"))
             assert int(ready or 0) == self.undelivered(tenant)
-            lists = [keys.model_tag(MODEL) + f":backlog:{level}:{tenant}"
-                     for level in keys.LEVELS]
+            lists = [keys.backlog(MODEL, level, tenant) for level in keys.LEVELS]
             assert int(backlog or 0) == sum(self.run(self.client.llen(k)) for k in lists)
 
     def undelivered(self, tenant: str) -> int:

@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 
 import maas
 from maas.api_keys import ensure_key_file
+from scheduler import keys
 from tests.inprocess import mlp_weights, running_gateway
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,7 +74,7 @@ def limited(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
 def _job_states(redis_url: str) -> list[bytes]:
     client = redis.Redis.from_url(redis_url)
     try:
-        return [client.hget(k, "state") for k in client.scan_iter("maas:{m:mlp}:job:*")]
+        return [client.hget(k, "state") for k in client.scan_iter(keys.job("mlp", "*"))]
     finally:
         client.close()
 

@@ -18,6 +18,7 @@ from safetensors.torch import save
 
 from gateway.streaming import MAX_IN_FLIGHT
 from maas.client import Client
+from scheduler import keys
 from tests.inprocess import running_gateway
 from tests.inprocess_worker import running_worker
 from tests.models import reference_model, run_reference
@@ -111,7 +112,7 @@ def test_pipelined_requests_answered_with_errors_in_band(gateway: str, redis_url
 def _jobs(redis_url: str) -> list[dict[Any, Any]]:
     client = redis.Redis.from_url(redis_url)
     try:
-        return [client.hgetall(k) for k in client.scan_iter("maas:{m:mlp}:job:*")]
+        return [client.hgetall(k) for k in client.scan_iter(keys.job("mlp", "*"))]
     finally:
         client.close()
 

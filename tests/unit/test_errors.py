@@ -1,13 +1,20 @@
-"""The error tree: (code, reason) → class, and the gateway's status → the SDK's error."""
+"""The error tree: (code, reason) → class, any exception → the one MaasError it is answered
+with (`classify`), and the gateway's status → the SDK's error."""
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
-from gateway.errors import to_status
+from gateway.errors import INTERNAL_MESSAGE, classify, to_status
+from gateway.streaming import error_message
 from maas import errors
 from maas.client import from_rpc_error
 from maas.errors import (
@@ -28,7 +35,10 @@ SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.QuotaExceeded, errors.Unauthenticated, errors.PermissionDenied,
               errors.QueueStorageFull, errors.ModelAliasNotFound, errors.ModelUnloaded,
               errors.ModelVersionInUse, errors.ModelVerifying, errors.ModelQuarantined,
-              errors.ModelRejected, errors.ModelTimeout, errors.ModelCrashed]
+              errors.ModelRejected, errors.ModelTimeout, errors.ModelCrashed,
+              errors.JobNotFound, errors.TrainingJobNotFound, errors.DatasetNotFound,
+              errors.ApiKeyNotFound]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_tree_is_complete() -> None:
@@ -36,6 +46,29 @@ def test_the_tree_is_complete() -> None:
     found = {v for v in vars(errors).values()
              if isinstance(v, type) and issubclass(v, MaasError) and v is not MaasError}
     assert found == set(SUBCLASSES)
+
+
+def test_the_docstring_tree_names_every_class_with_its_code_and_reason() -> None:
+    lines = re.findall(r"(\w+) +\((\w+), (\w+)\)", errors.__doc__ or "")
+    assert {name: (code, reason) for name, code, reason in lines} == {
+        cls.__name__: (cls.code.name, cls.reason) for cls in (MaasError, *SUBCLASSES)}
+
+
+def _error_bases(node: ast.ClassDef) -> set[str]:
+    names = {getattr(base, "id", None) or getattr(base, "attr", None) for base in node.bases}
+    return {name for name in names if name is not None}
+
+
+def test_no_error_class_lives_outside_the_tree() -> None:
+    """The SDK can map back only what maas/errors.py defines: no package subclasses a
+    MaasError anywhere else."""
+    tree = {cls.__name__ for cls in (MaasError, *SUBCLASSES)}
+    elsewhere = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
+                 for package in ("maas", "gateway", "scheduler", "worker")
+                 for path in (ROOT / package).rglob("*.py") if path != ROOT / "maas/errors.py"
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.ClassDef) and _error_bases(node) & tree]
+    assert elsewhere == []
 
 
 def test_reasons_are_unique_and_upper_snake() -> None:
@@ -205,7 +238,7 @@ def test_the_root_survives_the_wire() -> None:
 
 
 def test_a_plain_status_without_details() -> None:
-    """The gateway's bare aborts (Redis down, INTERNAL) carry no ErrorInfo."""
+    """Statuses gRPC makes itself (a refused connection, a deadline) carry no ErrorInfo."""
     plain = StatusRpcError(grpc.StatusCode.UNAVAILABLE, "the queue (Redis) is unreachable")
     back = from_rpc_error(plain)
     assert type(back) is Unavailable
@@ -217,3 +250,50 @@ def test_unrelated_trailing_metadata_is_ignored() -> None:
     err = StatusRpcError(status.code, status.details,
                          [("x-request-id", "abc"), *status.trailing_metadata])
     assert type(from_rpc_error(err)) is ModelNotFound
+
+
+# --- gateway.errors.classify: any exception → the MaasError it is answered with ------------
+
+@pytest.mark.parametrize("cls", SUBCLASSES, ids=lambda c: c.__name__)
+def test_classify_keeps_a_maas_error(cls: type[MaasError]) -> None:
+    err = cls("as raised", retry_delay_s=0.5)
+    assert classify(err) is err
+
+
+@pytest.mark.parametrize("exc", [OutOfMemoryError("command not allowed when used memory > "
+                                                  "'maxmemory'"),
+                                 ResponseError("OOM command not allowed")])
+def test_classify_redis_at_maxmemory(exc: Exception) -> None:
+    err = classify(exc)
+    assert type(err) is errors.QueueStorageFull
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.retry_delay_s == 5.0 and "maxmemory" in err.message
+    assert err.__cause__ is exc
+
+
+@pytest.mark.parametrize("exc", [RedisConnectionError("refused"), ConnectionResetError(),
+                                 TimeoutError()])
+def test_classify_redis_away(exc: Exception) -> None:
+    err = classify(exc)
+    assert type(err) is Unavailable
+    assert err.message == "the queue (Redis) is unreachable right now; retry shortly"
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("secret detail"), KeyError("k"),
+                                 ResponseError("WRONGTYPE"), ValueError("x" * 10_000)])
+def test_classify_anything_else_is_a_short_internal(exc: Exception) -> None:
+    err = classify(exc)
+    assert type(err) is MaasError
+    assert (err.code, err.reason, err.message) == (grpc.StatusCode.INTERNAL, "INTERNAL",
+                                                   INTERNAL_MESSAGE)
+    assert err.__cause__ is exc  # for the log; the caller sees none of it
+
+
+def test_in_band_stream_errors_say_code_reason_and_id() -> None:
+    """ModelStreamInfer answers a failed request in-band with the same classification."""
+    assert error_message(classify(RuntimeError("secret")), "r1") == (
+        f"INTERNAL: {INTERNAL_MESSAGE} (request id 'r1')")
+    assert error_message(ModelNotFound("no model 'm'"), "") == (
+        "NOT_FOUND: no model 'm' [MODEL_NOT_FOUND]")
+    assert error_message(classify(RedisConnectionError()), "r2").startswith(
+        "UNAVAILABLE: the queue (Redis) is unreachable")

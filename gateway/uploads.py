@@ -1,0 +1,199 @@
+"""Models of any size: what RegisterModel and UploadModel check before the bytes, the
+streamed upload written through to the artifact store, and the chunks of a download.
+
+An upload lands in `<artifacts>/uploads/<id>.part`, hashed as it arrives; only when its
+size and sha256 match what its first message declared, and its content passed the checks
+of its kind, is it moved under its sha256 and the version registered. Whatever fails on the
+way deletes the file: nothing half-registered is ever visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from gateway.auth import caller, require
+from maas.architectures import Architecture, TensorSpec, get_architecture
+from maas.archives import check_specs
+from maas.artifacts import ArtifactStore
+from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
+from maas.v1 import model_service_pb2 as pb
+from maas.weights import check_weights
+from scheduler import keys
+from scheduler.queue import JobQueue
+from scheduler.registry import ModelRegistry, check_model_name
+
+MIB = 1 << 20
+MAX_CHUNK_BYTES = 4 * MIB
+DOWNLOAD_CHUNK_BYTES = 1 * MIB
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _invalid(field: str, why: str) -> InvalidArgument:
+    return InvalidArgument(f"{field} {why}", violations=(FieldViolation(field, why),))
+
+
+@dataclass(frozen=True)
+class WeightsPlan:
+    model_id: str
+    arch: Architecture
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    model_id: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+def _model_id(request: pb.RegisterModelRequest) -> str:
+    check_model_name(request.name)
+    if request.shared:
+        require("admin", "registering a shared model (shared=true)")
+    return keys.model_id("" if request.shared else caller().tenant, request.name)
+
+
+def weights_plan(request: pb.RegisterModelRequest) -> WeightsPlan:
+    """What a weights version will be, checked before its bytes are read."""
+    arch = get_architecture(request.architecture)
+    config = arch.resolve_config(request.config_json)
+    return WeightsPlan(_model_id(request), arch, config)
+
+
+def archive_plan(request: pb.RegisterModelRequest) -> ArchivePlan:
+    """What an archive version will be, checked before its bytes are read."""
+    mixed = [f for f in ("architecture", "config_json", "weights") if getattr(request, f)]
+    if mixed:
+        raise InvalidArgument(
+            f"give either an archive or architecture + weights, not both (also set: "
+            f"{', '.join(mixed)})", violations=tuple(
+                FieldViolation(f, "not taken with an archive") for f in mixed))
+    inputs = check_specs((TensorSpec(t.name, t.datatype, tuple(t.shape))
+                          for t in request.inputs), "inputs")
+    outputs = check_specs((TensorSpec(t.name, t.datatype, tuple(t.shape))
+                           for t in request.outputs), "outputs")
+    return ArchivePlan(_model_id(request), inputs, outputs)
+
+
+def _specs(specs: list[TensorSpec]) -> list[pb.TensorSpec]:
+    return [pb.TensorSpec(name=s.name, datatype=s.datatype, shape=s.shape) for s in specs]
+
+
+async def add_weights_version(registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
+                              plan: WeightsPlan, data: bytes | Path, sha256: str = ""
+                              ) -> pb.ModelVersion:
+    """Checks safetensors weights against the plan's architecture (only the header is read),
+    stores them (an upload's file is moved in) and registers the next version."""
+    await asyncio.to_thread(check_weights, plan.arch, plan.config, data)
+    if isinstance(data, Path):
+        size = (await asyncio.to_thread(data.stat)).st_size
+        await asyncio.to_thread(store.adopt, data, sha256, False)
+        digest = sha256
+    else:
+        size = len(data)
+        digest, _ = await asyncio.to_thread(store.put_weights, data)
+    await queue.ensure_group(plan.model_id)
+    return await registry.add_version(pb.ModelVersion(
+        model=plan.model_id, architecture=plan.arch.name,
+        config_json=json.dumps(plan.config, sort_keys=True), weights_sha256=digest,
+        weights_bytes=size, inputs=_specs(plan.arch.inputs(plan.config)),
+        outputs=_specs(plan.arch.outputs(plan.config)), platform="pytorch",
+        format=pb.ModelFormat.MODEL_FORMAT_SAFETENSORS))
+
+
+async def _messages(requests: AsyncIterator[pb.UploadModelRequest]
+                    ) -> AsyncIterator[pb.UploadModelRequest]:
+    """The stream's messages; INVALID_ARGUMENT for bytes that are not an UploadModelRequest."""
+    try:
+        async for message in requests:
+            yield message
+    except DecodeError as exc:
+        raise InvalidArgument("a message of the stream is not an UploadModelRequest "
+                              f"({exc})", violations=(FieldViolation("request", "corrupt"),)
+                              ) from None
+
+
+async def first_message(requests: AsyncIterator[pb.UploadModelRequest]
+                        ) -> pb.UploadModelStart:
+    """The upload's `start`; INVALID_ARGUMENT when the stream opens with anything else."""
+    async for message in _messages(requests):
+        if message.WhichOneof("kind") == "start":
+            return message.start
+        break
+    raise _invalid("start", "must be the first message of UploadModel (then the chunks)")
+
+
+def _check_start(start: pb.UploadModelStart, max_bytes: int) -> None:
+    if start.model.weights or start.model.archive:
+        raise _invalid("start.model", "carries no bytes in UploadModel: send them as chunks")
+    if not _SHA256.fullmatch(start.sha256):
+        raise _invalid("start.sha256", "must be the file's sha256 as 64 lowercase hex digits")
+    if start.size_bytes < 1:
+        raise _invalid("start.size_bytes", f"must be the file's size, >= 1; got "
+                                           f"{start.size_bytes}")
+    if start.size_bytes > max_bytes:
+        raise MessageTooLarge(f"a model of {start.size_bytes} bytes is over "
+                              f"MAAS_MAX_MODEL_BYTES={max_bytes}")
+
+
+async def _write_chunks(requests: AsyncIterator[pb.UploadModelRequest],
+                        start: pb.UploadModelStart, path: Path) -> None:
+    """Writes the chunks to `path`, checking order, sizes and the sha256."""
+    digest, received = hashlib.sha256(), 0
+    with path.open("wb") as f:
+        async for message in _messages(requests):
+            if message.WhichOneof("kind") != "chunk":
+                raise _invalid("start", "was sent twice: only the first message is a start")
+            chunk = message.chunk
+            if len(chunk) > MAX_CHUNK_BYTES:
+                raise _invalid("chunk", f"is {len(chunk)} bytes; at most {MAX_CHUNK_BYTES}")
+            received += len(chunk)
+            if received > start.size_bytes:
+                raise _invalid("chunk", f"goes past start.size_bytes={start.size_bytes}")
+            digest.update(chunk)
+            await asyncio.to_thread(f.write, chunk)
+        await asyncio.to_thread(f.flush)
+    if received != start.size_bytes:
+        raise _invalid("start.size_bytes", f"declared {start.size_bytes} bytes; the stream "
+                                           f"ended after {received}")
+    if digest.hexdigest() != start.sha256:
+        raise _invalid("start.sha256", "does not match the bytes received")
+
+
+@contextlib.asynccontextmanager
+async def received(requests: AsyncIterator[pb.UploadModelRequest], start: pb.UploadModelStart,
+                   store: ArtifactStore, max_bytes: int) -> AsyncIterator[Path]:
+    """The upload's checked file for the block (which moves it into the store); deleted
+    when it is still there afterwards, whatever happened."""
+    _check_start(start, max_bytes)
+    path = store.upload_path(uuid.uuid4().hex)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await _write_chunks(requests, start, path)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def artifact_chunks(store: ArtifactStore, version: pb.ModelVersion
+                          ) -> AsyncIterator[bytes]:
+    """A version's weights or archive, read a chunk at a time."""
+    is_weights = bool(version.weights_sha256)
+    path = (store.weights_path(version.weights_sha256) if is_weights
+            else store.archive_path(version.archive_sha256))
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, DOWNLOAD_CHUNK_BYTES):
+            yield chunk
+
+

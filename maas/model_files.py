@@ -1,0 +1,85 @@
+"""Model files over the wire: UploadModel's messages from bytes or a file (never read
+whole), and DownloadModel's answers written back to files that load without maas.
+
+A download writes the weights or archive under its usual name (`model.safetensors`,
+`model.pt`, `model.pt2`) and `manifest.json` (the version: architecture and config or
+tensor specs, sha256, lineage), checking the sha256 as it writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+from maas.errors import MaasError
+from maas.v1 import model_service_pb2 as mpb
+
+CHUNK_BYTES = 2 << 20
+Progress = Callable[[int], None]  # called with each chunk's size
+FILE_NAMES = {mpb.ModelFormat.MODEL_FORMAT_TORCHSCRIPT: "model.pt",
+              mpb.ModelFormat.MODEL_FORMAT_TORCH_EXPORT: "model.pt2"}
+
+
+def _pieces(data: bytes | Path) -> Iterator[bytes]:
+    if isinstance(data, bytes):
+        for offset in range(0, len(data), CHUNK_BYTES):
+            yield data[offset:offset + CHUNK_BYTES]
+        return
+    with data.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk
+
+
+def file_digest(data: bytes | Path) -> tuple[str, int]:
+    """(hex sha256, size) of bytes or of a file, read a chunk at a time."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in _pieces(data):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def upload_messages(model: mpb.RegisterModelRequest, data: bytes | Path, is_archive: bool,
+                    progress: Progress | None = None) -> Iterator[mpb.UploadModelRequest]:
+    """UploadModel's stream: the start (size and sha256 computed first), then the chunks."""
+    sha256, size = file_digest(data)
+    yield mpb.UploadModelRequest(start=mpb.UploadModelStart(
+        model=model, is_archive=is_archive, size_bytes=size, sha256=sha256))
+    for chunk in _pieces(data):
+        yield mpb.UploadModelRequest(chunk=chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def file_name(version: mpb.ModelVersion) -> str:
+    return FILE_NAMES.get(version.format, "model.safetensors")
+
+
+def write_download(responses: Iterable[mpb.DownloadModelResponse], out_dir: Path,
+                   progress: Progress | None = None) -> mpb.ModelVersion:
+    """Writes DownloadModel's answer into `out_dir` (the file, then manifest.json); raises
+    MaasError when the bytes do not match the version's sha256."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stream = iter(responses)
+    version = next(stream).model_version
+    expected = version.weights_sha256 or version.archive_sha256
+    digest = hashlib.sha256()
+    target = out_dir / file_name(version)
+    with target.open("wb") as f:
+        for message in stream:
+            f.write(message.chunk)
+            digest.update(message.chunk)
+            if progress is not None:
+                progress(len(message.chunk))
+    if digest.hexdigest() != expected:
+        target.unlink(missing_ok=True)
+        raise MaasError(f"the download of {version.model}:{version.version} does not match "
+                        f"its sha256 {expected}; try again")
+    manifest = MessageToDict(version, preserving_proto_field_name=True)
+    manifest["file"] = target.name
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return version
