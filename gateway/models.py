@@ -23,6 +23,7 @@ from gateway.uploads import (
     artifact_chunks,
     first_message,
     received,
+    store_artifact,
     weights_plan,
 )
 from maas.architectures import TensorSpec
@@ -95,13 +96,7 @@ async def add_archive_version(registry: ModelRegistry, queue: JobQueue, store: A
     violations = await asyncio.to_thread(check_code, data)
     if violations:
         raise _refused(field, violations)
-    if isinstance(data, Path):
-        size = (await asyncio.to_thread(data.stat)).st_size
-        await asyncio.to_thread(store.adopt, data, sha256, True)
-        digest = sha256
-    else:
-        size = len(data)
-        digest = await asyncio.to_thread(store.put_archive, data)
+    digest, size = await store_artifact(store, data, sha256, is_archive=True)
     await queue.ensure_group(model_id)
     stored = await registry.add_version(pb.ModelVersion(
         model=model_id, format=fmt, archive_sha256=digest, archive_bytes=size,

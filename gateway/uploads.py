@@ -96,13 +96,7 @@ async def add_weights_version(registry: ModelRegistry, queue: JobQueue, store: A
     """Checks safetensors weights against the plan's architecture (only the header is read),
     stores them (an upload's file is moved in) and registers the next version."""
     await asyncio.to_thread(check_weights, plan.arch, plan.config, data)
-    if isinstance(data, Path):
-        size = (await asyncio.to_thread(data.stat)).st_size
-        await asyncio.to_thread(store.adopt, data, sha256, False)
-        digest = sha256
-    else:
-        size = len(data)
-        digest, _ = await asyncio.to_thread(store.put_weights, data)
+    digest, size = await store_artifact(store, data, sha256, is_archive=False)
     await queue.ensure_group(plan.model_id)
     return await registry.add_version(pb.ModelVersion(
         model=plan.model_id, architecture=plan.arch.name,
@@ -122,6 +116,18 @@ async def _messages(requests: AsyncIterator[pb.UploadModelRequest]
         raise InvalidArgument("a message of the stream is not an UploadModelRequest "
                               f"({exc})", violations=(FieldViolation("request", "corrupt"),)
                               ) from None
+
+
+async def store_artifact(store: ArtifactStore, data: bytes | Path, sha256: str,
+                         is_archive: bool) -> tuple[str, int]:
+    """(sha256, size) of weights or an archive once in the store: bytes are written, an
+    upload's checked file (of that `sha256`) is moved in."""
+    if isinstance(data, Path):
+        size = (await asyncio.to_thread(data.stat)).st_size
+        await asyncio.to_thread(store.adopt, data, sha256, is_archive)
+        return sha256, size
+    put = store.put_archive if is_archive else (lambda d: store.put_weights(d)[0])
+    return await asyncio.to_thread(put, data), len(data)
 
 
 async def first_message(requests: AsyncIterator[pb.UploadModelRequest]

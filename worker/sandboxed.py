@@ -25,9 +25,9 @@ from worker.executor import batch_inputs, infer_output, split_outputs
 from worker.sandbox.pool import (
     ArchiveRefused,
     ModelRaised,
-    ModelTimeout,
     RunnerFailure,
     RunnerPool,
+    RunnerTimeout,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ async def _runner_failed(registry: ModelRegistry, version: ModelVersion,
                          quarantine_after: int) -> list[JobResult]:
     """Fails the batch (not retried: the model is the cause) and counts the failure."""
     log.warning("%s:%s %s: %s", version.model, version.version, exc.reason, exc)
-    code = "DEADLINE_EXCEEDED" if isinstance(exc, ModelTimeout) else "INTERNAL"
+    code = "DEADLINE_EXCEEDED" if isinstance(exc, RunnerTimeout) else "INTERNAL"
     try:
         count = await registry.record_failure(
             version, f"{exc.reason} {quarantine_after} times (last: {exc})", quarantine_after)

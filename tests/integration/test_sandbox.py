@@ -22,12 +22,12 @@ from worker.sandbox import pool as runners
 from worker.sandbox.confine import landlock_abi
 from worker.sandbox.pool import (
     ArchiveRefused,
-    ModelCrashed,
     ModelRaised,
-    ModelTimeout,
     Runner,
+    RunnerCrashed,
     RunnerLimits,
     RunnerPool,
+    RunnerTimeout,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -137,7 +137,7 @@ async def test_a_spinning_model_is_cut_and_a_dead_runner_replaced(tmp_path: Path
     try:
         assert (await pool.forward(clean, [X]))[0].tolist() == (X * 2).tolist()
         began = asyncio.get_running_loop().time()
-        with pytest.raises(ModelTimeout, match="MAAS_MAX_FORWARD_MS"):
+        with pytest.raises(RunnerTimeout, match="MAAS_MAX_FORWARD_MS"):
             await pool.forward(spin, [X])
         # the cut comes at the limit (plus the runner's start, a warm spare)
         assert asyncio.get_running_loop().time() - began < 5.0
@@ -147,7 +147,7 @@ async def test_a_spinning_model_is_cut_and_a_dead_runner_replaced(tmp_path: Path
         for runner in pool._runners.values():  # kill -9 the spinning runner mid-forward
             if runner._process.returncode is None and call is not None:
                 runner._process.kill()
-        with pytest.raises((ModelCrashed, ModelTimeout)):
+        with pytest.raises((RunnerCrashed, RunnerTimeout)):
             await call
         assert (await pool.forward(clean, [X]))[0].tolist() == (X * 2).tolist()
     finally:

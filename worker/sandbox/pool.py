@@ -2,7 +2,7 @@
 
 One runner per archive version, started on first use and kept (least-recently-used beyond
 `MAAS_MAX_RUNNERS`). Each forward has a wall-clock limit (`MAAS_MAX_FORWARD_MS`): a runner
-that overruns it is killed (ModelTimeout), one that dies is gone (ModelCrashed); either way
+that overruns it is killed (RunnerTimeout), one that dies is gone (RunnerCrashed); either way
 the next call starts a fresh one. Runners get an environment without secrets: no
 `MAAS_*` variable, no Redis URL, no key.
 """
@@ -40,17 +40,20 @@ _PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PAT
 
 
 class RunnerFailure(Exception):
-    """A runner that did not answer: `reason` is MODEL_TIMEOUT or MODEL_CRASHED."""
+    """A runner that did not answer: `reason` is what its jobs fail with (maas.errors
+    ModelTimeout / ModelCrashed on the caller's side)."""
 
     reason = "MODEL_CRASHED"
 
 
-class ModelTimeout(RunnerFailure):
+class RunnerTimeout(RunnerFailure):
+    """The forward ran past its limit; the runner was killed."""
+
     reason = "MODEL_TIMEOUT"
 
 
-class ModelCrashed(RunnerFailure):
-    reason = "MODEL_CRASHED"
+class RunnerCrashed(RunnerFailure):
+    """The runner died (or its pipe broke) during the request."""
 
 
 class ModelRaised(Exception):
@@ -164,11 +167,11 @@ class Runner:
                 payload = await asyncio.wait_for(self._exchange(request, then), timeout_s)
             except TimeoutError:
                 await self.close()
-                raise ModelTimeout(f"the model ran longer than {timeout_s * 1000:.0f} ms "
+                raise RunnerTimeout(f"the model ran longer than {timeout_s * 1000:.0f} ms "
                                    "(MAAS_MAX_FORWARD_MS); its runner was killed") from None
             except (ProtocolError, ConnectionError) as exc:
                 code = await self.close()
-                raise ModelCrashed(f"the model's runner died ({_exit(code)})") from exc
+                raise RunnerCrashed(f"the model's runner died ({_exit(code)})") from exc
             return RunnerReply.FromString(payload)
 
     async def _exchange(self, request: RunnerRequest, then: Path | None) -> bytes:
