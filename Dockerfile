@@ -16,6 +16,7 @@ WORKDIR /src
 # README* : a glob, so a checkout without the README still builds.
 COPY pyproject.toml README* ./
 COPY maas/ maas/
+COPY runtime/ runtime/
 COPY scheduler/ scheduler/
 COPY gateway/ gateway/
 COPY worker/ worker/

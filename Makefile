@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run bench soak test test-fast check lint typecheck protos protos-check buf-lint clean
+.PHONY: setup run bench soak test test-fast check lint typecheck imports protos protos-check buf-lint clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -32,17 +32,21 @@ test-fast: setup
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 
-check: lint typecheck protos-check buf-lint
+check: lint typecheck imports protos-check buf-lint
 
 ## buf STANDARD lint and format of our own protos (the v2 contract is excluded).
 buf-lint:
 	cd protos && $(BUF) lint && $(BUF) format --exit-code > /dev/null
 
 lint: setup
-	$(VENV)/bin/ruff check maas gateway scheduler worker tests
+	$(VENV)/bin/ruff check maas runtime gateway scheduler worker tests bench
 
 typecheck: setup
 	$(VENV)/bin/mypy
+
+## The layers (pyproject.toml [tool.importlinter]): who may import whom, and torch never in the gateway.
+imports: setup
+	$(VENV)/bin/lint-imports
 
 ## Regenerate the Python stubs of protos/ (the only generator).
 protos: setup

@@ -6,7 +6,9 @@ Open loop: requests start at a fixed arrival rate, however long each one takes.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -130,3 +132,32 @@ def _result(target: str, model: str, mode: str, concurrency: int, rate: float,
         p99_ms=float(np.percentile(lat, 99)),
         mean_batch_size=float(np.mean(tally.batch_sizes)) if tally.batch_sizes else 0.0,
         max_abs_diff=tally.max_diff, latencies_ms=[float(v) for v in tally.latencies])
+
+
+def main() -> None:
+    """`python -m bench.loadgen`: one closed loop in its own process (bench.scaling runs one
+    per load-generator core); prints its Result, latencies included, as one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--shape", default="1,1,28,28", help="the input's shape")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds not measured")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds measured")
+    parser.add_argument("--start-at", type=float, default=0.0,
+                        help="wall-clock time (time.time()) to start at, so that several "
+                             "load generators measure the same window")
+    args = parser.parse_args()
+    x = np.random.default_rng(0).random([int(d) for d in args.shape.split(",")],
+                                        dtype=np.float32)
+    request = request_for(args.model, x)
+    time.sleep(max(0.0, args.start_at - time.time()))
+    cpu_s, wall_s = time.process_time(), time.perf_counter()
+    result = asyncio.run(run_closed(args.target, args.model, request, args.concurrency,
+                                    args.duration, args.warmup))
+    busy = (time.process_time() - cpu_s) / (time.perf_counter() - wall_s)
+    print(json.dumps({**asdict(result), "busy": busy}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import save
 
 import maas
-from maas.architectures import get_architecture
 from maas.cli.up import LocalCluster, free_port, start_redis, wait_ready
+from runtime.architectures import get_architecture
 
 CONFIG = {"in_features": 64, "hidden": [1024, 1024], "num_classes": 10}
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from maas.cli.up import (
     free_port,
     register_demo_models,
     start_redis,
+    wait_listening,
     wait_models_ready,
     wait_ready,
 )
@@ -42,8 +44,11 @@ INPUTS = {"mlp": (1, 64), "cnn": (1, 1, 28, 28)}
 WARMUP_S = 1.0
 
 
-def pinned(argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(SERVER_CORE), *argv] if (os.cpu_count() or 1) > 1 else argv
+def pinned(argv: list[str], cores: Collection[int] = (SERVER_CORE,)) -> list[str]:
+    """`argv` run on `cores` only (taskset; as is on a one-core host)."""
+    if (os.cpu_count() or 1) == 1:
+        return argv
+    return ["taskset", "-c", ",".join(str(c) for c in sorted(cores)), *argv]
 
 
 def in_process(model_name: str, duration_s: float) -> dict[str, float]:
@@ -115,24 +120,33 @@ def bench_echo(concurrencies: list[int], duration_s: float) -> list[Result]:
             proc.stdout.close()
 
 
+def _names(kind: str, n: int) -> list[str]:
+    return [kind] if n == 1 else [f"{kind}-{i + 1}" for i in range(n)]
+
+
 def start_maas(cluster: LocalCluster, models: list[str], env: dict[str, str],
-               appendfsync: str = "always") -> tuple[str, Meter]:
-    """Redis, the scheduler, a gateway and one worker, pinned to the server core, with the
-    demo models; returns the gateway's address and a Meter of every process."""
+               appendfsync: str = "always", *, gateways: int = 1, workers: int = 1,
+               cores: Collection[int] = (SERVER_CORE,)) -> tuple[str, Meter]:
+    """Redis, the scheduler, `gateways` gateways (one port, as `maas up --gateways`) and
+    `workers` workers, all pinned to `cores`, with the demo models; returns the gateways'
+    address and a Meter of every process (named as `maas up` names them)."""
     port = free_port()
-    redis_url = start_redis(cluster, argv_prefix=pinned([]), appendfsync=appendfsync)
+    redis_url = start_redis(cluster, argv_prefix=pinned([], cores), appendfsync=appendfsync)
     cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=str(cluster.data_dir),
                        MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
     metrics_urls = []
-    for name, module in (("scheduler", "scheduler"), ("gateway", "gateway"),
-                         ("worker", "worker")):
+    started = []
+    for name in ("scheduler", *_names("gateway", gateways), *_names("worker", workers)):
+        module = name.split("-")[0]
         own = {}
-        if name != "gateway":  # lost leases (worker), reclaimed ones (scheduler)
+        if module != "gateway":  # lost leases (worker), reclaimed ones (scheduler)
             own["MAAS_METRICS_PORT"] = str(free_port())
             metrics_urls.append(f"http://127.0.0.1:{own['MAAS_METRICS_PORT']}/metrics")
-        cluster.add(name, pinned([sys.executable, "-m", module]), own)
+        argv = [sys.executable, "-m", module, *(["--id", name] if module == "worker" else [])]
+        started.append(cluster.add(name, pinned(argv, cores), own))
     target = f"127.0.0.1:{port}"
     wait_ready(target, cluster)
+    wait_listening([s for s in started if s.name.startswith("gateway")], port, cluster)
     register_demo_models(target)
     wait_models_ready(target, models, cluster)
     pids = {s.name: s.proc.pid for s in cluster.services if s.proc is not None}

@@ -24,8 +24,8 @@ SPEC = {"architecture": "cnn", "dataset": "digits", "optimizer": "sgd", "lr": 0.
 def in_process(epochs: int) -> dict[str, float]:
     import torch
 
-    from maas.datasets import builtin_dataset
-    from maas.training_spec import TrainingSpec
+    from runtime.datasets import builtin_dataset
+    from runtime.training_spec import TrainingSpec
     from worker.training.runner import run_training
 
     torch.set_num_threads(1)

@@ -7,10 +7,10 @@ import asyncio
 import logging
 
 from gateway.server import serve
-from maas import metrics
-from maas.logs import configure_logging
-from maas.process import on_stop_signals, run
-from maas.settings import Settings
+from runtime import metrics
+from runtime.logs import configure_logging
+from runtime.process import on_stop_signals, run
+from runtime.settings import Settings
 
 log = logging.getLogger("gateway")
 

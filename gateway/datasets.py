@@ -14,11 +14,11 @@ import grpc
 
 from gateway.auth import caller
 from gateway.bounds import check_page_token, page_size
-from maas import datasets
-from maas.artifacts import ArtifactStore
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, shown
 from maas.v1 import dataset_service_pb2 as pb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceServicer
+from runtime import datasets
+from runtime.artifacts import ArtifactStore
 from scheduler.datasets import DatasetStore
 from scheduler.registry import check_model_name
 
@@ -26,7 +26,7 @@ DEFAULT_PAGE_SIZE = 100
 # ListDatasets' next_page_token: the last dataset name of the page.
 PAGE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 FORMATS = {"npz": datasets.load_npz_bytes, "safetensors": datasets.load_safetensors_bytes}
-# Facts of the built-in datasets (a unit test checks them against maas.datasets).
+# Facts of the built-in datasets (a unit test checks them against runtime.datasets).
 BUILTIN = {"digits": pb.Dataset(
     name="digits", num_samples=1797, feature_shape=[8, 8], num_classes=10, format="builtin",
     sha256="dc37fc07a078a1d97ef646b022dd5e20f085be4863f393fe064a58121e9349b1"),
@@ -105,10 +105,7 @@ class DatasetServicer(DatasetServiceServicer):
                     sha256: str) -> datasets.Dataset:
         """Validates the spooled file and moves it into the artifact store (blocking)."""
         loaded = FORMATS[header.format](tmp.read_bytes(), header.name, self._max_bytes)
-        path = self._artifacts.dataset_path(sha256, header.format)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)
+        self._artifacts.put_dataset(tmp, sha256, header.format)
         return loaded
 
     async def _register(self, header: pb.UploadDatasetHeader, tmp: Path, received: int,

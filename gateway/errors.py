@@ -19,8 +19,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from maas import metrics
 from maas.errors import ERROR_DOMAIN, MaasError, QueueStorageFull, Unavailable
+from runtime import metrics
 from scheduler.connection import TRANSIENT_ERRORS, is_out_of_memory
 
 log = logging.getLogger(__name__)

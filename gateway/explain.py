@@ -7,22 +7,22 @@ once: the inputs as ModelInfer checks them, then method, target, n_steps and bas
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
 
-from gateway.auth import caller
-from gateway.inference import call_envelope
+from gateway.inference import caller_of
+from gateway.plane.inference import Caller, InferencePlane
 from gateway.validation import check_message_size, infer_task
 from maas import tensors
 from maas.errors import FieldViolation, InvalidArgument, shown
 from maas.inference import grpc_service_pb2 as v2
-from maas.logs import log_context
-from maas.queue.v1.queue_pb2 import ExplainTask, JobEnvelope, JobKind, JobResult, Tensor
-from maas.settings import Settings
-from maas.tracing import trace_id
+from maas.queue.v1.queue_pb2 import ExplainTask, JobKind, Tensor
 from maas.v1 import inference_service_pb2 as pb
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.logs import log_context
+from runtime.settings import Settings
+from runtime.tracing import trace_id
 from scheduler.registry import ModelRegistry
 
 DEFAULT_STEPS = 50
@@ -31,8 +31,6 @@ MAX_STEPS = 1000
 # model's `embedding` module (worker/explain.py). Other integer inputs are not attributed.
 TOKEN_INPUT = "tokens"
 FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
-
-RunJob = Callable[[JobEnvelope], Awaitable[JobResult]]
 
 
 def is_attributed(name: str, datatype: str) -> bool:
@@ -121,25 +119,29 @@ def explain_task(request: pb.ExplainRequest, version: ModelVersion, *,
 
 
 class Explainer:
-    """Explain without the servicer: request → job → response."""
+    """Explain without the servicer: request → job → response, run by the InferencePlane."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, run_job: RunJob) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry,
+                 plane: InferencePlane) -> None:
         self._settings = settings
         self._registry = registry
-        self._run_job = run_job
+        self._plane = plane
 
     async def explain(self, request: pb.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
+        return await self.explain_for(request, caller_of(context))
+
+    async def explain_for(self, request: pb.ExplainRequest, caller: Caller) -> pb.ExplainResponse:
         check_message_size(request, self._settings.max_message_bytes)
-        version = await self._registry.resolve_visible(caller().tenant, request.model,
+        version = await self._registry.resolve_visible(caller.tenant, request.model,
                                                        request.model_version)
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
         task = explain_task(request, version, max_elements=self._settings.max_tensor_elements)
-        envelope = call_envelope(self._settings, version, context, JobKind.JOB_KIND_EXPLAIN)
+        envelope = self._plane.envelope(version, caller, JobKind.JOB_KIND_EXPLAIN)
         envelope.explain.CopyFrom(task)
         with log_context(job_id=envelope.job_id, tenant=envelope.tenant,
                          trace_id=trace_id(envelope.trace_context)):
-            result = await self._run_job(envelope)
+            result = await self._plane.run_job(envelope)
         out = result.explain
         return pb.ExplainResponse(
             model=request.model, model_version=version.version, method=task.method,
@@ -147,4 +149,3 @@ class Explainer:
                           for t in out.attributions],
             targets=out.targets, convergence_deltas=out.convergence_deltas,
             target_outputs=out.target_outputs, baseline_outputs=out.baseline_outputs)
-

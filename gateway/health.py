@@ -29,7 +29,8 @@ WATCH_METHOD = "/grpc.health.v1.Health/Watch"
 WATCH_PERIOD_S = 1.0
 MODEL_SCOPE = "infer"  # a model's readiness is a model read
 
-ModelReady = Callable[[str, str], Awaitable[bool]]
+# (tenant, name, version) → ready: InferencePlane.model_ready
+ModelReady = Callable[[str, str, str], Awaitable[bool]]
 
 
 class GatewayHealth(health.aio.HealthServicer):  # type: ignore[misc]
@@ -42,8 +43,8 @@ class GatewayHealth(health.aio.HealthServicer):  # type: ignore[misc]
                     context: grpc.aio.ServicerContext) -> HealthCheckResponse:
         if not request.service.startswith(MODEL_PREFIX):
             return await super().Check(request, context)
-        await self._admit(context, CHECK_METHOD)
-        return HealthCheckResponse(status=await self._model_status(request.service))
+        guard = await self._admit(context, CHECK_METHOD)
+        return HealthCheckResponse(status=await self._model_status(request.service, guard))
 
     async def Watch(self, request: health_pb2.HealthCheckRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[HealthCheckResponse]:
@@ -67,14 +68,15 @@ class GatewayHealth(health.aio.HealthServicer):  # type: ignore[misc]
     async def _watched_status(self, service: str, guard: CallGuard) -> int:
         await guard.check_key()
         try:
-            return await self._model_status(service)
+            return await self._model_status(service, guard)
         except NotFound:
             return int(HealthCheckResponse.SERVICE_UNKNOWN)
 
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> CallGuard:
         return await self._admission.enter(context.invocation_metadata(), method, MODEL_SCOPE)
 
-    async def _model_status(self, service: str) -> int:
+    async def _model_status(self, service: str, guard: CallGuard) -> int:
+        """The model's status as the admitted caller's tenant sees it."""
         name, _, version = service.removeprefix(MODEL_PREFIX).partition(":")
-        ready = await self._model_ready(name, version)
+        ready = await self._model_ready(guard.identity.tenant, name, version)
         return int(HealthCheckResponse.SERVING if ready else HealthCheckResponse.NOT_SERVING)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 
 from gateway.auth import caller, require
-from gateway.models import add_archive_version, changed_model_id
-from maas.archives import FILE_NAMES, TORCH_EXPORT, archive_format, triton_tensors
-from maas.artifacts import ArtifactStore
+from gateway.plane.models import ModelLifecycle
 from maas.errors import FieldViolation, InvalidArgument, MaasError, shown
 from maas.inference import grpc_service_pb2 as pb
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.archives import FILE_NAMES, TORCH_EXPORT, archive_format, triton_tensors
+from runtime.artifacts import ArtifactStore
 from scheduler import keys
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_model_name, check_state
@@ -53,10 +53,8 @@ class ModelRepository:
 
     def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
                  verify_wait_s: float) -> None:
-        self._verify_wait_s = verify_wait_s
         self._registry = registry
-        self._queue = queue
-        self._store = store
+        self._models = ModelLifecycle(registry, queue, store, verify_wait_s=verify_wait_s)
 
     async def index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
         """Every version of every model the caller sees, READY or UNAVAILABLE (unloaded)."""
@@ -83,10 +81,10 @@ class ModelRepository:
             if "config" in parameters:
                 raise _bad_parameter("config", "taken only with a file:<version>/model.pt[2] "
                                      "parameter (the archive the config describes)")
-            model_id = await changed_model_id(self._registry, name, "loading a model")
+            await self._models.set_unloaded(name, False, "loading a model")
         else:
             model_id = await self._load_file(name, parameters, files)
-        await self._registry.set_unloaded(model_id, False)
+            await self._registry.set_unloaded(model_id, False)
         return pb.RepositoryModelLoadResponse()
 
     async def _load_file(self, name: str, parameters: _Parameters, files: list[str]) -> str:
@@ -108,16 +106,14 @@ class ModelRepository:
             raise _bad_parameter(files[0], f"the archive is {kind}; name it "
                                  f"file:<version>/{FILE_NAMES[fmt]}")
         model_id = keys.model_id(caller().tenant, name)
-        await add_archive_version(self._registry, self._queue, self._store, model_id, data,
-                                  inputs, outputs, field=files[0], wait_s=self._verify_wait_s)
+        await self._models.add_archive_version(model_id, data, inputs, outputs, field=files[0])
         return model_id
 
     async def unload(self, request: pb.RepositoryModelUnloadRequest
                      ) -> pb.RepositoryModelUnloadResponse:
         name = _model_name(request.model_name)
         _check_names(dict(request.parameters), {"unload_dependents"}, files=False)
-        model_id = await changed_model_id(self._registry, name, "unloading a model")
-        await self._registry.set_unloaded(model_id, True)
+        await self._models.set_unloaded(name, True, "unloading a model")
         return pb.RepositoryModelUnloadResponse()
 
 

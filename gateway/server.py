@@ -15,7 +15,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from gateway.auth import build_auth, server_credentials
+from gateway.auth_setup import build_auth, server_credentials
 from gateway.datasets import DatasetServicer
 from gateway.drain import DrainInterceptor, drain
 from gateway.errors import ErrorInterceptor
@@ -25,13 +25,13 @@ from gateway.inference import InferenceServicer
 from gateway.jobs import JobServicer
 from gateway.keys import KeyServicer
 from gateway.models import ModelServicer
+from gateway.plane.inference import InferencePlane
 from gateway.queue_admin import QueueAdminServicer
 from gateway.replies import ReplyDispatcher
+from gateway.repository import ModelRepository
 from gateway.submitter import SubmitCoalescer
 from gateway.training import TrainingServicer
-from maas.artifacts import ArtifactStore
 from maas.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from maas.settings import Settings
 from maas.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
@@ -46,6 +46,8 @@ from maas.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
+from runtime.artifacts import artifact_store
+from runtime.settings import Settings
 from scheduler.auth import KeyStore, RateLimiter
 from scheduler.connection import check_durability, connect
 from scheduler.datasets import DatasetStore
@@ -73,14 +75,14 @@ class Gateway:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    inference: InferenceServicer
+    plane: InferencePlane
     gate: DrainInterceptor = field(default_factory=DrainInterceptor)
     in_flight: Callable[[], int] = lambda: 0  # inference calls waiting for a result
 
     async def drain(self, grace_s: float) -> None:
         """NOT_SERVING, refuse new calls (UNAVAILABLE + RetryInfo), let in-flight calls
         finish within the grace (gateway/drain.py)."""
-        self.inference.is_ready = False
+        self.plane.is_ready = False
         await drain(self.server, self.health, self.gate, self.in_flight, grace_s)
 
 
@@ -135,8 +137,9 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     stream = ReplyStream(redis, gateway_id)
     replies = ReplyDispatcher(stream)
     submitter = SubmitCoalescer(queue)
-    inference = InferenceServicer(settings, submitter, registry, WorkerDirectory(redis), replies,
-                                  stream.key)
+    plane = InferencePlane(settings, submitter, registry, WorkerDirectory(redis), replies,
+                           stream.key)
+    artifacts = artifact_store(settings)
     key_store = KeyStore(redis)
     limiter = (RateLimiter(redis, settings.tenant_rate_per_s) if settings.tenant_rate_per_s
                else None)
@@ -145,8 +148,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     server = grpc.aio.server(
         interceptors=[gate, *admission.interceptors(), ErrorInterceptor()],
         options=grpc_options(settings.max_message_bytes))
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
-    artifacts = ArtifactStore(settings.artifact_dir)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(
+        plane, ModelRepository(registry, queue, artifacts, settings.verify_timeout_s)), server)
     datasets = DatasetStore(redis)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
@@ -158,12 +161,12 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         DatasetServicer(datasets, artifacts, settings.max_dataset_bytes), server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        JobServicer(settings, queue, registry, Explainer(settings, registry, inference.run_job)),
+        JobServicer(settings, queue, registry, Explainer(settings, registry, plane)),
         server)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
         QueueAdminServicer(queue, registry), server)
     # + `model/<name>` readiness, in the caller's tenant (an API key needed with auth on)
-    health_servicer = GatewayHealth(inference.model_ready, admission)
+    health_servicer = GatewayHealth(plane.model_ready, admission)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -181,7 +184,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
              bound, "mutual TLS" if settings.tls_client_ca_file else
              "TLS" if credentials is not None else "plaintext", settings.auth)
     try:
-        yield Gateway(server, bound, health_servicer, inference, gate, lambda: replies.waiting)
+        yield Gateway(server, bound, health_servicer, plane, gate, lambda: replies.waiting)
     finally:
         await server.stop(settings.shutdown_grace_s)
         for task in (reader, sender):

@@ -2,42 +2,18 @@
 
 While one pipeline is in flight, new submits wait and go out in the next: under load
 batches grow by themselves; alone, a submit goes out at once (no timer, no added delay).
+Its jobs are synchronous calls' (a reply stream waits for each): they go lean where they
+may (JobQueue.is_lean: one stream entry in, one reply out, no job hash).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from maas.errors import MaasError, QuotaExceeded, QuotaViolation, Unavailable
 from maas.queue.v1.queue_pb2 import JobEnvelope
 from scheduler.queue import JobQueue, SubmitStatus
 
 MAX_BATCH = 256
-
-
-def queue_full(model: str, depth: str) -> Unavailable:
-    return Unavailable(f"the queue of model {model!r} is full ({depth} jobs queued or running; "
-                       "MAAS_MAX_QUEUE_DEPTH): retry shortly", reason="QUEUE_FULL",
-                       retry_delay_s=1.0)
-
-
-def tenant_quota(model: str, tenant: str, queued: str, limit: int) -> QuotaExceeded:
-    return QuotaExceeded(
-        f"tenant {tenant!r} has {queued} jobs queued on model {model!r}, its most "
-        f"(MAAS_TENANT_MAX_QUEUED={limit}): wait for some to finish, then retry",
-        retry_delay_s=1.0,
-        quota_violations=(QuotaViolation(f"tenant:{tenant}",
-                                         f"at most {limit} queued jobs per model"),))
-
-
-def refusal(queue: JobQueue, envelope: JobEnvelope, status: SubmitStatus,
-            detail: str) -> MaasError | None:
-    """The error of a submit the queue refused (nothing was written); None if accepted."""
-    if status == SubmitStatus.FULL:
-        return queue_full(envelope.model, detail)
-    if status == SubmitStatus.QUOTA:
-        return tenant_quota(envelope.model, envelope.tenant, detail, queue.tenants.max_queued)
-    return None
 
 
 class SubmitCoalescer:
@@ -65,7 +41,8 @@ class SubmitCoalescer:
     async def _send(self, batch: list[tuple[JobEnvelope,
                                             asyncio.Future[tuple[SubmitStatus, str]]]]) -> None:
         try:
-            outcomes = await self.queue.submit_many([envelope for envelope, _ in batch])
+            outcomes = await self.queue.submit_many([envelope for envelope, _ in batch],
+                                                    lean=True)
         except Exception as exc:  # Redis away: every caller of this batch gets the error
             outcomes = [exc] * len(batch)
         if len(outcomes) != len(batch):  # never leave a caller waiting on a short reply

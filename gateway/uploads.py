@@ -23,12 +23,12 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from gateway.auth import caller, require
-from maas.architectures import Architecture, TensorSpec, get_architecture
-from maas.archives import check_specs
-from maas.artifacts import ArtifactStore
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
 from maas.v1 import model_service_pb2 as pb
-from maas.weights import check_weights
+from runtime.architectures import Architecture, TensorSpec, get_architecture
+from runtime.archives import check_specs
+from runtime.artifacts import ArtifactStore
+from runtime.weights import check_weights
 from scheduler import keys
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_model_name

@@ -8,17 +8,20 @@ from the request are shortened in messages: the status must fit in gRPC's traile
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
+from typing import TypeAlias
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 
 from gateway.bounds import MAX_PRIORITY, check_priority
 from maas import tensors
-from maas.architectures import Architecture, Config, get_architecture
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, TooManyElements, shown
 from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
 from maas.queue.v1.queue_pb2 import InferTask, Tensor
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
+from runtime.architectures import Architecture, Config, get_architecture
 
 
 def check_message_size(request: Message, limit: int) -> None:
@@ -31,8 +34,15 @@ def check_message_size(request: Message, limit: int) -> None:
             "and the client")
 
 MAX_DIM = 1 << 31
+# Shapes of at most this many dims have their elements counted in one product (small).
+MAX_EXACT_DIMS = 16
 # Violations listed one by one; a request with thousands of bad inputs is told how many more.
 MAX_VIOLATIONS = 10
+
+
+RepeatedTensors: TypeAlias = RepeatedCompositeFieldContainer[Tensor]
+# Architectures whose check_inputs is the default check no values: no arrays are made.
+_NO_VALUE_CHECK = Architecture.check_inputs
 
 
 class _Problems:
@@ -58,15 +68,16 @@ def _shape(shape: Sequence[int]) -> str:
 
 
 def _check_shape(p: _Problems, where: str, shape: Sequence[int], spec: TensorSpec) -> bool:
-    if len(shape) != len(spec.shape):
+    wants = spec.shape
+    if len(shape) != len(wants):
         p.add(f"{where}.shape", f"shape {_shape(shape)} has {len(shape)} dims; "
-              f"{spec.name!r} takes {list(spec.shape)} (-1 = any size)")
+              f"{spec.name!r} takes {list(wants)} (-1 = any size)")
         return False
     ok = True
-    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+    for axis, (got, want) in enumerate(zip(shape, wants, strict=True)):
         if got < 1 or got > MAX_DIM or (want != -1 and got != want):
             p.add(f"{where}.shape[{axis}]",
-                  f"dim {got} does not fit {list(spec.shape)} (dims >= 1; -1 = any size)")
+                  f"dim {got} does not fit {list(wants)} (dims >= 1; -1 = any size)")
             ok = False
     return ok
 
@@ -90,33 +101,40 @@ def _raw_from_contents(p: _Problems, where: str, inp: ModelInferRequest.InferInp
 
 
 def _check_input(p: _Problems, i: int, inp: ModelInferRequest.InferInputTensor,
-                 spec: TensorSpec, raw: bytes | None, *, has_bytes: bool) -> Tensor | None:
-    """The input as a raw tensor. Without `has_bytes` (blobs that cannot be matched to
-    inputs) only its datatype and shape are checked: its size is unknowable."""
-    where = f"inputs[{i}]"
-    if inp.datatype != spec.datatype:
-        p.add(f"{where}.datatype", f"{inp.name!r} is {spec.datatype}, got {shown(inp.datatype)}")
-        return None
-    if not _check_shape(p, where, inp.shape, spec) or not has_bytes:
-        return None
-    count = tensors.element_count(inp.shape)
+                 spec: TensorSpec, raw: bytes | None, into: RepeatedTensors, *,
+                 has_bytes: bool) -> None:
+    """Adds the input to `into` as a raw tensor: raw contents as the bytes that arrived,
+    typed contents converted. Without `has_bytes` (blobs that cannot be matched to inputs)
+    only its datatype and shape are checked: its size is unknowable."""
+    datatype, shape = inp.datatype, tuple(inp.shape)
+    if datatype != spec.datatype:
+        p.add(f"inputs[{i}].datatype", f"{inp.name!r} is {spec.datatype}, got {shown(datatype)}")
+        return
+    if not _check_shape(p, f"inputs[{i}]", shape, spec) or not has_bytes:
+        return
+    count = math.prod(shape)
     if raw is None:
-        raw = _raw_from_contents(p, where, inp, count)
-    elif len(raw) != count * tensors.ITEMSIZE[spec.datatype]:
+        raw = _raw_from_contents(p, f"inputs[{i}]", inp, count)
+    elif len(raw) != count * tensors.ITEMSIZE[datatype]:
         p.add(f"raw_input_contents[{i}]",
-              f"has {len(raw)} bytes; {spec.datatype} {_shape(inp.shape)} needs "
-              f"{count * tensors.ITEMSIZE[spec.datatype]}")
-        return None
-    if raw is None:
-        return None
-    return Tensor(name=inp.name, datatype=inp.datatype, shape=inp.shape, raw=raw)
+              f"has {len(raw)} bytes; {datatype} {_shape(shape)} needs "
+              f"{count * tensors.ITEMSIZE[datatype]}")
+        return
+    if raw is not None:
+        into.add(name=inp.name, datatype=datatype, shape=shape, raw=raw)
 
 
 @functools.lru_cache(maxsize=1024)
 def _architecture(name: str, config_json: str) -> tuple[Architecture, Config] | None:
-    """A version's architecture and resolved config (registered versions always have one)."""
+    """A version's architecture and resolved config, when it checks input values (registered
+    versions always have an architecture; most check no values)."""
     try:
         arch = get_architecture(name)
+    except InvalidArgument:
+        return None
+    if arch.check_inputs is _NO_VALUE_CHECK:
+        return None
+    try:
         return arch, arch.resolve_config(config_json)
     except InvalidArgument:
         return None
@@ -136,38 +154,39 @@ def _check_values(p: _Problems, request: ModelInferRequest, version: ModelVersio
 
 
 def _check_batch(p: _Problems, inputs: Sequence[Tensor], specs: dict[str, TensorSpec]) -> None:
+    if len(inputs) < 2:  # one input cannot disagree with itself
+        return
     batches = {t.shape[0] for t in inputs if specs[t.name].shape[:1] == [-1]}
     if len(batches) > 1:
         p.add("inputs", f"inputs disagree on the batch dimension: {sorted(batches)}")
 
 
 def _check_inputs(p: _Problems, request: ModelInferRequest, version: ModelVersion,
-                  specs: dict[str, TensorSpec]) -> list[Tensor]:
-    raws: Sequence[bytes | None] = request.raw_input_contents or [None] * len(request.inputs)
-    has_bytes = len(raws) == len(request.inputs)
+                  specs: dict[str, TensorSpec], into: RepeatedTensors) -> None:
+    inputs, raws = request.inputs, request.raw_input_contents
+    has_bytes = not raws or len(raws) == len(inputs)
     if not has_bytes:
-        p.add("raw_input_contents", f"has {len(raws)} blobs for {len(request.inputs)} inputs "
+        p.add("raw_input_contents", f"has {len(raws)} blobs for {len(inputs)} inputs "
               "(one blob per input, in order)")
-    converted: list[Tensor] = []
     seen: set[str] = set()
-    for i, inp in enumerate(request.inputs):
-        spec = specs.get(inp.name)
-        if inp.name in seen:
-            p.add(f"inputs[{i}].name", f"input {shown(inp.name)} is given twice")
+    for i, inp in enumerate(inputs):
+        name = inp.name
+        spec = specs.get(name)
+        if name in seen:
+            p.add(f"inputs[{i}].name", f"input {shown(name)} is given twice")
         elif spec is None:
             p.add(f"inputs[{i}].name", f"model {version.model!r} has no input "
-                  f"{shown(inp.name)}; its inputs: {sorted(specs)}")
-        elif request.raw_input_contents and inp.HasField("contents"):
+                  f"{shown(name)}; its inputs: {sorted(specs)}")
+        elif raws and inp.HasField("contents"):
             p.add(f"inputs[{i}].contents",
                   "set together with raw_input_contents: send one or the other")
-        elif (tensor := _check_input(p, i, inp, spec, raws[i] if has_bytes else None,
-                                     has_bytes=has_bytes)) is not None:
-            converted.append(tensor)
-        seen.add(inp.name)
-    for name in sorted(set(specs) - seen):
+        else:
+            _check_input(p, i, inp, spec, raws[i] if raws and has_bytes else None, into,
+                         has_bytes=has_bytes)
+        seen.add(name)
+    for name in sorted(specs.keys() - seen):
         spec = specs[name]
         p.add("inputs", f"missing input {name!r} ({spec.datatype} {list(spec.shape)})")
-    return converted
 
 
 def check_element_count(request: ModelInferRequest, max_elements: int) -> None:
@@ -176,9 +195,13 @@ def check_element_count(request: ModelInferRequest, max_elements: int) -> None:
         return
     total = 0
     for inp in request.inputs:
-        count = 1
-        for dim in inp.shape:
-            count = min(count * max(int(dim), 0), max_elements + 1)  # no huge products
+        shape = inp.shape
+        if len(shape) <= MAX_EXACT_DIMS and min(shape, default=0) >= 0:
+            count = min(math.prod(shape), max_elements + 1)  # a few dims: no huge product
+        else:
+            count = 1
+            for dim in shape:
+                count = min(count * max(int(dim), 0), max_elements + 1)  # no huge products
         total += count
         if total > max_elements:
             raise TooManyElements(
@@ -187,27 +210,31 @@ def check_element_count(request: ModelInferRequest, max_elements: int) -> None:
 
 
 def infer_task(request: ModelInferRequest, version: ModelVersion, *,
-               max_elements: int = 0) -> InferTask:
-    """The queue task of a valid request; INVALID_ARGUMENT listing every problem otherwise,
-    RESOURCE_EXHAUSTED (TooManyElements) when it is over `max_elements` (0 = no limit)."""
+               max_elements: int = 0, into: InferTask | None = None) -> InferTask:
+    """The queue task of a valid request (written into `into`, e.g. an envelope's, when
+    given: no copy); INVALID_ARGUMENT listing every problem otherwise, RESOURCE_EXHAUSTED
+    (TooManyElements) when it is over `max_elements` (0 = no limit)."""
     check_element_count(request, max_elements)
+    task = InferTask() if into is None else into
     p = _Problems()
     specs = {s.name: s for s in version.inputs}
-    converted = _check_inputs(p, request, version, specs)
-    outputs = {s.name for s in version.outputs}
-    for j, out in enumerate(request.outputs):
-        if out.name not in outputs:
-            p.add(f"outputs[{j}].name", f"model {version.model!r} has no output "
-                  f"{shown(out.name)}; its outputs: {sorted(outputs)}")
+    _check_inputs(p, request, version, specs, task.inputs)
+    if request.outputs:
+        outputs = {s.name for s in version.outputs}
+        for j, out in enumerate(request.outputs):
+            if out.name not in outputs:
+                p.add(f"outputs[{j}].name", f"model {version.model!r} has no output "
+                      f"{shown(out.name)}; its outputs: {sorted(outputs)}")
+            task.output_names.append(out.name)
     if not p.items:
-        _check_values(p, request, version, converted)
+        _check_values(p, request, version, task.inputs)
     if not p.items:
-        _check_batch(p, converted, specs)
+        _check_batch(p, task.inputs, specs)
     if p.items:
         raise InvalidArgument(f"bad request for model {version.model!r} version "
                               f"{version.version}: {p.summary()}", violations=tuple(p.items))
-    return InferTask(request_id=request.id, inputs=converted,
-                     output_names=[o.name for o in request.outputs])
+    task.request_id = request.id
+    return task
 
 
 def priority_of(request: ModelInferRequest) -> int:

@@ -1,4 +1,5 @@
-"""maas: Model-as-a-Service. The SDK and the small core shared by every maas process.
+"""maas: Model-as-a-Service. The SDK, the CLI and the contracts (protos, errors, API keys);
+what only the servers share is in `runtime`.
 
 `import maas` loads neither redis nor torch.
 """

@@ -5,6 +5,10 @@
 
 Inference speaks KServe v2 with raw tensor contents; errors come back as the same
 `maas.errors` classes the server raised, matched by their ErrorInfo reason.
+
+This module holds `Client`; `AsyncClient` lives in maas/async_client.py, the request and
+response messages in maas/messages.py and the channel in maas/rpc.py (the names callers
+import from here are re-exported).
 """
 
 from __future__ import annotations
@@ -16,24 +20,25 @@ from typing import Any
 import grpc
 import numpy as np
 
+from maas.async_client import AsyncClient as AsyncClient  # re-exported for callers
 from maas.explanation import Explanation, explain_request, explanation_of
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
-from maas.messages import infer_outputs as infer_outputs  # re-exported for callers
+from maas.messages import TensorSpecs as TensorSpecs  # re-exported for callers
+from maas.messages import archive_request as archive_request
+from maas.messages import infer_outputs as infer_outputs
 from maas.messages import infer_request as infer_request
 from maas.messages import job_outputs as job_outputs
 from maas.messages import register_request as register_request
 from maas.messages import submit_request as submit_request
-from maas.model_files import Progress, upload_messages, write_download
-from maas.rpc import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    Pem,
-    credentials,
-    default_api_key,
-    default_target,
-    open_aio_channel,
-    open_channel,
+from maas.model_files import (
+    Progress,
+    upload_messages,
+    upload_source,
+    upload_timeout_s,
+    write_download,
 )
+from maas.rpc import DEFAULT_MAX_MESSAGE_BYTES, Pem, channel_setup, default_target, open_channel
 from maas.rpc import channel_options as channel_options  # re-exported for callers
 from maas.rpc import from_rpc_error as from_rpc_error
 from maas.training_client import TrainingJobHandle, training_spec, upload_requests
@@ -54,40 +59,6 @@ from maas.v1.queue_service_pb2 import (
 from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 
-TensorSpecs = Mapping[str, tuple[str, Sequence[int]]]
-
-
-def archive_request(name: str, archive: bytes | Path | str, inputs: TensorSpecs,
-                    outputs: TensorSpecs, shared: bool = False) -> mpb.RegisterModelRequest:
-    """RegisterModel of an archive (bytes, or a path to the file)."""
-    data = archive if isinstance(archive, bytes) else Path(archive).read_bytes()
-
-    def specs(given: TensorSpecs) -> list[mpb.TensorSpec]:
-        return [mpb.TensorSpec(name=n, datatype=d, shape=list(s)) for n, (d, s) in given.items()]
-
-    return mpb.RegisterModelRequest(name=name, archive=data, inputs=specs(inputs),
-                                    outputs=specs(outputs), shared=shared)
-
-
-def _channel_setup(api_key: str | None, max_message_bytes: int, tls: bool | None,
-                   root_certificates: Pem | None, certificate_chain: Pem | None,
-                   private_key: Pem | None) -> tuple[Any, ...]:
-    """Options, API key and credentials of a channel: the same for both clients."""
-    return (channel_options(max_message_bytes), api_key or default_api_key(),
-            credentials(tls, root_certificates, certificate_chain, private_key))
-
-
-# Uploads get at least size / this many seconds, whatever the client's timeout.
-UPLOAD_FLOOR_BYTES_PER_S = 1 << 20
-
-
-def _data(given: bytes | Path | str) -> bytes | Path:
-    return given if isinstance(given, bytes) else Path(given)
-
-
-def _size(data: bytes | Path) -> int:
-    return len(data) if isinstance(data, bytes) else data.stat().st_size
-
 
 class Client:
     """Blocking client. Every call has a deadline (`timeout_s`, default 30 s).
@@ -103,7 +74,7 @@ class Client:
                  tls: bool | None = None, root_certificates: Pem | None = None,
                  certificate_chain: Pem | None = None, private_key: Pem | None = None) -> None:
         self.target, self.timeout_s = target or default_target(), timeout_s
-        self._channel = open_channel(self.target, *_channel_setup(
+        self._channel = open_channel(self.target, *channel_setup(
             api_key, max_message_bytes, tls, root_certificates, certificate_chain, private_key))
         self._v2 = GRPCInferenceServiceStub(self._channel)
         self._models = ModelServiceStub(self._channel)
@@ -171,7 +142,7 @@ class Client:
         bytes or a file, which is never read whole; `progress` is called with each chunk's
         size."""
         request = register_request(name, architecture, b"", config, shared)
-        return self._upload(request, _data(weights), False, progress)
+        return self._upload(request, upload_source(weights), False, progress)
 
     def get_model(self, name: str) -> mpb.Model:
         return self._call(self._models.GetModel, mpb.GetModelRequest(name=name), None).model  # type: ignore[no-any-return]
@@ -183,13 +154,13 @@ class Client:
         next version of a model. inputs/outputs: {name: (datatype, shape)}, -1 = any size,
         e.g. {"input": ("FP32", [-1, 4])}."""
         request = archive_request(name, b"", inputs, outputs, shared)
-        return self._upload(request, _data(archive), True, progress)
+        return self._upload(request, upload_source(archive), True, progress)
 
     def _upload(self, model: mpb.RegisterModelRequest, data: bytes | Path, is_archive: bool,
                 progress: Progress | None) -> mpb.ModelVersion:
         messages = upload_messages(model, data, is_archive, progress)
         # A large model takes longer than one call's default deadline to upload.
-        timeout_s = max(self.timeout_s, _size(data) / UPLOAD_FLOOR_BYTES_PER_S)
+        timeout_s = upload_timeout_s(data, self.timeout_s)
         return self._call(self._models.UploadModel, messages, timeout_s).model_version  # type: ignore[no-any-return]
 
     def download_model(self, name: str, out_dir: Path | str, *, version: str | int = "",
@@ -291,86 +262,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class AsyncClient:
-    """asyncio client with the same methods as `Client`, awaited."""
-
-    def __init__(self, target: str | None = None, *, api_key: str | None = None,
-                 timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 tls: bool | None = None, root_certificates: Pem | None = None,
-                 certificate_chain: Pem | None = None, private_key: Pem | None = None) -> None:
-        self.target, self.timeout_s = target or default_target(), timeout_s
-        self._channel = open_aio_channel(self.target, *_channel_setup(
-            api_key, max_message_bytes, tls, root_certificates, certificate_chain, private_key))
-        self._v2 = GRPCInferenceServiceStub(self._channel)
-        self._models = ModelServiceStub(self._channel)
-        self._jobs = InferenceServiceStub(self._channel)
-
-    async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
-        try:
-            return await method(request, timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-
-    async def infer(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
-                    outputs: Sequence[str] = (), priority: int = 0,
-                    timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        request = infer_request(model, inputs, version, outputs, priority)
-        return infer_outputs(await self._call(self._v2.ModelInfer, request, timeout_s))
-
-    async def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
-        request = v2.ModelMetadataRequest(name=model, version=version)
-        return await self._call(self._v2.ModelMetadata, request, None)  # type: ignore[no-any-return]
-
-    async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
-                             config: Mapping[str, Any] | str | None = None, *,
-                             shared: bool = False) -> mpb.ModelVersion:
-        request = register_request(name, architecture, b"", config, shared)
-        data = _data(weights)
-        messages = upload_messages(request, data, False)
-        timeout_s = max(self.timeout_s, _size(data) / UPLOAD_FLOOR_BYTES_PER_S)
-        return (await self._call(self._models.UploadModel, messages, timeout_s)).model_version  # type: ignore[no-any-return]
-
-    async def get_model(self, name: str) -> mpb.Model:
-        request = mpb.GetModelRequest(name=name)
-        return (await self._call(self._models.GetModel, request, None)).model  # type: ignore[no-any-return]
-
-    async def set_model_alias(self, name: str, alias: str, version: str | int) -> mpb.Model:
-        request = mpb.SetModelAliasRequest(name=name, alias=alias, version=str(version))
-        return (await self._call(self._models.SetModelAlias, request, None)).model  # type: ignore[no-any-return]
-
-    async def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
-                     outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
-                     deadline_s: float | None = None) -> ipb.InferenceJob:
-        request = submit_request(model, inputs, version, outputs, priority, request_id,
-                                 deadline_s)
-        return (await self._call(self._jobs.SubmitInference, request, None)).job  # type: ignore[no-any-return]
-
-    async def get_job(self, job_id: str) -> ipb.InferenceJob:
-        request = ipb.GetJobRequest(job_id=job_id)
-        return (await self._call(self._jobs.GetJob, request, None)).job  # type: ignore[no-any-return]
-
-    async def wait_job(self, job_id: str, timeout_s: float = 30.0) -> ipb.InferenceJob:
-        request = ipb.WaitJobRequest(job_id=job_id, timeout_ms=int(timeout_s * 1000))
-        return (await self._call(self._jobs.WaitJob, request, timeout_s + 5)).job  # type: ignore[no-any-return]
-
-    async def cancel_job(self, job_id: str) -> ipb.InferenceJob:
-        request = ipb.CancelJobRequest(job_id=job_id)
-        return (await self._call(self._jobs.CancelJob, request, None)).job  # type: ignore[no-any-return]
-
-    async def explain(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
-                      method: str = "ig", target: int | None = None,
-                      baselines: Mapping[str, Any] | None = None, n_steps: int = 0,
-                      timeout_s: float | None = None) -> Explanation:
-        request = explain_request(model, inputs, version, method, target, baselines, n_steps)
-        return explanation_of(await self._call(self._jobs.Explain, request, timeout_s))
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

@@ -18,6 +18,7 @@
     ├── QueueStorageFull           (RESOURCE_EXHAUSTED, QUEUE_STORAGE_FULL)
     ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
     ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
+    │   ├── QueueFull              (UNAVAILABLE, QUEUE_FULL)
     │   ├── ModelUnloaded          (UNAVAILABLE, MODEL_UNLOADED)
     │   ├── ModelVerifying         (UNAVAILABLE, MODEL_VERIFYING)
     │   └── ModelQuarantined       (UNAVAILABLE, MODEL_QUARANTINED)
@@ -36,32 +37,13 @@ sends it as a google.rpc.Status with an ErrorInfo (domain "maas.dev"), the SDK m
 
 from __future__ import annotations
 
-import reprlib
 from dataclasses import dataclass
 
 import grpc
 
+from maas.error_text import shown as shown  # re-exported: maas.errors is the import path
+
 ERROR_DOMAIN = "maas.dev"
-
-# Long user-supplied text must not reach a message whole: statuses travel in gRPC trailers,
-# which a peer refuses past 8-16 KiB (the client then sees RESOURCE_EXHAUSTED instead).
-_SHORT = reprlib.Repr()
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
-_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 64
-
-
-def shown(value: object, limit: int = 64) -> str:
-    """The repr of a value from a request, cut short to fit in an error message.
-
-    A string over `limit` characters keeps its start and says how long it was:
-    `'xxxx'… (10000 characters)`; other values are shortened by `reprlib`.
-    """
-    if not isinstance(value, str):
-        return _SHORT.repr(value)
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}… ({len(value)} characters)"
-
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -209,6 +191,12 @@ class Unavailable(MaasError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "UNAVAILABLE"
+
+
+class QueueFull(Unavailable):
+    """A model's queue holds MAAS_MAX_QUEUE_DEPTH jobs of the request's priority: retry shortly."""
+
+    reason = "QUEUE_FULL"
 
 
 class ModelUnloaded(Unavailable):

@@ -14,6 +14,9 @@ from maas.inference import grpc_service_pb2 as v2
 from maas.v1 import inference_service_pb2 as ipb
 from maas.v1 import model_service_pb2 as mpb
 
+# {name: (datatype, shape)} of an archive's inputs or outputs; -1 = any size.
+TensorSpecs = Mapping[str, tuple[str, Sequence[int]]]
+
 
 def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
@@ -70,3 +73,15 @@ def register_request(name: str, architecture: str, weights: bytes | Path | str,
     config_json = config if isinstance(config, str) else json.dumps(dict(config or {}))
     return mpb.RegisterModelRequest(name=name, architecture=architecture,
                                     config_json=config_json, weights=data, shared=shared)
+
+
+def archive_request(name: str, archive: bytes | Path | str, inputs: TensorSpecs,
+                    outputs: TensorSpecs, shared: bool = False) -> mpb.RegisterModelRequest:
+    """RegisterModel of an archive (bytes, or a path to the file)."""
+    data = archive if isinstance(archive, bytes) else Path(archive).read_bytes()
+
+    def specs(given: TensorSpecs) -> list[mpb.TensorSpec]:
+        return [mpb.TensorSpec(name=n, datatype=d, shape=list(s)) for n, (d, s) in given.items()]
+
+    return mpb.RegisterModelRequest(name=name, archive=data, inputs=specs(inputs),
+                                    outputs=specs(outputs), shared=shared)

@@ -20,6 +20,8 @@ from maas.v1 import model_service_pb2 as mpb
 
 CHUNK_BYTES = 2 << 20
 Progress = Callable[[int], None]  # called with each chunk's size
+# Uploads get at least size / this many seconds, whatever the client's timeout.
+UPLOAD_FLOOR_BYTES_PER_S = 1 << 20
 FILE_NAMES = {mpb.ModelFormat.MODEL_FORMAT_TORCHSCRIPT: "model.pt",
               mpb.ModelFormat.MODEL_FORMAT_TORCH_EXPORT: "model.pt2"}
 
@@ -53,6 +55,18 @@ def upload_messages(model: mpb.RegisterModelRequest, data: bytes | Path, is_arch
         yield mpb.UploadModelRequest(chunk=chunk)
         if progress is not None:
             progress(len(chunk))
+
+
+def upload_source(given: bytes | Path | str) -> bytes | Path:
+    """What `upload_messages` reads: bytes as given, else the file at a path."""
+    return given if isinstance(given, bytes) else Path(given)
+
+
+def upload_timeout_s(data: bytes | Path, timeout_s: float) -> float:
+    """An upload's deadline: `timeout_s`, or longer for a large model (size at
+    UPLOAD_FLOOR_BYTES_PER_S)."""
+    size = len(data) if isinstance(data, bytes) else data.stat().st_size
+    return max(timeout_s, size / UPLOAD_FLOOR_BYTES_PER_S)
 
 
 def file_name(version: mpb.ModelVersion) -> str:

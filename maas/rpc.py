@@ -68,6 +68,14 @@ def credentials(tls: bool | None, root_certificates: Pem | None, certificate_cha
                                         certificate_chain=_pem(certificate_chain))
 
 
+def channel_setup(api_key: str | None, max_message_bytes: int, tls: bool | None,
+                  root_certificates: Pem | None, certificate_chain: Pem | None,
+                  private_key: Pem | None) -> tuple[Any, ...]:
+    """Options, API key and credentials of a channel: the same for both clients."""
+    return (channel_options(max_message_bytes), api_key or default_api_key(),
+            credentials(tls, root_certificates, certificate_chain, private_key))
+
+
 class _Details(collections.namedtuple("_Details", ("method", "timeout", "metadata",
                                                    "credentials", "wait_for_ready",
                                                    "compression")),

@@ -27,6 +27,9 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "FP64": np.dtype("<f8"),
 }
 
+# The inverse, for datatype_of: a dict look-up per tensor instead of a scan of the table.
+_DATATYPE_OF: dict[np.dtype, str] = {dt: name for name, dt in NUMPY_DTYPES.items()}
+
 ITEMSIZE: dict[str, int] = {name: dt.itemsize for name, dt in NUMPY_DTYPES.items()}
 ITEMSIZE["BF16"] = 2
 
@@ -60,7 +63,10 @@ def byte_size(datatype: str, shape: Sequence[int]) -> int:
 def datatype_of(array: np.ndarray) -> str:
     """The v2 datatype name of a numpy array."""
     little = array.dtype.newbyteorder("<")  # byte order is to_raw's business, not the type's
-    for name, dt in NUMPY_DTYPES.items():
+    found = _DATATYPE_OF.get(little)
+    if found is not None:
+        return found
+    for name, dt in NUMPY_DTYPES.items():  # an equal dtype that hashes apart (none known)
         if little == dt:
             return name
     raise TypeError(f"no v2 datatype for numpy dtype {array.dtype}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from maas import metrics
-from maas.health import serve_health
-from maas.logs import configure_logging
-from maas.process import on_stop_signals
-from maas.process import run as run_loop
-from maas.settings import Settings
+from runtime import metrics
+from runtime.health import serve_health
+from runtime.logs import configure_logging
+from runtime.process import on_stop_signals
+from runtime.process import run as run_loop
+from runtime.settings import Settings
 from scheduler.daemon import Daemon
 
 

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 
-from maas import metrics
-from maas.settings import Settings
+from runtime import metrics
+from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import JobQueue, ReapCounts, retry_policy

@@ -2,7 +2,7 @@
 
 A tenant's dataset is stored under its id `<tenant>/<name>` (scheduler/keys.py); the record
 keeps the name its owner gave it. Built-in datasets are not stored: they are listed from
-`maas.datasets` and always present.
+`runtime.datasets` and always present.
 """
 
 from __future__ import annotations

@@ -16,21 +16,27 @@ receives that key's *template* instead: the key built here with that last part e
 which the script completes with `..`. A template keeps the hash tag, so the key it completes
 lives in the slot the script declared. `queue_keys` is the block of one model's keys and
 templates that the prelude's `queue_keys(i)` reads. One key name is data, not a template: a
-job's `reply_to`, the reply stream (`reply_stream`) the gateway named at submit, which
-COMPLETE, START, CLAIM, REAP and TRAIN_START write to; it lives in another slot than the
-model's (issue 15 gives the reply path across slots its own design).
+job's `reply_to`, the reply stream (`reply_stream`) the gateway named at submit (in the job
+hash, or in a lean job's stream entry), which COMPLETE, START, CLAIM, REAP and TRAIN_START
+write to; it lives in another slot than the model's (issue 15 gives the reply path across
+slots its own design).
 
 Key (type) — writer — TTL:
-- maas:{m:M}:stream[:high|:low] (STREAM) — SUBMIT adds by priority, group `workers`
-  consumes — none; done entries XDEL'd
-- maas:{m:M}:job:ID (HASH) — queue scripts — none while live; result TTL once terminal
+- maas:{m:M}:stream[:high|:low] (STREAM) — SUBMIT and SUBMIT_LEAN add by priority (a lean
+  job's entry carries its envelope), as do RELEASE, PROMOTE, REDRIVE and the backlog refill;
+  group `workers` consumes — none; done entries XDEL'd
+- maas:{m:M}:job:ID (HASH) — queue scripts — none while live; result TTL once terminal (an
+  inference job's). A lean job has none until REAP or RELEASE adopts it; CANCEL of a lean
+  job leaves a cancel mark (`state` only, result TTL). Training jobs ended by TRAIN_UPDATE or
+  TRAIN_CANCEL keep theirs
 - maas:{m:M}:idem:TENANT:KEY (STRING) — SUBMIT — 24 h
 - maas:{m:M}:share:TENANT (HASH) — queue scripts: `ready` (undelivered entries), `backlog`
   (jobs in the backlog lists) of a tenant's fair share — none
 - maas:{m:M}:backlog:LEVEL:TENANT (LIST) — SUBMIT over the share cap; scripts move them to
   the stream as the tenant's entries are delivered — none
 - maas:{m:M}:delayed (ZSET) — REAP: job id → Unix ms its retry backoff ends; PROMOTE — none
-- maas:{m:M}:dead (STREAM) — START/REAP dead letters — MAXLEN ~ 10000
+- maas:{m:M}:dead (STREAM) — START/CLAIM/REAP/TRAIN_START dead letters; REDRIVE removes —
+  MAXLEN ~ 10000
 - maas:{m:M}:model (HASH) — registry: `next`, `latest`, `v:N` → ModelVersion, `a:ALIAS` →
   version N (MODEL_ALIAS_SET / MODEL_VERSION_DELETE keep aliases and versions consistent),
   `unloaded` = 1 after RepositoryModelUnload, `fail:N` = runner timeouts and crashes of
@@ -39,7 +45,8 @@ Key (type) — writer — TTL:
 - maas:verify (STREAM) — the gateway adds a VerifyRequest per archive version it registers;
   workers read it in group `verifiers` (scheduler/verification.py), XACK + XDEL when the
   verdict is stored in the version — MAXLEN ~ 10000
-- maas:reply:GATEWAY (STREAM) — COMPLETE/START/REAP; read by one gateway — 1 h, MAXLEN ~ 10000
+- maas:reply:GATEWAY (STREAM) — COMPLETE/START/CLAIM/REAP/TRAIN_START; read by one gateway —
+  1 h, MAXLEN ~ 10000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
 - maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
 - maas:{m:_train}:active:TENANT (SET) — TRAIN_CREATE, when the tenant has a training quota:

@@ -13,7 +13,6 @@ its own models, then the shared catalog.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import cast
 
@@ -22,72 +21,39 @@ import redis.asyncio as aioredis
 from maas.errors import (
     FieldViolation,
     InvalidArgument,
-    ModelAliasNotFound,
     ModelNotFound,
-    ModelQuarantined,
-    ModelRejected,
     ModelUnloaded,
     ModelVerifying,
     ModelVersionInUse,
     ModelVersionNotFound,
     shown,
 )
-from maas.v1.model_service_pb2 import Model, ModelFormat, ModelVersion, ModelVersionState
+from maas.v1.model_service_pb2 import Model, ModelVersion, ModelVersionState
 from scheduler import keys, scripts
+from scheduler.model_aliases import Aliases, _aliases
+from scheduler.model_names import (
+    _VERSION,
+    MAX_VERSIONS_SHOWN,
+    RESERVED_ALIASES,
+    _listed,
+    _shown,
+    check_alias,
+    check_model_id,
+    check_model_name,
+    is_alias,
+)
+from scheduler.model_states import check_state, is_archive, is_servable
 from scheduler.redis_types import Fields
 from scheduler.verification import VerificationQueue
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_ID = re.compile(rf"(?:{_NAME.pattern}/)?{_NAME.pattern}")
-_VERSION = re.compile(r"[1-9][0-9]{0,18}")  # versions are 1, 2, 3, ...
-_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")  # never a number: versions are
-RESERVED_ALIASES = frozenset({"latest"})  # what an empty version means; not settable
 LATEST_CACHE_S = 1.0
 MAX_CACHED_IDS = 10_000
-MAX_VERSIONS_SHOWN = 10
 
+__all__ = ["LATEST_CACHE_S", "MAX_CACHED_IDS", "MAX_VERSIONS_SHOWN", "RESERVED_ALIASES",
+           "ModelRegistry", "check_alias", "check_model_id", "check_model_name", "check_state",
+           "is_alias", "is_archive", "is_servable"]
 
-def check_model_name(name: str, field: str = "name") -> None:
-    """INVALID_ARGUMENT (violation on `field`) unless `name` can be a model's name."""
-    if not _NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"model name {shown(name)} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit",
-            violations=(FieldViolation(field, "invalid model name"),))
-
-
-def check_model_id(model_id: str, field: str = "model_name") -> None:
-    """As check_model_name, for an id (`<tenant>/<name>` or `<name>`)."""
-    if not _ID.fullmatch(model_id):
-        check_model_name(model_id.rpartition("/")[2], field)
-        check_model_name(model_id, field)  # a tenant part that no tenant can have
-
-
-def is_alias(name: str) -> bool:
-    return bool(_ALIAS.fullmatch(name)) and name not in RESERVED_ALIASES
-
-
-def check_alias(alias: str, field: str = "alias") -> None:
-    """INVALID_ARGUMENT (violation on `field`) unless `alias` can name an alias."""
-    if not is_alias(alias):
-        raise InvalidArgument(
-            f"alias {shown(alias)} is not valid: use a letter, then up to 62 letters, digits, "
-            "'-' or '_' (not 'latest')", violations=(FieldViolation(field, "invalid alias"),))
-
-
-def _shown(model_id: str) -> str:
-    """An id as its owner knows it: the name, without the tenant."""
-    return repr(keys.split_model_id(model_id)[1])
-
-
-def _listed(versions: list[str]) -> str:
-    if len(versions) <= MAX_VERSIONS_SHOWN:
-        return ", ".join(versions)
-    half = MAX_VERSIONS_SHOWN // 2
-    return f"{', '.join(versions[:half])}, …, {', '.join(versions[-half:])}"
-
-
-class ModelRegistry:
+class ModelRegistry(Aliases):
     """Reads and writes model versions; caches immutable versions in the process."""
 
     def __init__(self, client: aioredis.Redis) -> None:
@@ -233,55 +199,6 @@ class ModelRegistry:
         self._versions[(model, version)] = (time.monotonic(), found)
         return found
 
-    async def _resolve_alias(self, model: str, alias: str) -> ModelVersion:
-        reply = cast("list[bytes]", await self._alias_get(keys=[keys.model_record(model)],
-                                                          args=[alias]))
-        if reply[0] == b"nomodel":
-            raise ModelNotFound(f"model {_shown(model)} is not registered")
-        if reply[0] == b"missing":
-            known = ", ".join(sorted(await self.aliases(model))) or "none"
-            raise ModelAliasNotFound(f"model {_shown(model)} has no version or alias "
-                                     f"{shown(alias)}; its aliases: {known}")
-        version = reply[0].decode()
-        found = ModelVersion.FromString(reply[1])
-        self._versions[(model, version)] = (time.monotonic(), found)
-        return found
-
-    async def alias_versions(self, model: str) -> set[str]:
-        """The version numbers a model's aliases point at (its versions are not read)."""
-        found: set[str] = set()
-        async for _, value in self._redis.hscan_iter(keys.model_record(model), match="a:*"):
-            found.add(cast("bytes", value).decode())
-        return found
-
-    async def aliases(self, model: str) -> dict[str, str]:
-        """alias → version number of a model."""
-        record = cast("Fields", await self._redis.hgetall(keys.model_record(model)))
-        return _aliases(record)
-
-    async def set_alias(self, model: str, alias: str, version: str) -> str:
-        """Points `alias` at `version` (a number, or an alias resolved now); returns the
-        version it pointed to before ("" when new)."""
-        check_alias(alias)
-        if not version:
-            raise InvalidArgument("version is required: the version number the alias names",
-                                  violations=(FieldViolation("version", "empty"),))
-        target = (await self.resolve(model, version)).version
-        reply = cast("list[bytes]", await self._alias_set(keys=[keys.model_record(model)],
-                                                          args=[alias, target]))
-        if reply[0] == b"nomodel":
-            raise ModelNotFound(f"model {_shown(model)} is not registered")
-        if reply[0] == b"missing":  # deleted since resolve
-            raise ModelVersionNotFound(f"model {_shown(model)} has no version {target}")
-        return reply[1].decode()
-
-    async def delete_alias(self, model: str, alias: str) -> None:
-        check_alias(alias)
-        if not await self._redis.hdel(keys.model_record(model), f"a:{alias}"):
-            if not await self._redis.exists(keys.model_record(model)):
-                raise ModelNotFound(f"model {_shown(model)} is not registered")
-            raise ModelAliasNotFound(f"model {_shown(model)} has no alias {shown(alias)}")
-
     async def delete_version(self, model: str, version: str) -> None:
         """FAILED_PRECONDITION (MODEL_VERSION_IN_USE) while an alias points to the version
         or when it is the model's only one."""
@@ -372,40 +289,3 @@ class ModelRegistry:
     async def model_names(self) -> list[str]:
         names = cast("set[bytes]", await self._redis.smembers(keys.models()))
         return sorted(m.decode() for m in names)
-
-
-def is_archive(version: ModelVersion) -> bool:
-    """Code (TorchScript or torch.export), as opposed to safetensors weights (data)."""
-    return version.format in (ModelFormat.MODEL_FORMAT_TORCHSCRIPT,
-                              ModelFormat.MODEL_FORMAT_TORCH_EXPORT)
-
-
-def is_servable(version: ModelVersion) -> bool:
-    try:
-        check_state(version)
-    except (ModelVerifying, ModelQuarantined, ModelRejected):
-        return False
-    return True
-
-
-def check_state(version: ModelVersion) -> None:
-    """Raises unless the version may serve: an archive must be READY (verified, not
-    quarantined); weights are READY from the start."""
-    state = version.state
-    if state == ModelVersionState.MODEL_VERSION_STATE_READY or (
-            not is_archive(version) and state == ModelVersionState.MODEL_VERSION_STATE_UNSPECIFIED):
-        return
-    named = f"version {version.version} of model {_shown(version.model)}"
-    if state == ModelVersionState.MODEL_VERSION_STATE_VERIFYING:
-        raise ModelVerifying(f"{named} is being verified and serves once it passes")
-    if state == ModelVersionState.MODEL_VERSION_STATE_QUARANTINED:
-        raise ModelQuarantined(f"{named} is quarantined: {version.state_reason}; register a "
-                               "fixed version")
-    if state == ModelVersionState.MODEL_VERSION_STATE_REJECTED:
-        raise ModelRejected(f"{named} was rejected by verification: {version.state_reason}")
-    raise ModelRejected(f"{named} is an archive registered before verification existed; "
-                        "register it again to have it verified")
-
-
-def _aliases(record: Fields) -> dict[str, str]:
-    return {k.decode()[2:]: v.decode() for k, v in record.items() if k.startswith(b"a:")}

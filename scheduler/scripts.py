@@ -27,6 +27,7 @@ class Scripts:
     """The registered scripts (EVALSHA, reloaded by redis-py on NOSCRIPT)."""
 
     submit: AsyncScript
+    submit_lean: AsyncScript
     start: AsyncScript
     claim: AsyncScript
     extend: AsyncScript
@@ -42,6 +43,7 @@ class Scripts:
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
-        names = ("submit", "start", "claim", "extend", "complete", "reap", "promote", "release",
-                 "cancel", "redrive", "train_create", "train_update", "train_cancel")
+        names = ("submit", "submit_lean", "start", "claim", "extend", "complete", "reap",
+                 "promote", "release", "cancel", "redrive", "train_create", "train_update",
+                 "train_cancel")
         return cls(**{name: client.register_script(_source(name)) for name in names})

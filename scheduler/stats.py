@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from maas import metrics
+from runtime import metrics
 from scheduler import keys
 from scheduler.queue import ReapCounts
 

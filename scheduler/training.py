@@ -15,7 +15,13 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from maas.errors import FailedPrecondition, TrainingJobNotFound
+from maas.errors import (
+    FailedPrecondition,
+    IdempotencyKeyReused,
+    QuotaExceeded,
+    QuotaViolation,
+    TrainingJobNotFound,
+)
 from maas.queue.v1.queue_pb2 import JobEnvelope
 from maas.v1.training_service_pb2 import TrainingEvent, TrainingJob
 from scheduler import keys
@@ -23,6 +29,7 @@ from scheduler.queue import IDEMPOTENCY_TTL_S, Delivery, JobQueue, SubmitStatus,
 from scheduler.redis_types import ScoredMembers, Streams
 
 Q = keys.TRAINING_QUEUE
+TIES = 256  # most jobs of one tenant created in one millisecond that a page token skips
 _STATES = {
     "QUEUED": TrainingJob.QUEUED, "RUNNING": TrainingJob.RUNNING,
     "SUCCEEDED": TrainingJob.SUCCEEDED, "FAILED": TrainingJob.FAILED,
@@ -56,6 +63,8 @@ class TrainingStore:
         self.max_active = max_active  # training jobs a tenant may have queued or running
 
     async def create(self, job: TrainingJob, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
+        """Queues the job: (CREATED, its id), or (EXISTS, the id of the job of the same
+        request_id); raises IdempotencyKeyReused (another spec) or QuotaExceeded."""
         job_keys = [keys.stream(Q), keys.job(Q, job.job_id), keys.training_events(job.job_id),
                     keys.training_index(envelope.tenant), keys.training_active(envelope.tenant),
                     keys.job(Q, "")]
@@ -66,7 +75,22 @@ class TrainingStore:
             job.SerializeToString(), state_event(TrainingJob.QUEUED).SerializeToString(),
             fingerprint(envelope), IDEMPOTENCY_TTL_S, envelope.tenant,
             max(job.spec.replicas, 1), self.max_active if envelope.tenant else 0])
-        return SubmitStatus(status.decode()), job_id.decode()
+        match SubmitStatus(status.decode()):
+            case SubmitStatus.MISMATCH:
+                raise IdempotencyKeyReused(f"request_id {job.request_id!r} was used for a "
+                                           f"different spec (job {job_id.decode()})")
+            case SubmitStatus.QUOTA:  # the reply names the active count
+                raise self._quota_error(envelope.tenant, job_id.decode())
+            case accepted:
+                return accepted, job_id.decode()
+
+    def _quota_error(self, tenant: str, active: str) -> QuotaExceeded:
+        limit = self.max_active
+        return QuotaExceeded(
+            f"tenant {tenant!r} has {active} training jobs queued or running, its most "
+            f"(MAAS_TENANT_MAX_TRAINING={limit}): wait for one to end, then retry",
+            retry_delay_s=5.0, quota_violations=(QuotaViolation(
+                f"tenant:{tenant}", f"at most {limit} training jobs at once"),))
 
     async def get(self, job_id: str, tenant: str | None = None) -> TrainingJob:
         """The job; NOT_FOUND when there is none, or it is not `tenant`'s (None: anyone's)."""
@@ -89,13 +113,30 @@ class TrainingStore:
 
     async def list(self, page_size: int, page_token: str,
                    tenant: str = "") -> tuple[list[TrainingJob], str]:
-        """A tenant's jobs, newest first; the token is the creation score to continue below."""
-        top = f"({page_token}" if page_token else "+inf"
+        """A tenant's jobs, newest first. The token is `<creation ms>` or `<creation ms>.<id>`:
+        the next page starts below that job (jobs created in one millisecond are ordered by
+        id, none is skipped). A job whose record has expired (dead-lettered jobs keep theirs
+        for the result TTL) leaves the index here."""
+        score, _, after = page_token.partition(".")
         rows = cast("ScoredMembers", await self._redis.zrevrangebyscore(
-            keys.training_index(tenant), top, "-inf", start=0, num=page_size + 1,
-            withscores=True))
-        jobs = [await self.get(job_id.decode()) for job_id, _ in rows[:page_size]]
-        token = str(int(rows[page_size - 1][1])) if len(rows) > page_size else ""
+            keys.training_index(tenant), score or "+inf", "-inf", start=0,
+            num=page_size + 1 + (TIES if after else 0), withscores=True))
+        if after:  # members of the token's millisecond down to the token's job, then below
+            tied = [i for i, (m, s) in enumerate(rows) if int(s) == int(score)
+                    and m.decode() >= after]
+            rows = rows[tied[-1] + 1:] if tied else rows
+        elif score:
+            rows = [(m, s) for m, s in rows if int(s) < int(score)]
+        jobs, gone = [], []
+        for job_id, _ in rows[:page_size]:
+            try:
+                jobs.append(await self.get(job_id.decode()))
+            except TrainingJobNotFound:
+                gone.append(job_id)
+        if gone:
+            await self._redis.zrem(keys.training_index(tenant), *gone)
+        last_id, last_score = rows[page_size - 1] if len(rows) > page_size else (b"", 0.0)
+        token = f"{int(last_score)}.{last_id.decode()}" if last_id else ""
         return jobs, token
 
     async def cancel(self, job_id: str, tenant: str | None = None) -> TrainingJob:

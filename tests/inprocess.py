@@ -13,7 +13,7 @@ import numpy as np
 from safetensors.numpy import save
 
 from gateway.server import serve
-from maas.settings import Settings
+from runtime.settings import Settings
 
 
 @contextlib.contextmanager

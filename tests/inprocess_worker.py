@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from maas.settings import Settings
+from runtime.settings import Settings
 
 
 @contextlib.contextmanager

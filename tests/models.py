@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from maas.architectures import get_architecture
+from runtime.architectures import get_architecture
 
 
 def reference_model(name: str) -> torch.nn.Module:

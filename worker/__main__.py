@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import os
 
-from maas import metrics
-from maas.health import serve_health
-from maas.logs import configure_logging
-from maas.process import on_stop_signals
-from maas.process import run as run_loop
-from maas.settings import Settings
+from runtime import metrics
+from runtime.health import serve_health
+from runtime.logs import configure_logging
+from runtime.process import on_stop_signals
+from runtime.process import run as run_loop
+from runtime.settings import Settings
 
 
 def main() -> None:

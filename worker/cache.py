@@ -3,7 +3,7 @@ and evicted least-recently-used when the cache would exceed its memory budget.
 
 Loaders: safetensors weights into a maas architecture; TorchScript archives with
 torch.jit.load; torch.export archives with torch.export.load, after the archive's layout is
-checked again (maas/archives.py: no pickled tensors or objects) and with torch.load forced to
+checked again (runtime/archives.py: no pickled tensors or objects) and with torch.load forced to
 weights_only (TORCH_FORCE_WEIGHTS_ONLY_LOAD), so nothing goes through Python's pickle.
 """
 
@@ -25,11 +25,11 @@ import torch
 from safetensors.torch import load as load_safetensors
 from torch.export.passes import move_to_device_pass
 
-from maas.architectures import get_architecture
-from maas.archives import TORCH_EXPORT, TORCHSCRIPT, archive_format
-from maas.artifacts import ArtifactStore
 from maas.tensors import NUMPY_DTYPES
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.architectures import get_architecture
+from runtime.archives import TORCH_EXPORT, TORCHSCRIPT, archive_format
+from runtime.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from maas import tensors
-from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import InferOutput, InferTask, JobError, JobResult, JobState, Tensor
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.logs import log_context
 from worker.cache import LoadedModel
 
 log = logging.getLogger(__name__)
+
 
 def _input(task: InferTask, name: str) -> np.ndarray:
     t = next(t for t in task.inputs if t.name == name)
@@ -29,7 +30,8 @@ def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """The jobs' arrays of one input along dim 0; where a variable dim (-1, e.g. a sequence)
     differs between jobs, each is padded with 0 to the batch's largest. One copy: the result
     owns writable memory that torch can share."""
-    if len({a.shape[1:] for a in arrays}) == 1:
+    first = arrays[0].shape[1:]
+    if all(a.shape[1:] == first for a in arrays):
         return np.concatenate(arrays)
     dims = np.max([a.shape for a in arrays], axis=0)
     out = np.zeros((sum(a.shape[0] for a in arrays), *dims[1:]), dtype=arrays[0].dtype)
@@ -65,11 +67,15 @@ def _forward(model: LoadedModel, tasks: Sequence[InferTask]) -> list[dict[str, n
     return split_outputs(model.version, tasks, [o.detach().to("cpu").numpy() for o in outputs])
 
 
+def _tensor(name: str, array: np.ndarray) -> Tensor:
+    datatype = tensors.datatype_of(array)
+    raw = np.ascontiguousarray(array, dtype=tensors.NUMPY_DTYPES[datatype]).tobytes()
+    return Tensor(name=name, datatype=datatype, shape=array.shape, raw=raw)
+
+
 def infer_output(task: InferTask, arrays: dict[str, np.ndarray]) -> InferOutput:
-    wanted = list(task.output_names) or list(arrays)
-    return InferOutput(outputs=[
-        Tensor(name=n, datatype=tensors.datatype_of(arrays[n]), shape=arrays[n].shape,
-               raw=tensors.to_raw(arrays[n])) for n in wanted])
+    """The outputs a job asked for (all, in the version's order, when it named none)."""
+    return InferOutput(outputs=[_tensor(n, arrays[n]) for n in task.output_names or arrays])
 
 
 def run_batch(model: LoadedModel, jobs: Sequence[tuple[str, int, int, InferTask]],
@@ -80,29 +86,32 @@ def run_batch(model: LoadedModel, jobs: Sequence[tuple[str, int, int, InferTask]
     try:
         per_job: list[dict[str, np.ndarray] | Exception] = list(_forward(model, tasks))
     except Exception as batch_error:  # the per-job boundary: isolate the job that fails
-        if len(jobs) == 1:
-            per_job = [batch_error]
-        else:
-            per_job = []
-            for task in tasks:
-                try:
-                    per_job.append(_forward(model, [task])[0])
-                except Exception as exc:
-                    per_job.append(exc)
+        per_job = [batch_error] if len(jobs) == 1 else [_alone(model, task) for task in tasks]
     compute_us = int((time.time() - started) * 1e6)
+    started_us = int(started * 1e6)
+    batch_size = len(jobs)
     results = []
     for (job_id, attempt, enqueue_ms, task), outcome in zip(jobs, per_job, strict=True):
-        result = JobResult(job_id=job_id, worker_id=worker_id, attempt=attempt,
-                           batch_size=len(jobs), compute_us=compute_us,
-                           queue_us=max(0, int(started * 1e6) - enqueue_ms * 1000))
+        queue_us = max(0, started_us - enqueue_ms * 1000)
         if isinstance(outcome, Exception):
             with log_context(job_id=job_id, model=model.version.model):  # the torch thread
                 log.warning("job %s failed in %s: %s", job_id, model.version.model, outcome)
-            result.state = JobState.JOB_STATE_FAILED
-            result.error.CopyFrom(JobError(code="INTERNAL", reason="MODEL_FAILED",
-                                           message=f"the model raised: {outcome}"))
+            results.append(JobResult(
+                job_id=job_id, worker_id=worker_id, attempt=attempt, batch_size=batch_size,
+                compute_us=compute_us, queue_us=queue_us, state=JobState.JOB_STATE_FAILED,
+                error=JobError(code="INTERNAL", reason="MODEL_FAILED",
+                               message=f"the model raised: {outcome}")))
         else:
-            result.state = JobState.JOB_STATE_SUCCEEDED
-            result.infer.CopyFrom(infer_output(task, outcome))
-        results.append(result)
+            results.append(JobResult(
+                job_id=job_id, worker_id=worker_id, attempt=attempt, batch_size=batch_size,
+                compute_us=compute_us, queue_us=queue_us, state=JobState.JOB_STATE_SUCCEEDED,
+                infer=infer_output(task, outcome)))
     return results
+
+
+def _alone(model: LoadedModel, task: InferTask) -> dict[str, np.ndarray] | Exception:
+    """One job's own forward, after its batch failed: its outputs, or what it raised."""
+    try:
+        return _forward(model, [task])[0]
+    except Exception as exc:  # the per-job boundary
+        return exc

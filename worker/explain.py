@@ -30,7 +30,6 @@ from captum.attr import (
 
 from maas import tensors
 from maas.errors import FailedPrecondition, InvalidArgument, MaasError
-from maas.logs import log_context
 from maas.queue.v1.queue_pb2 import (
     ExplainOutput,
     ExplainTask,
@@ -41,6 +40,7 @@ from maas.queue.v1.queue_pb2 import (
     Tensor,
 )
 from maas.v1.inference_service_pb2 import EXPLAIN_METHOD_SALIENCY
+from runtime.logs import log_context
 from scheduler.queue import Started
 from worker.cache import LoadedModel
 from worker.executor import run_batch

@@ -16,31 +16,25 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
-from maas import metrics
-from maas.artifacts import ArtifactStore
 from maas.errors import MaasError
-from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState, WorkerHeartbeat
-from maas.settings import Settings
+from maas.queue.v1.queue_pb2 import WorkerHeartbeat
+from runtime import metrics
+from runtime.artifacts import artifact_store
+from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
-from scheduler.datasets import DatasetStore
-from scheduler.gangs import GangStore
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry, is_archive
-from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
+from worker.batches import BatchRunner, Versions
 from worker.cache import ModelCache, pick_device
-from worker.executor import run_batch
-from worker.explain import is_explain, run_with_explanations
-from worker.observe import batch_scope
 from worker.sandbox.pool import RunnerLimits, RunnerPool
-from worker.sandboxed import ArchiveVerifier, preload_runners, run_sandboxed
-from worker.trainer import TrainingExecutor
+from worker.sandboxed import ArchiveVerifier, preload_runners
+from worker.training_slot import TrainingSlot
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +47,9 @@ class Worker:
         self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
         self._registry = ModelRegistry(self._redis)
         self._directory = WorkerDirectory(self._redis)
-        artifacts = ArtifactStore(settings.artifact_dir)
+        artifacts = artifact_store(settings)
         self.cache = ModelCache(artifacts, pick_device(settings.worker_device),
                                 settings.worker_model_memory_mb * 1024 * 1024)
-        self._gangs = GangStore(self._redis, timeout_s=settings.train_gang_timeout_s,
-                                lease_ms=settings.train_lease_ms,
-                                result_ttl_ms=int(settings.result_ttl_s * 1000))
-        self._trainer = TrainingExecutor(
-            self.id, self.queue, TrainingStore(self._redis, self.queue), self._registry,
-            DatasetStore(self._redis), artifacts, max(settings.torch_threads, 1), self._gangs)
         self._runners = RunnerPool(artifacts, RunnerLimits(
             forward_s=settings.max_forward_ms / 1000, load_s=settings.verify_timeout_s,
             memory_mb=settings.runner_memory_mb, threads=max(settings.torch_threads, 1),
@@ -73,19 +61,36 @@ class Worker:
         # How tasks are started: run() hands in its TaskGroup's, so none is left behind.
         self._spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = \
             asyncio.create_task
-        self._torch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
         self._models: list[str] = []
         self._hot: set[str] = set()  # models CLAIMed again at once (see _note_load)
         self._inflight: dict[str, set[Delivery]] = defaultdict(set)
+        self._training = TrainingSlot(self.id, settings, self._redis, self.queue,
+                                      self._registry, artifacts,
+                                      self._inflight[keys.TRAINING_QUEUE])
+        self._batches = BatchRunner(self.id, self.queue, self._registry, self.cache,
+                                    self._runners, settings.quarantine_after, self._inflight)
         self._stopping = asyncio.Event()
-        self.batches = 0
-        self.jobs = 0
-        self.lost_leases = 0
+        # Set when the model list stops being empty, and by stop(): what an idle worker
+        # without models waits for (no polling).
+        self._wake = asyncio.Event()
         self._started_ms = int(time.time() * 1000)
+
+    @property
+    def batches(self) -> int:
+        return self._batches.batches
+
+    @property
+    def jobs(self) -> int:
+        return self._batches.jobs
+
+    @property
+    def lost_leases(self) -> int:
+        return self._batches.lost_leases
 
     def stop(self) -> None:
         """Drain: stop reading, finish the batch in hand, then return from run()."""
         self._stopping.set()
+        self._wake.set()
 
     async def run(self) -> None:
         log.info("worker %s on %s", self.id, self.cache.device)
@@ -94,7 +99,7 @@ class Worker:
             async with asyncio.TaskGroup() as tasks:
                 beat = tasks.create_task(self._heartbeat_loop())
                 refresh = tasks.create_task(self._refresh_loop())
-                training = (tasks.create_task(self._training_loop())
+                training = (tasks.create_task(self._training.run(self._stopping))
                             if self.settings.training_slots > 0 else None)
                 verifying = tasks.create_task(self._verifier.run(self._stopping))
                 self._spawn = tasks.create_task
@@ -110,7 +115,7 @@ class Worker:
                 await self._directory.leave(self.id)
             await self._runners.close()
             await self._redis.aclose()
-            self._torch.shutdown(wait=True)
+            self._batches.torch.shutdown(wait=True)
             log.info("worker %s stopped after %d batches, %d jobs, %d lost leases", self.id,
                      self.batches, self.jobs, self.lost_leases)
 
@@ -122,6 +127,8 @@ class Worker:
                 for name in new:
                     await self.queue.ensure_group(name)
                 self._models = names
+                if names:
+                    self._wake.set()
                 for name in new:
                     await self._preload(name)
                 await preload_runners(self._registry, self._runners, names,
@@ -141,7 +148,8 @@ class Worker:
         if is_archive(meta):  # a runner starts on the first request
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(self._torch, self.cache.load, meta)
+            await asyncio.get_running_loop().run_in_executor(self._batches.torch, self.cache.load,
+                                                             meta)
         except Exception as exc:  # a broken version fails its jobs later, not the worker
             log.warning("cannot preload %s: %s", model, exc)
 
@@ -153,7 +161,7 @@ class Worker:
         `_inflight` and its EXTEND, and a completed entry has left the pending list as a
         reclaimed one has. Reported as lost, these were jobs that ended well (attempt 1,
         never reclaimed). Leases are counted lost where the fence decides: COMPLETE and
-        RELEASE (`_count_lost`)."""
+        RELEASE (`BatchRunner.count_lost`)."""
         period_s = self.settings.infer_lease_ms / 3000
         while True:
             try:
@@ -176,8 +184,9 @@ class Worker:
         """Under load: one CLAIM (read + start) per batch; else: block in XREADGROUP."""
         backoff_s = 0.05
         while not self._stopping.is_set():
-            if not self._models:
-                await asyncio.sleep(0.2)
+            if not self._models:  # until the refresh loop finds one, or stop()
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             try:
                 busy = False
@@ -238,32 +247,6 @@ class Worker:
         else:
             self._hot.discard(model)
 
-    async def _training_loop(self) -> None:
-        """Leases one training job at a time and runs it to an end (or hands it back).
-        A gang that is forming comes first: its job was read already, by its rank 0."""
-        await self.queue.ensure_group(keys.TRAINING_QUEUE)
-        while not self._stopping.is_set():
-            try:
-                seat = await self._gangs.join(self.id)
-                if seat is not None:
-                    await self._trainer.follow(seat, self._stopping)
-                    continue
-                deliveries = await self.queue.read(self.id, [keys.TRAINING_QUEUE], 1,
-                                                   block_ms=500)
-                if not deliveries:
-                    continue
-                inflight = self._inflight[keys.TRAINING_QUEUE]
-                inflight.update(deliveries)  # the heartbeat renews the entry's lease
-                try:
-                    for delivery in deliveries:
-                        await self._trainer.take(delivery, self._stopping)
-                finally:
-                    inflight.difference_update(deliveries)
-            except TRANSIENT_ERRORS as exc:
-                metrics.REDIS_ERRORS.labels("worker").inc()
-                log.warning("training queue unreachable: %s", exc)
-                await asyncio.sleep(1.0)
-
     async def _top_up(self, model: str, batch: list[Started]) -> list[Started]:
         """With 2+ jobs in hand and room left, waits max_queue_delay for more (Triton's knob);
         a lone job runs at once: nothing else is queued to wait for."""
@@ -282,21 +265,16 @@ class Worker:
     async def _dispatch(self, model: str, batch: Sequence[Started]) -> None:
         """Runs a batch: in place, or, when an archive's runner computes it, in a task of
         its own, so that the worker goes on serving other models meanwhile."""
-        if not await self._is_sandboxed(model, batch):
-            await self._process(model, batch)
+        versions = await self._batches.versions(model, batch)
+        if not self._batches.is_sandboxed(versions):
+            await self._batches.process(model, batch, versions)
             return
-        self._sandboxed[model] = self._spawn(self._process_apart(model, batch))
+        self._sandboxed[model] = self._spawn(self._process_apart(model, batch, versions))
 
-    async def _is_sandboxed(self, model: str, batch: Sequence[Started]) -> bool:
-        versions = {s.envelope.model_version for s in batch}
+    async def _process_apart(self, model: str, batch: Sequence[Started],
+                             versions: Versions) -> None:
         try:
-            return any([is_archive(await self._registry.resolve(model, v)) for v in versions])
-        except MaasError:  # deleted meanwhile: _process fails the jobs
-            return False
-
-    async def _process_apart(self, model: str, batch: Sequence[Started]) -> None:
-        try:
-            await self._process(model, batch)
+            await self._batches.process(model, batch, versions)
         except TRANSIENT_ERRORS as exc:  # the leases lapse and the jobs are claimed again
             metrics.REDIS_ERRORS.labels("worker").inc()
             log.warning("cannot complete a batch of %s: %s", model, exc)
@@ -304,90 +282,7 @@ class Worker:
             self._sandboxed.pop(model, None)
             self._hot.add(model)
 
-    async def _process(self, model: str, batch: Sequence[Started]) -> None:
-        """Runs started jobs (one forward per model version) and completes them."""
-        try:
-            for (version, _), started in (await self._isolate_suspects(model, batch)).items():
-                try:
-                    results = await self._observed(model, version, started)
-                except Exception as exc:  # the per-job boundary: a load failure fails the jobs
-                    log.exception("cannot run %s:%s", model, version)
-                    results = [_failed(s, f"the worker could not load {model}:{version}: {exc}")
-                               for s in started]
-                recorded = await self.queue.complete(
-                    self.id, [(s.delivery, r) for s, r in zip(started, results, strict=True)])
-                self._count_lost(model, recorded.count(False))
-                self.batches += 1
-                self.jobs += len(started)
-        finally:
-            self._inflight[model].difference_update(s.delivery for s in batch)
-
-    async def _isolate_suspects(self, model: str, batch: Sequence[Started],
-                                ) -> dict[tuple[str, str], list[Started]]:
-        """Groups to run in order: a forward per version of first-attempt jobs, then at most
-        one retried job, alone and last. A retried job lost its last worker and may be a
-        poison job: it must not take other jobs down with it, so other retried jobs go back
-        to the queue unrun (their attempt refunded) for a later batch."""
-        groups: dict[tuple[str, str], list[Started]] = defaultdict(list)
-        suspects = [s for s in batch if s.attempt > 1]
-        for s in batch:
-            if s.attempt <= 1:
-                groups[s.envelope.model_version, ""].append(s)
-        for s in suspects[1:]:
-            if not await self.queue.release(self.id, s.delivery, refund=True):
-                self._count_lost(model, 1)
-            self._inflight[model].discard(s.delivery)
-        if suspects:
-            groups[suspects[0].envelope.model_version, suspects[0].delivery.job_id] = suspects[:1]
-        return groups
-
-    def _count_lost(self, model: str, jobs: int) -> None:
-        """Jobs whose lease this worker lost while it held them (the reaper reclaimed them
-        to run again): COMPLETE dropped their results, or RELEASE found them gone."""
-        if jobs:
-            self.lost_leases += jobs
-            metrics.WORKER_LOST_LEASES.labels(metrics.model_label(model)).inc(jobs)
-            log.warning("lost the lease of %d %s jobs while running them: their results "
-                        "were dropped", jobs, model)
-
-    async def _observed(self, model: str, version: str,
-                        started: Sequence[Started]) -> list[JobResult]:
-        """_execute in the batch's log context and trace spans, recorded in the metrics."""
-        with batch_scope(model, version, started):
-            began = time.perf_counter()
-            results = await self._execute(model, version, started)
-            metrics.observe_batch(model, results, time.perf_counter() - began)
-            return results
-
-    async def _execute(self, model: str, version: str,
-                       started: Sequence[Started]) -> list[JobResult]:
-        meta = await self._registry.resolve(model, version)
-        if is_archive(meta):
-            if any(is_explain(s) for s in started):
-                return [_failed(s, "Explain is not available for uploaded archives: they run "
-                                "sandboxed, without gradients", "EXPLAIN_UNSUPPORTED")
-                        for s in started]
-            return await run_sandboxed(self._runners, self._registry, meta, started, self.id,
-                                       self.settings.quarantine_after)
-        loop = asyncio.get_running_loop()
-        loaded = self.cache.cached(model, version)
-        if loaded is None:
-            loaded = await loop.run_in_executor(self._torch, self.cache.load, meta)
-        if any(is_explain(s) for s in started):  # Captum, one job at a time (worker/explain.py)
-            return await loop.run_in_executor(self._torch, run_with_explanations, loaded,
-                                              started, self.id)
-        jobs = [(s.delivery.job_id, s.attempt, s.envelope.enqueue_unix_ms, s.envelope.infer)
-                for s in started]
-        return await loop.run_in_executor(self._torch, run_batch, loaded, jobs, self.id)
-
-
-def _failed(started: Started, message: str, reason: str = "MODEL_LOAD_FAILED") -> JobResult:
-    return JobResult(job_id=started.delivery.job_id, attempt=started.attempt,
-                     state=JobState.JOB_STATE_FAILED,
-                     error=JobError(code="FAILED_PRECONDITION", reason=reason,
-                                    message=message))
-
 
 def configure_torch(threads: int) -> None:
     """Intra-op threads to fit the cores this worker owns (oversubscription kills latency)."""
-    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    torch.set_num_threads(threads if threads > 0 else len(os.sched_getaffinity(0)))

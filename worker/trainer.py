@@ -21,12 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas import metrics
-from maas.artifacts import ArtifactStore, write_atomic
-from maas.datasets import BUILTIN_DATASETS
-from maas.process import dying_with_parent
 from maas.queue.v1.queue_pb2 import JobEnvelope
-from maas.training_proto import from_proto
 from maas.v1.training_service_pb2 import (
     CheckpointInfo,
     EpochMetrics,
@@ -34,6 +29,11 @@ from maas.v1.training_service_pb2 import (
     TrainingJob,
     TrainingProgress,
 )
+from runtime import metrics
+from runtime.artifacts import ArtifactStore, write_atomic
+from runtime.datasets import BUILTIN_DATASETS
+from runtime.process import dying_with_parent
+from runtime.training_proto import from_proto
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.datasets import DatasetStore
 from scheduler.gangs import GangSeat, GangStore

@@ -9,11 +9,11 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from maas.architectures import get_architecture
-from maas.artifacts import ArtifactStore
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
 from maas.v1.training_service_pb2 import TrainingJob
-from maas.weights import check_weights
+from runtime.architectures import get_architecture
+from runtime.artifacts import ArtifactStore
+from runtime.weights import check_weights
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 

@@ -1,6 +1,7 @@
 """The short demo `maas up` runs once the cluster is ready: infer, train, infer again; then
 the two sequence models (`rnn` on parity, `transformer` on majority) trained to their stated
-accuracy targets and served with a batch of sequences of different lengths."""
+accuracy targets and served with a batch of sequences of different lengths. Also the demo
+models it needs, `mlp` and `cnn`, registered once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maas.client import Client
+from maas.errors import ModelNotFound
 from maas.training_client import TrainingJobHandle
 
 DEMO_SPEC = {"model_name": "digits-cnn", "architecture": "cnn", "dataset": "digits",
@@ -41,11 +43,33 @@ SEQUENCE_DEMOS = (
 )
 
 
+def register_demo_models(target: str, api_key: str | None = None) -> None:
+    """Demo models `mlp` and `cnn` with seeded random weights, unless already registered;
+    in the shared catalog, so every tenant may run them."""
+    import torch
+    from safetensors.torch import save
+
+    from runtime.architectures import get_architecture
+
+    with Client(target, timeout_s=60, api_key=api_key) as client:
+        for name in ("mlp", "cnn"):
+            try:
+                client.get_model(name)
+                continue
+            except ModelNotFound:
+                pass
+            arch = get_architecture(name)
+            torch.manual_seed(0)
+            weights = save(arch.build(arch.resolve_config(None)).state_dict())
+            v = client.register_model(name, name, weights, shared=True)
+            print(f"[maas] registered demo model {name} v{v.version}", flush=True)
+
+
 def run_demo(target: str, api_key: str | None = None) -> None:
     """Infers with the demo cnn, trains the seed CNN on digits, infers with the result."""
     import numpy as np
 
-    from maas.datasets import builtin_dataset, present
+    from runtime.datasets import builtin_dataset, present
 
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     with Client(target, timeout_s=60, api_key=api_key) as client:
@@ -75,7 +99,7 @@ def _sequence_demo(client: Client, demo: SequenceDemo, handle: TrainingJobHandle
                    started: float) -> None:
     """Waits for the job, states its accuracy against the target, and infers 6 sequences of
     different lengths in one request (padded with 0 to the longest; `lengths` says where)."""
-    from maas.datasets import builtin_dataset
+    from runtime.datasets import builtin_dataset
 
     job = handle.wait()
     best = max((e.val_accuracy for e in job.epochs), default=0.0)

@@ -15,9 +15,16 @@
 -- ARGV[1] = state (CANCELLED | EXPIRED)
 -- ARGV[2] = result TTL ms
 -- ARGV[3] = also flag a running job (0 | 1)
--- Returns 1 when a queued job was ended, 2 when a running job was flagged, 0 otherwise
--- (no such job, or it already ended).
+-- ARGV[4] = 1: the job may be lean (see the prelude): with no hash, a cancel mark is left
+--   (a hash in state ARGV[1], expiring after ARGV[2] ms) that START reads as "skip"
+-- Returns 1 when a queued job was ended (or a lean job marked), 2 when a running job was
+-- flagged, 0 otherwise (no such job, or it already ended).
 local f = redis.call('HMGET', KEYS[1], 'state', 'ttl_ms', 'entry')
+if not f[1] and ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
 if f[1] == 'RUNNING' and ARGV[3] == '1' then
   redis.call('HSET', KEYS[1], 'cancel', 1)
   return 2

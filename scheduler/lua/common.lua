@@ -86,11 +86,15 @@ local function backoff_ms(base_ms, max_ms, attempt, jitter)
 end
 
 -- Sends a job's terminal outcome to the gateway waiting for it (if any). The reply stream is
--- named by the job hash (`reply_to`, from keys.reply_stream at submit): the one key no
--- script receives in KEYS (it lives in the gateway's slot, not the model's; see issue 15).
+-- named by the job hash (`reply_to`, from keys.reply_stream at submit) or, for a lean job
+-- (no hash), by its stream entry (`to`): the one key no script receives in KEYS (it lives in
+-- the gateway's slot, not the model's; see issue 15).
 -- `extra` is a flat list of field/value pairs (e.g. 'result', bytes or 'code', c, ...).
-local function reply(job_key, job_id, state, extra)
-  local reply_to = redis.call('HGET', job_key, 'reply_to')
+local function reply(job_key, job_id, state, extra, to)
+  local reply_to = to
+  if not reply_to then
+    reply_to = redis.call('HGET', job_key, 'reply_to')
+  end
   if reply_to and reply_to ~= '' then
     redis.call('XADD', reply_to, 'MAXLEN', '~', 10000, '*', 'job', job_id, 'state', state,
       unpack(extra))
@@ -121,13 +125,64 @@ local function dead_letter(stream, group, entry, job_key, job_id, ttl_ms, dead_k
     ' times and never completed (each attempt lost its worker); it is dead-lettered')
 end
 
+-- Lean jobs. A synchronous call's job (SUBMIT_LEAN: no idempotency key, no tenant share)
+-- has no job hash while all goes well: its stream entry carries what a job hash would hold
+-- ('job' id, 'env' envelope, 'dl' deadline ms, 'ma' max attempts, 're' reply stream,
+-- 'v' version, 't' tenant), its first delivery is its start (attempt 1, no write), and the
+-- entry's pending-list ownership is its fence (COMPLETE checks XPENDING). A lean job that
+-- leaves that path (its worker lost: REAP; handed back: RELEASE) is adopted: it gets the
+-- job hash a SUBMITted job has (`adopt_lean`) and goes on as one. A hash that exists for a
+-- lean entry's job id is a cancel mark (CANCEL of a lean job): START skips the entry.
+
+-- An entry's flat field list as a table.
+local function entry_table(flat)
+  local e = {}
+  for i = 1, #flat, 2 do
+    e[flat[i]] = flat[i + 1]
+  end
+  return e
+end
+
+-- The fields of an entry still in its stream (nil once deleted).
+local function entry_fields(stream, entry)
+  local rows = redis.call('XRANGE', stream, entry, entry)
+  return rows[1] and entry_table(rows[1][2])
+end
+
+-- Gives a lean job the job hash of a started job (state RUNNING, `attempt` attempts made).
+local function adopt_lean(job_key, e, entry, owner, attempt)
+  redis.call('HSET', job_key, 'env', e.env, 'state', 'RUNNING', 'attempt', attempt,
+    'max_attempts', e.ma, 'deadline_ms', e.dl, 'reply_to', e.re, 'entry', entry,
+    'owner', owner, 'created_ms', now_ms(), 'version', e.v, 'tenant', e.t, 'share', 0)
+end
+
+-- Starts a lean entry: {LEAN, 1, env}, or EXPIRED (its waiter answered, the entry removed).
+local function start_lean(stream, group, entry, job_key, job_id, e, now)
+  local deadline = tonumber(e.dl)
+  if deadline > 0 and now > deadline then
+    reply(job_key, job_id, 'EXPIRED', {'code', 'DEADLINE_EXCEEDED', 'reason', 'DEADLINE_EXCEEDED',
+      'message', 'the deadline passed while the request was queued; it was never run'}, e.re)
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return {'EXPIRED', 0, ''}
+  end
+  return {'LEAN', 1, e.env}
+end
+
 -- Starts one delivered entry (START, CLAIM and TRAIN_START share this; `q`: the model's
--- queue_keys). Returns {status, attempt, env}: RUN (go), SKIP (no longer queued, or a stale
--- entry), EXPIRED or DEAD (waiter answered).
+-- queue_keys; `fields`: the entry's fields when the caller read them). Returns
+-- {status, attempt, env}: RUN (go), LEAN (go, a lean job: nothing was written), SKIP (no
+-- longer queued, or a stale entry), EXPIRED or DEAD (waiter answered).
 local function start_one(q, stream, dead_key, group, consumer, ttl_ms, job_key, entry, job_id,
-                         now)
+                         now, fields)
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
     'max_attempts', 'env', 'tenant', 'share')
+  if not f[1] then
+    local e = fields or entry_fields(stream, entry)
+    if e and e.env then
+      return start_lean(stream, group, entry, job_key, job_id, e, now)
+    end
+  end
   local deadline, attempt = tonumber(f[3]), tonumber(f[4])
   if f[1] ~= 'QUEUED' or f[2] == entry then
     -- Delivered: it leaves its tenant's undelivered entries.

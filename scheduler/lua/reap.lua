@@ -20,7 +20,8 @@
 -- ARGV[7] = retry backoff base ms
 -- ARGV[8] = backoff cap ms
 -- ARGV[9] = jitter seed in [0, 1)
--- A job that lost its worker waits its backoff in the delayed set (see requeue_later).
+-- A job that lost its worker waits its backoff in the delayed set (see requeue_later); a lean
+-- job is adopted first (its first attempt counted), then treated as any other.
 -- Returns {requeued, expired, dead, dropped}.
 local now = now_ms()
 local q = queue_keys(4)
@@ -31,6 +32,12 @@ for _, entry in ipairs(claimed[2]) do
   local rows = redis.call('XRANGE', KEYS[1], entry, entry)
   local job_id = rows[1] and rows[1][2][2]
   local job_key = q.job .. (job_id or '')
+  if job_id and redis.call('EXISTS', job_key) == 0 then
+    local e = entry_table(rows[1][2])
+    if e.env then  -- a lean job that lost its worker: it goes on with a job hash
+      adopt_lean(job_key, e, entry, ARGV[2], 1)
+    end
+  end
   local f = job_id and redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
     'max_attempts') or {}
   local deadline = tonumber(f[3] or 0)

@@ -16,7 +16,15 @@
 -- ARGV[3] = entry id
 -- ARGV[4] = refund (0 | 1)
 -- ARGV[5] = job id
+-- ARGV[6] = 1 when it is a lean job (no hash yet: adopted first, see the prelude)
 -- Returns 1 when requeued, 0 when the lease was already lost.
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[2]) == 0
+    and is_owner(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then
+  local e = entry_fields(KEYS[1], ARGV[3])
+  if e and e.env then
+    adopt_lean(KEYS[2], e, ARGV[3], ARGV[2], 1)
+  end
+end
 local f = redis.call('HMGET', KEYS[2], 'state', 'entry', 'owner', 'attempt')
 if f[1] ~= 'RUNNING' or f[2] ~= ARGV[3] or f[3] ~= ARGV[2]
     or not is_owner(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from maas.settings import Settings
+from runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

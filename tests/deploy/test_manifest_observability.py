@@ -1,11 +1,11 @@
 """deploy/k8s, rendered per overlay: every process is scraped where it serves /metrics, and
-workers and schedulers are probed where they serve grpc.health.v1 (maas/health.py)."""
+workers and schedulers are probed where they serve grpc.health.v1 (runtime/health.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from maas.health import LIVENESS
+from runtime.health import LIVENESS
 
 if TYPE_CHECKING:
     from conftest import Rendered

@@ -1,5 +1,5 @@
 """deploy/k8s, rendered per overlay: strict schemas first, then what schemas cannot see:
-every MAAS_* name is a field of maas.settings.Settings, ports and probes agree with the
+every MAAS_* name is a field of runtime.settings.Settings, ports and probes agree with the
 settings, grace periods cover the drains, GPUs are whole, KEDA reads the streams the code
 writes (scheduler/keys.py), and each image runs the entry point its role needs.
 """
@@ -19,7 +19,7 @@ import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
 from kubernetes_validate.utils import latest_version
 
-from maas.settings import Settings
+from runtime.settings import Settings
 from scheduler import keys
 
 if TYPE_CHECKING:
@@ -141,6 +141,8 @@ def test_gateway_requires_api_keys(rendered: Rendered) -> None:
 
 
 def test_artifact_store_is_shared_read_write_many(rendered: Rendered) -> None:
+    if rendered.settings("worker").artifact_url:
+        return  # object storage: test_object_storage_replaces_the_shared_volume
     claim = rendered.get("PersistentVolumeClaim", "maas-artifacts")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     for role in ("gateway", "worker"):
@@ -149,6 +151,33 @@ def test_artifact_store_is_shared_read_write_many(rendered: Rendered) -> None:
                      if v.get("persistentVolumeClaim", {}).get("claimName") == "maas-artifacts"]
         mounts = {m["name"]: m["mountPath"] for m in rendered.container(role)["volumeMounts"]}
         assert Path(mounts[volume["name"]]) == rendered.settings(role).data_dir, role
+
+
+def test_object_storage_replaces_the_shared_volume(rendered: Rendered) -> None:
+    """components/object-storage: a bucket from a Secret's standard AWS variables; each pod's
+    artifacts directory (cache and spool) is its own emptyDir; no RWX claim is left."""
+    settings = rendered.settings("gateway")
+    if not settings.artifact_url:
+        return
+    assert rendered.settings("worker").artifact_url == settings.artifact_url
+    assert rendered.of_kind("PersistentVolumeClaim") == []
+    for role in ("gateway", "worker"):
+        container = rendered.container(role)
+        secrets = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"]
+                   if "secretKeyRef" in v.get("valueFrom", {})}
+        assert secrets["AWS_ACCESS_KEY_ID"]["name"] == "maas-object-store", role
+        assert secrets["AWS_SECRET_ACCESS_KEY"]["name"] == "maas-object-store", role
+        pod = rendered.workload(role)["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[str(settings.data_dir)]]
+        assert "emptyDir" in volume and "sizeLimit" in volume["emptyDir"], role
+    minio = [s for s in rendered.of_kind("StatefulSet") if s["metadata"]["name"] == "maas-minio"]
+    if minio:  # components/minio: the bucket Job creates the bucket the settings name
+        bucket = urlsplit(settings.artifact_url).netloc
+        job = rendered.get("Job", "maas-minio-bucket")["spec"]["template"]["spec"]
+        assert f"maas/{bucket}" in " ".join(job["containers"][0]["args"])
+        service = rendered.get("Service", "maas-minio")
+        assert rendered.selected(service["spec"]["selector"]) == minio
 
 
 def test_grace_periods_cover_the_drains(rendered: Rendered) -> None:

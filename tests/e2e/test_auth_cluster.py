@@ -18,7 +18,7 @@ from safetensors.torch import save
 from tritonclient.utils import InferenceServerException
 
 import maas
-from maas.architectures import get_architecture
+from runtime.architectures import get_architecture
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.models import reference_model, run_reference
 

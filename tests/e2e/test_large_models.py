@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import maas
-from maas.architectures import get_architecture
 from maas.cli.main import main as cli_main
 from maas.v1 import model_service_pb2 as mpb
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
+from runtime.architectures import get_architecture
 from tests.conftest import Cluster
 from tests.model_archives import SPECS, torchscript
 

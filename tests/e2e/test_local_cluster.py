@@ -1,4 +1,5 @@
-"""`maas up` as a user runs it: ready line, CLI commands, worker restart, clean stop."""
+"""`maas up` as a user runs it: ready line, CLI commands, worker restart, clean stop, and
+several gateways on one port."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
+import grpc
+import numpy as np
 import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from maas.cli.up import free_port
+from maas.inference import grpc_service_pb2 as v2
+from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
+from scheduler.keys import reply_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -94,6 +103,59 @@ def test_maas_up_serves_restarts_and_stops_cleanly(tmp_path: Path) -> None:
         assert len(children_of(proc.pid)) == 5
         assert cli(target, "infer", "mlp")["outputs"]["output"]["shape"] == [1, 10]
         kids = children_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        out.join()
+    assert proc.returncode == 0
+    assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
+
+
+def served_by(metrics_port: int) -> float:
+    """ModelInfer calls a gateway answered, read from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == "maas_inference_request_success_total")
+
+
+def reply_streams(out: Output, data_dir: Path) -> list[bytes]:
+    """The reply streams in the Redis `maas up` started (its URL printed masked)."""
+    url = out.wait_for("[maas] redis redis://", 1).split()[2]
+    password = (data_dir / "redis.password").read_text().strip()
+    client = redis.Redis.from_url(url.replace("****", password))
+    try:
+        return list(client.scan_iter(match=reply_stream("*")))
+    finally:
+        client.close()
+
+
+def test_maas_up_runs_several_gateways_on_one_port(tmp_path: Path) -> None:
+    port, base = free_port(), free_port()
+    proc = subprocess.Popen([*MAAS, "up", "--port", str(port), "--gateways", "2",
+                             "--workers", "1", "--no-demo", "--metrics-port", str(base),
+                             "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = Output(proc)
+    try:
+        ready = out.wait_for("maas ready:", 60).strip()
+        assert ready == f"maas ready: gateway 127.0.0.1:{port} (2 processes)"
+        ports = out.wait_for("[maas] /metrics ports:", 1)
+        assert f"gateway-1 {base + 1}, gateway-2 {base + 2}, worker-1 {base + 3}" in ports
+        kids = children_of(proc.pid)
+        assert len(kids) == 5  # redis, scheduler, two gateways, a worker
+        request = v2.ModelInferRequest(model_name="cnn")
+        request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+        request.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
+        for _ in range(24):  # a connection each: the kernel spreads them over the gateways
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+            assert list(reply.outputs[0].shape) == [1, 10]
+        answered = [served_by(base + 1), served_by(base + 2)]
+        assert sum(answered) == 24 and min(answered) > 0, answered
+        # Each gateway has its own reply stream, and both were written to.
+        assert len(reply_streams(out, tmp_path / "data")) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

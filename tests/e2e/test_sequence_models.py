@@ -13,8 +13,8 @@ import pytest
 
 import maas
 from maas.cli.demo import SEQUENCE_DEMOS, SequenceDemo
-from maas.datasets import builtin_dataset
 from maas.v1 import training_service_pb2 as tpb
+from runtime.datasets import builtin_dataset
 from tests.conftest import Cluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.timeout(240)

@@ -25,12 +25,12 @@ import tritonclient.grpc as grpcclient
 
 import maas
 from maas import errors
-from maas.architectures import get_architecture
-from maas.datasets import builtin_dataset, dataset_sha256, present, split
 from maas.training_client import TERMINAL, TrainingJobHandle
 from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
+from runtime.architectures import get_architecture
+from runtime.datasets import builtin_dataset, dataset_sha256, present, split
 from tests.conftest import Cluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.timeout(180)

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from maas import architectures
+from runtime import architectures
 
 if TYPE_CHECKING:
     import torch

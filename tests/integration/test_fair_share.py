@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 import maas
 from maas.api_keys import ensure_key_file
+from maas.errors import QuotaExceeded
 from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind
 from maas.v1.inference_service_pb2 import InferenceJob
 from scheduler import keys
@@ -107,8 +108,9 @@ async def test_tenant_queue_quota(client: aioredis.Redis) -> None:
     queue = await queue_with(client, share_slots=2, max_queued=5)
     for _ in range(5):
         assert (await queue.submit(job("q")))[0] == SubmitStatus.CREATED
-    status, queued = await queue.submit(job("q"))
-    assert (status, queued) == (SubmitStatus.QUOTA, "5")
+    with pytest.raises(QuotaExceeded, match="has 5 jobs queued") as refused:
+        await queue.submit(job("q"))
+    assert refused.value.quota_violations[0].subject == "tenant:q"
     assert (await queue.submit(job("other")))[0] == SubmitStatus.CREATED  # per tenant
     await queue.claim("w", MODEL, 1)
     assert (await queue.submit(job("q")))[0] == SubmitStatus.CREATED  # room again

@@ -14,7 +14,7 @@ from gateway.drain import RETRY_DELAY_S
 from gateway.server import serve
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
-from maas.settings import Settings
+from runtime.settings import Settings
 
 
 async def test_draining_gateway_refuses_with_retry_info(redis_url: str, tmp_path: Path) -> None:

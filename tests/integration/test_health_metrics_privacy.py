@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 import maas
-from maas import metrics
 from maas.api_keys import ensure_key_file
 from maas.cli.up import free_port
-from maas.settings import Settings
+from runtime import metrics
+from runtime.settings import Settings
 from scheduler.daemon import Daemon
 from tests.inprocess import mlp_weights, running_gateway
 

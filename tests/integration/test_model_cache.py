@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from maas.architectures import get_architecture
-from maas.artifacts import ArtifactStore
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.architectures import get_architecture
+from runtime.artifacts import ArtifactStore
 from worker.cache import ModelCache, module_bytes
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import maas
+from maas.errors import QueueFull
 from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope
 from scheduler import keys
 from scheduler.connection import connect
@@ -23,8 +24,9 @@ async def test_full_stream_refuses_and_writes_nothing(redis_url: str) -> None:
     await queue.ensure_group("m")
     jobs = [JobEnvelope(job_id=new_job_id(), model="m", model_version="1", max_attempts=1,
                         infer=InferTask()) for _ in range(3)]
-    assert [(await queue.submit(j))[0] for j in jobs] == [
-        SubmitStatus.CREATED, SubmitStatus.CREATED, SubmitStatus.FULL]
+    assert [(await queue.submit(j))[0] for j in jobs[:2]] == [SubmitStatus.CREATED] * 2
+    with pytest.raises(QueueFull, match="is full \\(2 jobs queued"):
+        await queue.submit(jobs[2])
     assert await client.xlen(keys.stream("m")) == 2
     assert not await client.exists(keys.job("m", jobs[2].job_id))
     other = JobEnvelope(job_id=new_job_id(), model="m", model_version="1", priority=1,

@@ -1,4 +1,4 @@
-"""maas.process.dying_with_parent: a child started through it dies with its parent, and
+"""runtime.process.dying_with_parent: a child started through it dies with its parent, and
 starting one is safe in a process whose gRPC is busy (no Python code between fork and exec)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maas.cli.up import free_port
-from maas.health import serve_health
-from maas.process import dying_with_parent
+from runtime.health import serve_health
+from runtime.process import dying_with_parent
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -29,7 +29,7 @@ def is_alive(pid: int) -> bool:
 
 def test_the_child_dies_with_its_parent() -> None:
     parent = ("import subprocess, time\n"
-              "from maas.process import dying_with_parent\n"
+              "from runtime.process import dying_with_parent\n"
               f"p = subprocess.Popen(dying_with_parent({SLEEPER!r}), "
               "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
               "time.sleep(1.0)\n"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from maas.errors import IdempotencyKeyReused
 from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
 from scheduler.connection import connect
@@ -58,7 +59,8 @@ async def test_submit_is_idempotent_per_key(queue: JobQueue) -> None:
     again = envelope(key="req-1")
     assert await queue.submit(again) == (SubmitStatus.EXISTS, first.job_id)
     changed = envelope(key="req-1", body="b")
-    assert await queue.submit(changed) == (SubmitStatus.MISMATCH, first.job_id)
+    with pytest.raises(IdempotencyKeyReused, match=f"different request \\(job {first.job_id}\\)"):
+        await queue.submit(changed)
     # Only one job was queued.
     assert len(await take(queue, "w1")) == 1
 

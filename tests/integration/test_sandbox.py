@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maas.artifacts import ArtifactStore
 from maas.v1.model_service_pb2 import ModelFormat, ModelVersion
+from runtime.artifacts import ArtifactStore
 from tests.hostile_archives import Allocates, Prints, ReadsFile, Spins, WritesFile, scripted
 from tests.model_archives import torchscript
 from worker.sandbox import pool as runners

@@ -17,10 +17,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from maas.architectures import get_architecture
-from maas.datasets import Dataset, builtin_dataset, present, split
 from maas.errors import FailedPrecondition, InvalidArgument
-from maas.training_spec import TrainingSpec
+from runtime.architectures import get_architecture
+from runtime.datasets import Dataset, builtin_dataset, present, split
+from runtime.training_spec import TrainingSpec
 from worker.training.checkpoint import CHECKPOINT_JSON, capture_rng, restore_rng
 from worker.training.runner import TrainingOutcome, run_training
 

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from maas.archives import check_code
+from runtime.archives import check_code
 from tests.hostile_archives import (
     Prints,
     ReadsFile,

@@ -18,7 +18,7 @@ from maas.api_keys import (
     new_api_key,
 )
 from maas.errors import InvalidArgument
-from maas.settings import Settings
+from runtime.settings import Settings
 from scheduler import keys
 
 

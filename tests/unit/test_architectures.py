@@ -1,4 +1,4 @@
-"""maas.architectures: metadata in pure Python that agrees with the torch modules it builds."""
+"""runtime.architectures: metadata in pure Python that agrees with the torch modules it builds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from maas.architectures import (
+from maas.errors import InvalidArgument
+from runtime.architectures import (
     ARCHITECTURES,
     MAX_CONFIG_JSON_BYTES,
     MAX_LIST_LENGTH,
@@ -17,7 +18,6 @@ from maas.architectures import (
     TensorSpec,
     get_architecture,
 )
-from maas.errors import InvalidArgument
 
 CONFIGS: list[tuple[str, dict[str, Any] | None]] = [
     ("mlp", None),

@@ -20,7 +20,7 @@ from gateway.bounds import (
     check_request_id,
     page_size,
 )
-from gateway.training import PAGE_TOKEN
+from gateway.plane.training import PAGE_TOKEN
 from gateway.validation import priority_of
 from maas.errors import InvalidArgument
 from maas.inference.grpc_service_pb2 import ModelInferRequest

@@ -1,4 +1,4 @@
-"""deploy/grafana/maas-dashboard.json reads only metrics that maas/metrics.py defines, and
+"""deploy/grafana/maas-dashboard.json reads only metrics that runtime/metrics.py defines, and
 shows each family the dashboards need."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from maas import metrics
+from runtime import metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "maas-dashboard.json"
 METRIC = re.compile(r"\bmaas_[a-z0-9_]+")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from maas.datasets import (
+from maas.errors import InvalidArgument
+from runtime.datasets import (
     MAX_CLASSES,
     Dataset,
     builtin_dataset,
@@ -21,7 +22,6 @@ from maas.datasets import (
     resize_bilinear,
     split,
 )
-from maas.errors import InvalidArgument
 from tests.hostile_files import HOSTILE_DATASETS, npy_bytes, npz_bytes, npz_with_labels
 
 

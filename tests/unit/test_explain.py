@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from maas import tensors
-from maas.architectures import ARCHITECTURES, get_architecture
 from maas.errors import InvalidArgument
 from maas.queue.v1.queue_pb2 import ExplainTask, InferTask, JobEnvelope, JobKind, JobState, Tensor
 from maas.v1.inference_service_pb2 import (
@@ -18,6 +17,7 @@ from maas.v1.inference_service_pb2 import (
     EXPLAIN_METHOD_SALIENCY,
 )
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
+from runtime.architectures import ARCHITECTURES, get_architecture
 from scheduler.queue import Delivery, Started
 from worker.cache import LoadedModel, pick_device
 from worker.explain import explain, run_with_explanations

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from maas import metrics
+from runtime import metrics
 
 
 @pytest.fixture

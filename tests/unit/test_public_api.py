@@ -51,9 +51,9 @@ def test_import_maas_loads_neither_torch_nor_redis() -> None:
     assert loaded_after("import maas") == {"torch": False, "redis": False}
 
 
-@pytest.mark.parametrize("module", ["maas.architectures", "maas.weights", "maas.tensors",
-                                    "maas.settings", "maas.client"])
-def test_shared_core_loads_neither_torch_nor_redis(module: str) -> None:
+@pytest.mark.parametrize("module", ["runtime.architectures", "runtime.weights", "maas.tensors",
+                                    "runtime.settings", "maas.client"])
+def test_what_the_gateway_shares_loads_neither_torch_nor_redis(module: str) -> None:
     """The gateway validates requests and weights with these; none may pull in torch."""
     assert loaded_after(f"import {module}") == {"torch": False, "redis": False}
 

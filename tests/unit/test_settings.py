@@ -1,4 +1,4 @@
-"""maas.settings: MAAS_* variables parsed once into a frozen object."""
+"""runtime.settings: MAAS_* variables parsed once into a frozen object."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maas.settings import MIB, Settings
+from runtime.settings import MIB, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SDK_ONLY = {"MAAS_TARGET", "MAAS_API_KEY"}  # read by the SDK and CLI, not by Settings

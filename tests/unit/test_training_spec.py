@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from maas.errors import InvalidArgument
-from maas.training_proto import from_proto
-from maas.training_spec import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_STEPS, TrainingSpec
 from maas.v1 import training_service_pb2 as pb
+from runtime.training_proto import from_proto
+from runtime.training_spec import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LR, MAX_STEPS, TrainingSpec
 
 BASE: dict[str, Any] = {"architecture": "cnn", "dataset": "digits"}
 

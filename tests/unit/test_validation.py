@@ -10,10 +10,10 @@ import pytest
 
 from gateway.errors import to_status
 from gateway.validation import MAX_DIM, MAX_VIOLATIONS, infer_task, priority_of
-from maas.architectures import get_architecture
 from maas.errors import InvalidArgument
 from maas.inference.grpc_service_pb2 import ModelInferRequest
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
+from runtime.architectures import get_architecture
 
 Spec = tuple[str, str, Sequence[int]]
 

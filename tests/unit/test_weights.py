@@ -1,4 +1,4 @@
-"""maas.weights: safetensors headers read in pure Python, checked against an architecture."""
+"""runtime.weights: safetensors headers read in pure Python, checked against an architecture."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from safetensors.numpy import save
 from safetensors.torch import save as torch_save
 
-from maas.architectures import get_architecture
 from maas.errors import InvalidArgument
-from maas.weights import MAX_VIOLATIONS, TensorEntry, check_weights, read_header, sha256_hex
+from runtime.architectures import get_architecture
+from runtime.weights import MAX_VIOLATIONS, TensorEntry, check_weights, read_header, sha256_hex
 from tests.hostile_files import HOSTILE_WEIGHTS
 
 CNN = get_architecture("cnn")

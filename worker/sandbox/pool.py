@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 import worker
-from maas.artifacts import ArtifactStore
 from maas.queue.v1.runner_pb2 import (
     RunnerForward,
     RunnerLoad,
@@ -33,6 +32,7 @@ from maas.queue.v1.runner_pb2 import (
     RunnerRequest,
 )
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.artifacts import ArtifactStore
 from worker.sandbox.protocol import ProtocolError, frame, from_tensor, read_frame_async, to_tensor
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from maas.datasets import (
+from maas.errors import MaasError
+from runtime.datasets import (
     BUILTIN_DATASETS,
     MAX_DATASET_BYTES,
     Dataset,
@@ -30,10 +31,9 @@ from maas.datasets import (
     load_npz_bytes,
     load_safetensors_bytes,
 )
-from maas.errors import MaasError
-from maas.logs import configure_logging
-from maas.settings import Settings
-from maas.training_spec import TrainingSpec
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+from runtime.training_spec import TrainingSpec
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from maas.artifacts import write_atomic
 from maas.errors import FailedPrecondition
+from runtime.artifacts import write_atomic
 
 logger = logging.getLogger(__name__)
 

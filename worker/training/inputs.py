@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from maas.architectures import get_architecture
-from maas.datasets import Dataset
 from maas.errors import FieldViolation, InvalidArgument
+from runtime.architectures import get_architecture
+from runtime.datasets import Dataset
 
 Inputs = tuple[torch.Tensor, ...]
 _SEQUENCE_INPUTS = ["tokens", "lengths"]

@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from maas.queue.v1.queue_pb2 import JobResult
-from maas.settings import Settings
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,37 @@ def exposed_names() -> set[str]:
             for suffix in suffixes[family.type]}
 
 
+@dataclass(frozen=True)
+class _BatchSeries:
+    """The worker's per-model series of one `model` label, looked up once (`.labels()`
+    takes a lock and builds a key: a batch would pay it twice per job)."""
+
+    queue_us: Histogram
+    compute_us: Histogram
+    batch_size: Histogram
+    exec_count: Counter
+
+
+_BATCH_SERIES: dict[str, _BatchSeries] = {}
+
+
+def _batch_series(label: str) -> _BatchSeries:
+    found = _BATCH_SERIES.get(label)
+    if found is None:
+        found = _BATCH_SERIES[label] = _BatchSeries(
+            QUEUE_DURATION_US.labels(label), COMPUTE_DURATION_US.labels(label),
+            BATCH_SIZE.labels(label), EXEC_COUNT.labels(label))
+    return found
+
+
 def observe_batch(model: str, results: Sequence[JobResult], busy_s: float) -> None:
     """A worker ran one batch: its jobs' durations, its size, the worker's busy time."""
-    model = model_label(model)
+    series = _batch_series(model_label(model))
     for result in results:
-        QUEUE_DURATION_US.labels(model).observe(result.queue_us)
-        COMPUTE_DURATION_US.labels(model).observe(result.compute_us)
-    BATCH_SIZE.labels(model).observe(len(results))
-    EXEC_COUNT.labels(model).inc()
+        series.queue_us.observe(result.queue_us)
+        series.compute_us.observe(result.compute_us)
+    series.batch_size.observe(len(results))
+    series.exec_count.inc()
     WORKER_BUSY_SECONDS.inc(busy_s)
 
 

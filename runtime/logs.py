@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar, Token
 from typing import Any
 
-from maas.settings import Settings
+from runtime.settings import Settings
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("job_id", default=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ _MINIMUM: dict[str, float] = {
     "max_queue_delay_microseconds": 0,  # 0: never wait to fill a batch
     "torch_threads": 0,  # 0: one per core
     "worker_model_memory_mb": 0,  # 0: no budget
+    "artifact_cache_mb": 0,  # 0: no budget
     "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
     "max_tensor_elements": 0,  # 0: no limit
     "tenant_rate_per_s": 0,  # 0: unlimited
@@ -44,6 +46,12 @@ class Settings:
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     # Where weights and other artifacts live; shared by gateway and workers.
     data_dir: Path = Path("./maas-data")
+    # Where artifacts live: "" = `<data_dir>/artifacts`, shared by every process; or
+    # s3://bucket/prefix, S3-compatible object storage (endpoint and credentials from the
+    # standard AWS_* variables), with `<data_dir>/artifacts` as each node's cache.
+    artifact_url: str = ""
+    # Size budget of a node's cache of object-storage artifacts (LRU); 0 = no budget.
+    artifact_cache_mb: int = 10240
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 50051
     # Largest gRPC message on the gateway and the SDK.
@@ -160,6 +168,10 @@ class Settings:
                 raise ValueError(f"MAAS_{name.upper()}={getattr(self, name)}: "
                                  "a port is 0-65535")
         self._check_security()
+        if self.artifact_url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?",
+                                                  self.artifact_url):
+            raise ValueError(f"MAAS_ARTIFACT_URL={self.artifact_url!r}: must be empty (the "
+                             "local directory) or s3://bucket[/prefix]")
         self.tenant_weight_map  # noqa: B018 -- parses, raises ValueError when malformed
         if self.require_live_worker not in AUTH_MODES:
             raise ValueError(f"MAAS_REQUIRE_LIVE_WORKER={self.require_live_worker!r}: must be "

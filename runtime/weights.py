@@ -14,8 +14,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from maas.architectures import Architecture, Config
 from maas.errors import FieldViolation, InvalidArgument, shown
+from runtime.architectures import Architecture, Config
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Field violations listed in a WEIGHTS_MISMATCH status (the message counts them all): the

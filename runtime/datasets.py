@@ -5,31 +5,27 @@ first lengths[i] of them real, the rest padding (without `lengths` every token i
 Uploaded datasets arrive as .npz (loaded with allow_pickle=False) or safetensors bytes and
 are validated here; every problem is an INVALID_ARGUMENT naming the field. Built in:
 `digits` (ships with scikit-learn), and the generated sequence tasks `parity` and
-`majority` (maas/sequence_data.py). numpy only: no torch, so the gateway can validate too.
+`majority` (runtime/sequence_data.py). numpy only: no torch, so the gateway can validate too.
+Files are read in runtime/dataset_files.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import math
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from maas.architectures import MAX_WIDTH
-from maas.errors import FieldViolation, InvalidArgument
-from maas.weights import ITEMSIZE, read_header
+from runtime.architectures import MAX_WIDTH
+from runtime.dataset_files import ARRAYS as ARRAYS  # re-exported for callers
+from runtime.dataset_files import invalid_dataset, npz_arrays, safetensors_arrays
 
 MAX_DATASET_BYTES = 512 * 1024 * 1024
 # Class ids: an architecture has at most MAX_WIDTH classes (its num_classes is a width).
 MAX_CLASSES = MAX_WIDTH
-ARRAYS = ("features", "labels", "lengths")
 BUILTIN_DATASETS = ("digits", "parity", "majority")
 
 FloatArray = npt.NDArray[np.float32]
@@ -55,40 +51,31 @@ class Dataset:
         return tuple(int(d) for d in self.features.shape[1:])
 
 
-def _invalid(field: str, why: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid dataset, {field}: {why}",
-                           violations=(FieldViolation(field, why),))
-
-
-def _check_size(nbytes: int, max_bytes: int) -> None:
-    if nbytes > max_bytes:
-        raise _invalid("dataset", f"{nbytes} bytes exceed the limit of {max_bytes}")
-
-
 def from_arrays(name: str, arrays: Mapping[str, np.ndarray]) -> Dataset:
     """A validated Dataset from raw arrays; INVALID_ARGUMENT naming the first bad field."""
     for key in ("features", "labels"):
         if key not in arrays:
-            raise _invalid(key, f"missing; the dataset has arrays {sorted(arrays)}")
+            raise invalid_dataset(key, f"missing; the dataset has arrays {sorted(arrays)}")
     features, labels = arrays["features"], arrays["labels"]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise _invalid("labels", f"must be a 1-D integer array, got {labels.dtype} "
-                                 f"of shape {list(labels.shape)}")
+        raise invalid_dataset("labels", f"must be a 1-D integer array, got {labels.dtype} "
+                                        f"of shape {list(labels.shape)}")
     if features.ndim < 2 or not np.issubdtype(features.dtype, np.floating):
-        raise _invalid("features", f"must be a float array of shape [N, ...], got "
-                                   f"{features.dtype} of shape {list(features.shape)}")
+        raise invalid_dataset("features", f"must be a float array of shape [N, ...], got "
+                                          f"{features.dtype} of shape {list(features.shape)}")
     if features.shape[0] != labels.shape[0]:
-        raise _invalid("labels", f"{labels.shape[0]} labels for {features.shape[0]} samples")
+        raise invalid_dataset("labels", f"{labels.shape[0]} labels for {features.shape[0]} samples")
     if labels.shape[0] < 2:
-        raise _invalid("features", "a dataset needs at least 2 samples")
+        raise invalid_dataset("features", "a dataset needs at least 2 samples")
     if features.size == 0:
-        raise _invalid("features", "samples are empty")
+        raise invalid_dataset("features", "samples are empty")
     if labels.min() < 0 or labels.max() >= MAX_CLASSES:
-        raise _invalid("labels", f"class ids must be in 0..{MAX_CLASSES - 1} (a model has at "
-                                 f"most {MAX_CLASSES} classes); got {labels.min()}..{labels.max()}")
+        raise invalid_dataset("labels", f"class ids must be in 0..{MAX_CLASSES - 1} (a model "
+                                        f"has at most {MAX_CLASSES} classes); got "
+                                        f"{labels.min()}..{labels.max()}")
     features32 = np.ascontiguousarray(features, dtype=np.float32)
     if not np.isfinite(features32).all():
-        raise _invalid("features", "contains NaN or Inf (or values beyond float32)")
+        raise invalid_dataset("features", "contains NaN or Inf (or values beyond float32)")
     lengths = _checked_lengths(arrays.get("lengths"), features.shape)
     return Dataset(name, features32, np.ascontiguousarray(labels, dtype=np.int64), lengths)
 
@@ -98,13 +85,13 @@ def _checked_lengths(lengths: np.ndarray | None, shape: tuple[int, ...]) -> IntA
     if lengths is None:
         return None
     if len(shape) != 2:
-        raise _invalid("lengths", f"only sequences (features [N, T]) have lengths; features "
-                                  f"are {list(shape)}")
+        raise invalid_dataset("lengths", f"only sequences (features [N, T]) have lengths; features "
+                                         f"are {list(shape)}")
     if lengths.shape != shape[:1] or not np.issubdtype(lengths.dtype, np.integer):
-        raise _invalid("lengths", f"must be {shape[0]} integers (one per sample), got "
-                                  f"{lengths.dtype} of shape {list(lengths.shape)}")
+        raise invalid_dataset("lengths", f"must be {shape[0]} integers (one per sample), got "
+                                         f"{lengths.dtype} of shape {list(lengths.shape)}")
     if lengths.min() < 1 or lengths.max() > shape[1]:
-        raise _invalid("lengths", f"must be in 1..{shape[1]} (the features' sequence dim)")
+        raise invalid_dataset("lengths", f"must be in 1..{shape[1]} (the features' sequence dim)")
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
@@ -114,104 +101,23 @@ def load_npz_bytes(data: bytes, name: str = "uploaded",
 
     max_bytes bounds both the archive and its arrays uncompressed (no zip bombs).
     """
-    _check_size(len(data), max_bytes)
-    if not data.startswith(b"PK"):
-        raise _invalid("dataset", "not an .npz archive (no zip signature)")
-    try:
-        npz = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _invalid("dataset", f"not a readable .npz archive ({exc})") from exc
-    with npz:
-        _check_size(sum(info.file_size for info in npz.zip.infolist()), max_bytes)
-        present = [key for key in ARRAYS if key in npz.files]
-        for key in present:
-            _check_npy_header(npz.zip, key)
-        arrays = {key: _read_npz_array(npz, key) for key in present}
-        for key in ("features", "labels"):
-            if key not in arrays:
-                raise _invalid(key, f"missing; the archive has arrays {sorted(npz.files)}")
-    return from_arrays(name, arrays)
-
-
-def _read_npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-    elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-    else:
-        raise ValueError(f".npy format version {version} (1.0 and 2.0 are read)")
-    return shape, dtype
-
-
-def _check_npy_header(archive: zipfile.ZipFile, key: str) -> None:
-    """INVALID_ARGUMENT on `key` unless its .npy header declares an array whose bytes are
-    exactly the member's: read before numpy allocates what the header declares."""
-    name = key if key in archive.namelist() else key + ".npy"  # as NpzFile looks it up
-    info = archive.getinfo(name)
-    try:
-        with archive.open(info) as member:
-            if member.read(6) != b"\x93NUMPY":
-                return  # not an array: numpy hands back its bytes, from_arrays refuses them
-            member.seek(0)
-            shape, dtype = _read_npy_header(member)
-            data_bytes = info.file_size - member.tell()
-    except (ValueError, SyntaxError, RecursionError, TypeError, OSError, EOFError,
-            zipfile.BadZipFile) as exc:
-        raise _invalid(key, f"has an unreadable .npy header ({str(exc)[:200]})") from exc
-    if dtype.hasobject:
-        raise _invalid(key, "holds Python objects (only numeric arrays are read)")
-    if any(d < 0 for d in shape):
-        raise _invalid(key, f"declares a negative dimension: shape {list(shape)[:8]}")
-    declared = math.prod(shape) * dtype.itemsize
-    if declared != data_bytes:
-        raise _invalid(key, f"declares {dtype.str} of shape {list(shape)[:8]} ({declared} "
-                            f"bytes) but holds {data_bytes} bytes")
-
-
-def _read_npz_array(npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
-    try:
-        return np.asarray(npz[key])
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise _invalid(key, f"cannot be read ({exc})") from exc
+    return from_arrays(name, npz_arrays(data, max_bytes))
 
 
 def load_safetensors_bytes(data: bytes, name: str = "uploaded",
                            max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
     """A dataset from safetensors bytes with tensors `features` and `labels`."""
-    from safetensors.numpy import load
-
-    _check_size(len(data), max_bytes)
-    _check_safetensors_header(data)
-    try:
-        arrays = load(data)
-    except Exception as exc:  # safetensors raises its own SafetensorError for any bad input
-        raise _invalid("dataset", f"not a readable safetensors file ({exc})") from exc
-    return from_arrays(name, arrays)
-
-
-def _check_safetensors_header(data: bytes) -> None:
-    """INVALID_ARGUMENT unless the header's tensors have known dtypes and shapes that fit
-    their data offsets inside the file: read before anything is allocated."""
-    try:
-        entries = read_header(data)
-    except InvalidArgument as err:
-        why = err.violations[0].description if err.violations else err.message
-        raise _invalid("dataset", f"not a readable safetensors file ({why})") from None
-    for name, entry in entries.items():
-        if entry.dtype not in ITEMSIZE:
-            raise _invalid(name[:64], f"dtype {entry.dtype[:16]!r} is not one of "
-                                      f"{sorted(ITEMSIZE)}")
+    return from_arrays(name, safetensors_arrays(data, max_bytes))
 
 
 def builtin_dataset(name: str) -> Dataset:
     """A dataset that ships with maas; `digits`: 1,797 8x8 images in [0, 1], 10 classes;
-    `parity`, `majority`: generated token sequences (see maas/sequence_data.py)."""
+    `parity`, `majority`: generated token sequences (see runtime/sequence_data.py)."""
     if name not in BUILTIN_DATASETS:
-        raise _invalid("dataset", f"unknown built-in dataset {name!r}; known: "
-                                  f"{list(BUILTIN_DATASETS)}")
+        raise invalid_dataset("dataset", f"unknown built-in dataset {name!r}; known: "
+                                         f"{list(BUILTIN_DATASETS)}")
     if name != "digits":
-        from maas import sequence_data
+        from runtime import sequence_data
 
         tokens, lengths, labels = sequence_data.GENERATORS[name]()
         return Dataset(name, tokens.astype(np.float32), labels, lengths)
@@ -226,7 +132,7 @@ def check_labels(dataset: Dataset, num_classes: int) -> None:
     """INVALID_ARGUMENT on `labels` when a class id is outside 0..num_classes-1."""
     top = int(dataset.labels.max())
     if top >= num_classes:
-        raise _invalid("labels", f"class id {top} is out of range for {num_classes} classes")
+        raise invalid_dataset("labels", f"class id {top} is out of range for {num_classes} classes")
 
 
 def present(dataset: Dataset, input_shape: Sequence[int]) -> Dataset:
@@ -242,16 +148,16 @@ def present(dataset: Dataset, input_shape: Sequence[int]) -> Dataset:
                                                                           strict=True)):
         return dataset
     if -1 in target:
-        raise _invalid("dataset", f"features of shape {list(source)} do not fit "
-                                  f"architecture input {[-1, *target]} (-1 = any size)")
+        raise invalid_dataset("dataset", f"features of shape {list(source)} do not fit "
+                                         f"architecture input {[-1, *target]} (-1 = any size)")
     if int(np.prod(source)) == int(np.prod(target)):
         features = dataset.features.reshape((-1, *target))
     elif _is_image(source) and _is_image(target) and (len(target) == 2 or target[0] == 1):
         images = dataset.features.reshape((-1, *source[-2:]))
         features = resize_bilinear(images, target[-2], target[-1]).reshape((-1, *target))
     else:
-        raise _invalid("dataset", f"features of shape {list(source)} do not fit "
-                                  f"architecture input {[-1, *target]}")
+        raise invalid_dataset("dataset", f"features of shape {list(source)} do not fit "
+                                         f"architecture input {[-1, *target]}")
     return Dataset(dataset.name, np.ascontiguousarray(features), dataset.labels,
                    dataset.lengths)
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from maas.architectures import get_architecture
 from maas.errors import FieldViolation, InvalidArgument
-from maas.json_input import parse_json
+from runtime.architectures import get_architecture
+from runtime.json_input import parse_json
 
 LOSSES = ("cross_entropy",)
 OPTIMIZERS = ("sgd", "adam", "adamw")

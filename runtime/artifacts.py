@@ -1,7 +1,17 @@
-"""The artifact store: content-addressed files under a directory shared by every process.
+"""The artifact store: content-addressed files (weights, archives, datasets) and training
+jobs' checkpoints, written by gateways and trainers, read by workers.
 
-Locally it is `<data-dir>/artifacts`; on Kubernetes a ReadWriteMany volume. Files are written
-atomically (temp file, fsync, rename) and named by their sha256, so a reader never sees half.
+Two backends behind one interface, chosen by `artifact_store(settings)`:
+
+- `ArtifactStore` (MAAS_ARTIFACT_URL unset): a directory shared by every process,
+  `<data-dir>/artifacts`; on Kubernetes a ReadWriteMany volume.
+- `S3ArtifactStore` (MAAS_ARTIFACT_URL=s3://bucket/prefix, runtime/artifact_s3.py): the bucket
+  is the truth; each node keeps a content-addressed cache of what it read
+  (runtime/artifact_cache.py).
+
+Either way, a method that returns a Path returns a local file the caller may open or mmap, and
+files are written atomically (temp file, fsync, rename) and named by their sha256, so a reader
+never sees half.
 """
 
 from __future__ import annotations
@@ -10,6 +20,20 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime.settings import Settings
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The store MAAS_ARTIFACT_URL names: the local directory when it is empty."""
+    if not settings.artifact_url:
+        return ArtifactStore(settings.artifact_dir)
+    from runtime.artifact_s3 import S3ArtifactStore  # boto3 only where object storage is used
+
+    return S3ArtifactStore(settings.artifact_url, settings.artifact_dir,
+                           cache_bytes=settings.artifact_cache_mb * 1024 * 1024)
 
 
 class ArtifactStore:
@@ -57,9 +81,22 @@ class ArtifactStore:
             os.replace(upload, final)
         return final
 
+    def put_dataset(self, upload: Path, sha256: str, file_format: str) -> Path:
+        """Moves a checked dataset upload into the store (idempotent: a dataset already there
+        is kept and the upload left to its owner); the stored path."""
+        path = self.dataset_path(sha256, file_format)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(upload, path)
+        return path
+
     def job_dir(self, job_id: str) -> Path:
         """Checkpoints and outputs of one training job (resume reads them back)."""
         return self.root / "jobs" / job_id
+
+    def save_job_dir(self, job_id: str) -> None:
+        """Makes the job directory's files durable in the store (after each checkpoint);
+        here they already are."""
 
     def put_weights(self, data: bytes) -> tuple[str, Path]:
         """Stores weights (idempotent); returns (sha256, path)."""

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from maas.architectures import TensorSpec
 from maas.errors import FieldViolation, InvalidArgument, shown
 from maas.tensors import NUMPY_DTYPES
 from maas.v1.model_service_pb2 import ModelFormat
+from runtime.architectures import TensorSpec
 
 TORCHSCRIPT = ModelFormat.MODEL_FORMAT_TORCHSCRIPT
 TORCH_EXPORT = ModelFormat.MODEL_FORMAT_TORCH_EXPORT

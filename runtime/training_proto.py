@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from maas.architectures import MAX_CONFIG_JSON_BYTES
-from maas.json_input import parse_json
-from maas.training_spec import TrainingSpec
 from maas.v1 import training_service_pb2 as pb
+from runtime.architectures import MAX_CONFIG_JSON_BYTES
+from runtime.json_input import parse_json
+from runtime.training_spec import TrainingSpec
 
 # Fields with a non-zero default travel as proto3 `optional`: unset means "the default".
 # (Final keeps each name's literal type, which HasField requires.)

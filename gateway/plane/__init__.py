@@ -1,0 +1,1 @@
+"""The data plane: what the servicers call, transport-free (no gRPC in or below it)."""

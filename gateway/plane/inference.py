@@ -1,0 +1,208 @@
+"""InferencePlane: v2 inference without a transport. A request and its `Caller` in, a response
+out; the v2 servicer (gateway/inference.py), the Explainer and health only translate.
+
+- `infer`: bounds, the model as the caller's tenant sees it (serving, a live worker), the
+  request checked and queued as one job whose reply comes to this gateway, then its result.
+- `run_job`: a job built elsewhere (Explain) waited for as `infer` waits for its own.
+- `model_ready`, `metadata`: v2 ModelReady (and health `model/<name>`), ModelMetadata.
+
+Errors are MaasErrors, answered by gateway/errors.py. Per request nothing goes to Redis but
+the submit (the registry and worker liveness are read from caches), and the request's raw
+tensors travel as the bytes that arrived, checked, never decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.bounds import MAX_REQUEST_ID_BYTES, check_request_id
+from gateway.observe import observe_infer
+from gateway.replies import ReplyDispatcher
+from gateway.submitter import SubmitCoalescer
+from gateway.validation import check_message_size, infer_task, priority_of
+from maas.errors import DeadlineExceeded, Unavailable, by_code_name
+from maas.inference import grpc_service_pb2 as pb
+from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
+from maas.v1.model_service_pb2 import ModelVersion
+from runtime.settings import Settings
+from runtime.tracing import trace_id
+from scheduler.connection import TRANSIENT_ERRORS
+from scheduler.queue import new_job_id
+from scheduler.registry import ModelRegistry, is_servable
+from scheduler.workers import WorkerDirectory
+
+PLATFORM = "pytorch"
+# Cancels sent to Redis at once: a burst (a stream cancelled, many deadlines passing together)
+# must wait for a connection rather than exhaust the pool and leave jobs queued.
+MAX_CONCURRENT_CANCELS = 16
+# The answer to a call that runs out of time is sent this long before its deadline, so that
+# the caller reads why (UNAVAILABLE when Redis is away) rather than its own DEADLINE_EXCEEDED.
+ANSWER_MARGIN_S = 0.05
+# Workers count as gone only once none has beaten for this long: a Redis outage lapses
+# every heartbeat record at once, while the workers are still there.
+NO_WORKER_GRACE_S = 5.0
+_SUCCEEDED = JobState.JOB_STATE_SUCCEEDED
+_INFER = JobKind.JOB_KIND_INFER
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls and until when, as its transport said: the tenant, the seconds its deadline
+    was away at `asked_unix_s` (None: it set none, and MAAS_DEFAULT_DEADLINE_S counts from
+    when its job is made), and its W3C trace headers (`traceparent`, `tracestate`)."""
+
+    tenant: str = ""
+    time_left_s: float | None = None
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    asked_unix_s: float = field(default_factory=time.time)
+
+
+class InferencePlane:
+    def __init__(self, settings: Settings, submitter: SubmitCoalescer, registry: ModelRegistry,
+                 workers: WorkerDirectory, replies: ReplyDispatcher, reply_key: str) -> None:
+        self._settings = settings
+        self._submitter = submitter
+        self._queue = submitter.queue
+        self._registry = registry
+        self._workers = workers
+        self._replies = replies
+        self._reply_key = reply_key
+        self._cancelling = asyncio.Semaphore(MAX_CONCURRENT_CANCELS)
+        self.is_ready = True  # False once the gateway drains: ServerReady, ModelReady
+
+    async def infer(self, request: pb.ModelInferRequest, caller: Caller) -> pb.ModelInferResponse:
+        """The result of one v2 request, run by a worker within the caller's deadline."""
+        settings = self._settings
+        # (the id is checked below; until then logs carry no more of it than it may hold)
+        with observe_infer(request.id[:MAX_REQUEST_ID_BYTES], request.model_name) as call:
+            check_message_size(request, settings.max_message_bytes)
+            check_request_id(request.id, "id")
+            version = await self._registry.resolve_visible(caller.tenant, request.model_name,
+                                                           request.model_version)
+            await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
+            call.resolved(version)
+            await self._require_live_worker(request.model_name)
+            envelope = self.envelope(version, caller, _INFER, priority_of(request))
+            infer_task(request, version, max_elements=settings.max_tensor_elements,
+                       into=envelope.infer)
+            call.running(envelope.job_id, caller.tenant, trace_id(caller.trace_context))
+            return _response(request, version.version, await self._run(envelope))
+
+    def envelope(self, version: ModelVersion, caller: Caller, kind: JobKind.ValueType,
+                 priority: int = 0) -> JobEnvelope:
+        """The envelope of a job a caller waits for: its tenant, deadline (or the default)
+        and trace context; `run_job` addresses the reply to this gateway."""
+        now_ms = int(time.time() * 1000)
+        deadline_ms = (now_ms + int(self._settings.default_deadline_s * 1000)
+                       if caller.time_left_s is None
+                       else int((caller.asked_unix_s + caller.time_left_s) * 1000))
+        return JobEnvelope(
+            job_id=new_job_id(), kind=kind, model=version.model,
+            model_version=version.version, tenant=caller.tenant, priority=priority,
+            deadline_unix_ms=deadline_ms, enqueue_unix_ms=now_ms,
+            max_attempts=self._settings.max_attempts, trace_context=caller.trace_context)
+
+    async def run_job(self, envelope: JobEnvelope) -> JobResult:
+        """Runs a job built elsewhere (Explain) as an inference runs: the reply comes to this
+        gateway; deadline, cancellation and errors as in `infer`."""
+        await self._require_live_worker(envelope.model)
+        return await self._run(envelope)
+
+    async def model_ready(self, tenant: str, name: str, version: str = "") -> bool:
+        """Serving, and a live worker has the version loaded (an archive: a worker runs its
+        runner): v2 ModelReady and health `model/<name>`."""
+        resolved = await self._registry.resolve_visible(tenant, name, version)
+        loaded = f"{resolved.model}:{resolved.version}"
+        if not is_servable(resolved) or await self._registry.is_unloaded(resolved.model):
+            return False
+        workers = await self._workers.live()
+        return self.is_ready and any(loaded in w.models for w in workers)
+
+    async def metadata(self, request: pb.ModelMetadataRequest,
+                       tenant: str) -> pb.ModelMetadataResponse:
+        version = await self._registry.resolve_visible(tenant, request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=request.name,
+            versions=await self._registry.version_numbers(version.model),
+            platform=version.platform or PLATFORM,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                    for t in version.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                     for t in version.outputs],
+        )
+
+    async def _require_live_worker(self, model: str) -> None:
+        """UNAVAILABLE + retry delay when no worker has been alive for a while
+        (MAAS_REQUIRE_LIVE_WORKER=on): a synchronous caller would only wait out its deadline.
+        Async jobs are queued anyway."""
+        if self._settings.require_live_worker == "off":
+            return
+        within_s = NO_WORKER_GRACE_S
+        if await self._workers.any_seen(within_s):
+            return
+        if not await self._workers.any_seen(within_s, max_age_s=0):  # one may have just started
+            raise Unavailable(
+                f"no worker has been alive for {within_s:.0f}s to run model {model!r}: start "
+                "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
+                "queues requests instead", reason="NO_LIVE_WORKER", retry_delay_s=2.0)
+
+    async def _run(self, envelope: JobEnvelope) -> JobResult:
+        """Submits the job and waits for its one result until the deadline; a job whose
+        caller is gone (deadline, cancellation) and that has not started never runs.
+        The answer comes just before the caller's deadline: DEADLINE_EXCEEDED, or
+        UNAVAILABLE when it is Redis that did not answer (an outage)."""
+        envelope.reply_to = self._reply_key
+        future = self._replies.expect(envelope.job_id)
+        left_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
+        try:
+            try:
+                async with asyncio.timeout(left_s - min(ANSWER_MARGIN_S, left_s / 10)):
+                    await self._submitter.submit(envelope)  # raises a refusal (QueueFull)
+                    result = await future
+            except TimeoutError:
+                if not self._replies.is_reading:  # no cancel: it would wait for Redis too
+                    raise Unavailable(
+                        f"Redis did not answer within the deadline ({left_s:.3f}s): the queue "
+                        "is unreachable; the request will not run after its deadline; retry "
+                        "shortly", reason="QUEUE_UNREACHABLE", retry_delay_s=1.0) from None
+                await self._end_queued(envelope, "EXPIRED")
+                raise DeadlineExceeded(
+                    f"no result within the deadline ({left_s:.3f}s left at submit); "
+                    "the job will not run once its deadline has passed") from None
+            except asyncio.CancelledError:  # the caller went away (or its deadline passed)
+                expired = time.time() * 1000 >= envelope.deadline_unix_ms
+                await self._end_queued(envelope, "EXPIRED" if expired else "CANCELLED")
+                raise
+        finally:
+            self._replies.forget(envelope.job_id)
+        if result.state != _SUCCEEDED:
+            raise by_code_name(result.error.code, result.error.message, result.error.reason)
+        return result
+
+    async def _end_queued(self, envelope: JobEnvelope, state: str) -> None:
+        """Best effort: if Redis is away, START still expires the job by its deadline."""
+        async with self._cancelling:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
+
+
+def _response(request: pb.ModelInferRequest, version: str,
+              result: JobResult) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=request.model_name, model_version=version,
+                                     id=request.id)
+    outputs, raws = response.outputs, response.raw_output_contents
+    for t in result.infer.outputs:
+        outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+        raws.append(t.raw)
+    # How the job ran, for dashboards and tests: clients that don't know them ignore them.
+    parameters = response.parameters
+    parameters["maas_batch_size"].int64_param = result.batch_size
+    parameters["maas_queue_us"].int64_param = result.queue_us
+    parameters["maas_compute_us"].int64_param = result.compute_us
+    parameters["maas_attempt"].int64_param = result.attempt
+    return response

@@ -1,0 +1,93 @@
+"""Consumer: a worker's side of the queue: read, start (or claim: both at once), renew,
+complete and hand back jobs. Leases and fencing: queue_core.py and docs/queue-protocol.md."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from maas.queue.v1.queue_pb2 import JobResult, JobState
+from scheduler import keys
+from scheduler.job_types import Delivery, StartOutcome, by_level
+from scheduler.queue_core import QueueCore, _s
+from scheduler.redis_types import GroupStreams
+
+
+class Consumer(QueueCore):
+    async def read(self, consumer: str, models: Sequence[str], count: int,
+                   block_ms: int | None) -> list[Delivery]:
+        """New entries of the given models, up to `count` per model, blocking up to block_ms."""
+        if not models:
+            return []
+        by_stream = {keys.stream(m, level): (m, level) for m in models for level in keys.LEVELS}
+        reply = cast("GroupStreams | None", await self._redis.xreadgroup(
+            keys.GROUP, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms))
+        found = []
+        for stream, entries in reply or []:
+            model, level = by_stream[_s(stream)]
+            found += [Delivery(model, _s(entry_id), _s(fields[b"job"]), level)
+                      for entry_id, fields in entries if fields]
+        return found
+
+    async def start(self, consumer: str, deliveries: Sequence[Delivery]) -> StartOutcome:
+        """Runs START for deliveries of one model (one call per priority stream)."""
+        outcome = StartOutcome()
+        for group in by_level(deliveries, lambda d: d).values():
+            model = group[0].model
+            args: list[str | int] = [keys.GROUP, consumer, self._result_ttl_ms]
+            for d in group:
+                args += [d.entry_id, d.job_id]
+            rows = await self._scripts.start(
+                keys=[group[0].stream, keys.dead_letters(model), *keys.queue_keys(model),
+                      *(keys.job(model, d.job_id) for d in group)],
+                args=args)
+            for d, (status, attempt, env) in zip(group, rows, strict=True):
+                outcome.add(d, _s(status), int(attempt), env)
+        return outcome
+
+    async def claim(self, consumer: str, model: str, count: int) -> StartOutcome:
+        """Reads up to `count` new entries of a model and starts them: one round trip."""
+        rows = await self._scripts.claim(
+            keys=[*keys.queue_keys(model), keys.dead_letters(model)],
+            args=[keys.GROUP, consumer, self._result_ttl_ms, count])
+        outcome = StartOutcome()
+        for status, attempt, env, entry_id, job_id, level in rows:
+            delivery = Delivery(model, _s(entry_id), _s(job_id), keys.LEVELS[int(level) - 1])
+            outcome.add(delivery, _s(status), int(attempt), env)
+        return outcome
+
+    async def extend(self, consumer: str, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Renews leases (one call per priority stream); returns the deliveries it lost."""
+        lost: list[Delivery] = []
+        for group in by_level(deliveries, lambda d: d).values():
+            by_entry = {d.entry_id: d for d in group}
+            gone = await self._scripts.extend(
+                keys=[group[0].stream], args=[keys.GROUP, consumer, *by_entry])
+            lost += [by_entry[_s(e)] for e in gone]
+        return lost
+
+    async def complete(self, consumer: str,
+                       results: Sequence[tuple[Delivery, JobResult]]) -> list[bool]:
+        """Records the outcome of jobs of one model (one script call per priority stream);
+        False = lease lost, the result was dropped."""
+        recorded: dict[str, bool] = {}
+        for group in by_level(results, lambda r: r[0]).values():
+            model = group[0][0].model
+            args: list[str | int | bytes] = [keys.GROUP, consumer, self._result_ttl_ms]
+            for d, result in group:
+                args += [d.entry_id, d.job_id, JobState.Name(result.state)[len("JOB_STATE_"):],
+                         result.SerializeToString(), d.reply_to]
+            flags = await self._scripts.complete(
+                keys=[group[0][0].stream, *(keys.job(model, d.job_id) for d, _ in group)],
+                args=args)
+            recorded.update((d.entry_id, bool(f)) for (d, _), f in zip(group, flags, strict=True))
+        return [recorded[d.entry_id] for d, _ in results]
+
+    async def release(self, consumer: str, delivery: Delivery, *, refund: bool) -> bool:
+        """Hands a held job back to the queue; refund=True does not count the attempt."""
+        done = await self._scripts.release(
+            keys=[delivery.stream, keys.job(delivery.model, delivery.job_id),
+                  *keys.queue_keys(delivery.model)],
+            args=[keys.GROUP, consumer, delivery.entry_id, int(refund), delivery.job_id,
+                  int(bool(delivery.reply_to))])
+        return bool(done)

@@ -1,0 +1,157 @@
+"""Producer: the gateway's side of the queue: submit (hashed or lean) and cancel jobs.
+
+A submit the queue refuses raises (or, in submit_many, answers) the error a caller gets,
+decided here where the refusal is: QueueFull, QuotaExceeded, IdempotencyKeyReused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from maas.errors import (
+    IdempotencyKeyReused,
+    MaasError,
+    QueueFull,
+    QuotaExceeded,
+    QuotaViolation,
+    shown,
+)
+from maas.queue.v1.queue_pb2 import JobEnvelope
+from scheduler import keys
+from scheduler.job_types import SubmitStatus, _Call, fingerprint
+from scheduler.queue_core import QueueCore, _s
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+Accepted = tuple[SubmitStatus, str]  # (CREATED or EXISTS, job id)
+
+
+def queue_full(model: str, depth: str) -> QueueFull:
+    return QueueFull(f"the queue of model {model!r} is full ({depth} jobs queued or running; "
+                     "MAAS_MAX_QUEUE_DEPTH): retry shortly", retry_delay_s=1.0)
+
+
+def tenant_quota(model: str, tenant: str, queued: str, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"tenant {tenant!r} has {queued} jobs queued on model {model!r}, its most "
+        f"(MAAS_TENANT_MAX_QUEUED={limit}): wait for some to finish, then retry",
+        retry_delay_s=1.0,
+        quota_violations=(QuotaViolation(f"tenant:{tenant}",
+                                         f"at most {limit} queued jobs per model"),))
+
+
+def key_reused(key: str, job_id: str) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(f"request_id {shown(key)} was used for a different request "
+                                f"(job {job_id})")
+
+
+class Producer(QueueCore):
+    def _submit_args(self, envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
+        model, tenant = envelope.model, envelope.tenant
+        level = keys.level_of(envelope.priority)
+        job_keys = [keys.stream(model, level), keys.job(model, envelope.job_id),
+                    keys.share(model, tenant), keys.backlog(model, level, tenant)]
+        if envelope.idempotency_key:
+            job_keys.append(keys.idempotency(model, tenant, envelope.idempotency_key))
+        return job_keys, [envelope.job_id, envelope.SerializeToString(),
+                          envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
+                          fingerprint(envelope) if envelope.idempotency_key else "",
+                          IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
+                          tenant, self._max_depth, self.tenants.cap(tenant),
+                          self.tenants.max_queued]
+
+    async def submit(self, envelope: JobEnvelope) -> Accepted:
+        """Stores the job and its stream entry in one script call; returns (CREATED, job id),
+        or (EXISTS, its job id) for a request_id seen before; raises a refusal (`_outcome`)."""
+        job_keys, args = self._submit_args(envelope)
+        status, job_id = await self._scripts.submit(keys=job_keys, args=args)
+        outcome = self._outcome(envelope, _s(status), _s(job_id))
+        if isinstance(outcome, MaasError):
+            raise outcome
+        return outcome
+
+    def _outcome(self, envelope: JobEnvelope, status: str, detail: str) -> Accepted | MaasError:
+        """A script's answer as the caller gets it: accepted, or the refusal's error (nothing
+        was written)."""
+        match SubmitStatus(status):
+            case SubmitStatus.FULL:
+                return queue_full(envelope.model, detail)
+            case SubmitStatus.QUOTA:
+                return tenant_quota(envelope.model, envelope.tenant, detail,
+                                    self.tenants.max_queued)
+            case SubmitStatus.MISMATCH:
+                return key_reused(envelope.idempotency_key, detail)
+            case accepted:
+                return accepted, detail
+
+    def is_lean(self, envelope: JobEnvelope) -> bool:
+        """Whether a synchronous call's job may go by SUBMIT_LEAN: someone waits for its reply,
+        and nothing needs its hash while queued (no idempotency key, no tenant share)."""
+        return (bool(envelope.reply_to) and not envelope.idempotency_key
+                and self.tenants.cap(envelope.tenant) == 0)
+
+    async def submit_many(self, envelopes: Sequence[JobEnvelope], *, lean: bool = False,
+                          ) -> list[Accepted | Exception]:
+        """Many submits in one round trip (a pipeline of script calls, not a transaction:
+        each job is accepted or refused on its own). With lean=True (synchronous calls), the
+        jobs that qualify (`is_lean`) go by SUBMIT_LEAN, one call per priority stream."""
+        units = self._submit_units(envelopes, lean)
+        replies = await self._pipelined(units)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:  # Redis restarted and lost its scripts: load, resend only those
+            for script in {units[i].script.sha: units[i].script for i in missing}.values():
+                await self._redis.script_load(script.script)
+            again = await self._pipelined([units[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        out: list[Accepted | Exception] = [RuntimeError("not sent")] * len(envelopes)
+        for unit, reply in zip(units, replies, strict=True):
+            rows = [reply] * len(unit.indices) if isinstance(reply, Exception) else (
+                reply if unit.script is self._scripts.submit_lean else [reply])
+            for i, row in zip(unit.indices, rows, strict=True):
+                out[i] = row if isinstance(row, Exception) else self._outcome(
+                    envelopes[i], _s(row[0]), _s(row[1]))
+        return out
+
+    def _submit_units(self, envelopes: Sequence[JobEnvelope], lean: bool) -> list[_Call]:
+        """One SUBMIT per job, one SUBMIT_LEAN per priority stream of the lean ones."""
+        units: list[_Call] = []
+        lean_by_stream: dict[str, _Call] = {}
+        for i, envelope in enumerate(envelopes):
+            if lean and self.is_lean(envelope):
+                stream = keys.stream(envelope.model, keys.level_of(envelope.priority))
+                unit = lean_by_stream.get(stream)
+                if unit is None:
+                    unit = lean_by_stream[stream] = _Call(self._scripts.submit_lean, [stream],
+                                                          [self._max_depth])
+                    units.append(unit)
+                unit.indices.append(i)
+                unit.args += [envelope.job_id, envelope.SerializeToString(),
+                              envelope.deadline_unix_ms, envelope.max_attempts,
+                              envelope.reply_to, envelope.model_version, envelope.tenant]
+            else:
+                job_keys, args = self._submit_args(envelope)
+                units.append(_Call(self._scripts.submit, job_keys, args, [i]))
+        return units
+
+    async def _pipelined(self, calls: Sequence[_Call]) -> list[Any]:
+        # EVALSHA by hand: a pipeline of Script calls would send SCRIPT EXISTS every time.
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def cancel_queued(self, model: str, job_id: str, state: str = "CANCELLED") -> bool:
+        """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran."""
+        done = await self._scripts.cancel(keys=[keys.job(model, job_id), *keys.queue_keys(model)],
+                                          args=[state, self._result_ttl_ms, 0, 1])
+        return bool(done)
+
+    async def cancel(self, model: str, job_id: str) -> bool:
+        """Cancels a queued job, or flags a running one (its result will be dropped);
+        False when the job does not exist or already ended."""
+        done = await self._scripts.cancel(keys=[keys.job(model, job_id), *keys.queue_keys(model)],
+                                          args=["CANCELLED", self._result_ttl_ms, 1, 0])
+        return bool(done)

@@ -1,0 +1,36 @@
+"""QueueCore: what every role of the queue shares: the Redis client and the one set of scripts.
+
+A job hash is the source of truth of a job that has one; a stream entry carries the job id
+(and, for a lean job, the envelope: see "Lean jobs" in lua/common.lua). A lease is the
+entry's pending-list ownership, renewed by the worker's heartbeat (EXTEND) and reclaimed by
+the scheduler daemon (REAP) once idle longer than the lease. Every state change is one
+script call (one round trip), fenced on the entry's owner. docs/queue-protocol.md has the
+state machine.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from scheduler.job_types import RetryPolicy, TenantPolicy
+from scheduler.scripts import Scripts
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class QueueCore:
+    def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000,
+                 max_depth: int = 0, tenants: TenantPolicy | None = None,
+                 retry: RetryPolicy | None = None) -> None:
+        self._redis = client
+        self._scripts = Scripts.register(client)
+        self._result_ttl_ms = result_ttl_ms
+        self._max_depth = max_depth  # most entries per priority stream; 0 = no limit
+        self.tenants = tenants or TenantPolicy()
+        self._retry = retry or RetryPolicy()
+
+    @property
+    def scripts(self) -> Scripts:
+        return self._scripts

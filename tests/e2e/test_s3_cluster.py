@@ -1,0 +1,67 @@
+"""A cluster whose artifact store is a bucket (MAAS_ARTIFACT_URL=s3://...) on a real
+S3-compatible server: the gateway and the worker share no directory, so every model the
+worker serves came through the bucket. A model streamed up is served and streams back whole."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import maas
+from runtime.architectures import get_architecture
+from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.s3_server import S3Server, start_s3_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+BUCKET = "maas-e2e"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                 aws_access_key_id="k", aws_secret_access_key="s").create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("s3-cluster")
+    # The worker is another node: its own data dir, so its own cache.
+    worker = {**s3.env, "MAAS_DATA_DIR": str(tmp / "worker-node")}
+    running = start_cluster(tmp, workers=1, artifact_url=f"s3://{BUCKET}/e2e",
+                            service_env={"gateway": s3.env, "scheduler": s3.env,
+                                         "worker-1": worker})
+    yield running
+    stop_cluster(running)
+
+
+def test_a_streamed_model_is_served_from_the_bucket_and_downloads_whole(
+        s3: S3Server, s3_cluster: Cluster, tmp_path: Path) -> None:
+    arch = get_architecture("mlp")
+    torch.manual_seed(1)
+    weights = tmp_path / "w.safetensors"
+    save_file(arch.build(arch.resolve_config(None)).state_dict(), str(weights))
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with maas.Client(s3_cluster.target) as client:
+        version = client.register_model("s3-mlp", "mlp", weights)  # a Path: UploadModel
+        assert version.weights_sha256 == sha
+        out = client.infer("s3-mlp", {"input": np.ones((2, 64), np.float32)}, timeout_s=60)
+        assert out["output"].shape == (2, 10)
+        client.download_model("s3-mlp", tmp_path / "dl")
+    got = (tmp_path / "dl" / "model.safetensors").read_bytes()
+    assert hashlib.sha256(got).hexdigest() == sha
+    bucket = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id="k", aws_secret_access_key="s")
+    bucket.head_object(Bucket=BUCKET, Key=f"e2e/weights/{sha}.safetensors")
+    worker_copy = (s3_cluster.local.data_dir.parent / "worker-node" / "artifacts" / "cache"
+                   / "weights" / f"{sha}.safetensors")
+    assert worker_copy.read_bytes() == got  # the worker downloaded it into its cache
