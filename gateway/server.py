@@ -25,6 +25,7 @@ from gateway.inference import InferenceServicer
 from gateway.jobs import JobServicer
 from gateway.keys import KeyServicer
 from gateway.models import ModelServicer
+from gateway.plane.datasets import Datasets
 from gateway.plane.inference import InferencePlane
 from gateway.queue_admin import QueueAdminServicer
 from gateway.replies import ReplyDispatcher
@@ -158,7 +159,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
                          registry, datasets), server)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-        DatasetServicer(datasets, artifacts, settings.max_dataset_bytes), server)
+        DatasetServicer(Datasets(datasets, artifacts, settings.max_dataset_bytes)), server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         JobServicer(settings, queue, registry, Explainer(settings, registry, plane)),

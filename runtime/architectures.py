@@ -3,8 +3,8 @@
 The gateway validates requests and weights against an architecture without importing
 torch; the worker calls `build` (which imports torch) to get the module. This module holds
 the registry and `mlp` and `cnn`; the `Architecture` record and config checks are in
-runtime/architecture_spec.py, `rnn` and `transformer` in runtime/sequence_architectures.py (their names
-re-exported here).
+runtime/architecture_spec.py, `rnn` and `transformer` in runtime/sequence_architectures.py
+(their names re-exported here).
 """
 
 from __future__ import annotations

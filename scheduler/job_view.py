@@ -114,7 +114,7 @@ class JobReader:
     @classmethod
     def of(cls, queue: JobQueue) -> JobReader:
         """A reader sharing `queue`'s client (its scripts are registered on that client)."""
-        return cls(cast(aioredis.Redis, queue.scripts.cancel.registered_client))
+        return cls(queue.client)
 
     async def read(self, model: str, job_id: str) -> JobView | None:
         """The job, or None when there is none (never submitted, or its result expired)."""

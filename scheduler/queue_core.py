@@ -21,6 +21,8 @@ def _s(value: bytes | str) -> str:
 
 
 class QueueCore:
+    """The client, the scripts and the policies every role uses."""
+
     def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000,
                  max_depth: int = 0, tenants: TenantPolicy | None = None,
                  retry: RetryPolicy | None = None) -> None:
@@ -34,3 +36,8 @@ class QueueCore:
     @property
     def scripts(self) -> Scripts:
         return self._scripts
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The Redis client the scripts are registered on (readers share it)."""
+        return self._redis

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from gateway.bounds import check_page_token, check_request_id, page_size
-from gateway.datasets import BUILTIN
+from gateway.plane.datasets import BUILTIN
 from maas.errors import (
     FieldViolation,
     InvalidArgument,
