@@ -59,7 +59,9 @@ SERVICE_SCOPES = {
 }
 # Methods that need more than their service: registering weights makes a model.
 METHOD_SCOPES = {"/maas.v1.ModelService/RegisterModel": "train",
-                 "/maas.v1.ModelService/UploadModel": "train"}
+                 "/maas.v1.ModelService/UploadModel": "train",
+                 "/maas.v1.ModelService/CreateModelUpload": "train",
+                 "/maas.v1.ModelService/GetModelUpload": "train"}
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from scheduler.registry import ModelRegistry
 class ModelServicer(ModelServiceServicer):
     def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore,
                  max_message_bytes: int, verify_wait_s: float = VERIFY_WAIT_S,
-                 max_model_bytes: int = 64 << 30) -> None:
+                 max_model_bytes: int = 64 << 30, upload_ttl_s: float = 86400.0) -> None:
         self._models = ModelLifecycle(registry, queue, store, verify_wait_s=verify_wait_s,
                                       max_message_bytes=max_message_bytes,
-                                      max_model_bytes=max_model_bytes)
+                                      max_model_bytes=max_model_bytes,
+                                      upload_ttl_s=upload_ttl_s)
 
     async def ListModels(self, request: pb.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
@@ -41,6 +42,17 @@ class ModelServicer(ModelServiceServicer):
                           context: grpc.aio.ServicerContext) -> pb.UploadModelResponse:
         return pb.UploadModelResponse(
             model_version=await self._models.upload(request_iterator))
+
+    async def CreateModelUpload(self, request: pb.CreateModelUploadRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.CreateModelUploadResponse:
+        return pb.CreateModelUploadResponse(
+            upload=await self._models.create_upload(request.start))
+
+    async def GetModelUpload(self, request: pb.GetModelUploadRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GetModelUploadResponse:
+        return pb.GetModelUploadResponse(
+            upload=await self._models.get_upload(request.upload_id))
 
     async def DownloadModel(self, request: pb.DownloadModelRequest,
                             context: grpc.aio.ServicerContext

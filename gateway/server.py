@@ -71,6 +71,9 @@ SERVICES = (
 )
 
 
+STOP_TASKS_S = 2.0  # the longest a stopping gateway waits for its reader and sender
+
+
 @dataclass
 class Gateway:
     server: grpc.aio.Server
@@ -138,8 +141,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     stream = ReplyStream(redis, gateway_id)
     replies = ReplyDispatcher(stream)
     submitter = SubmitCoalescer(queue)
-    plane = InferencePlane(settings, submitter, registry, WorkerDirectory(redis), replies,
-                           stream.key)
+    workers = WorkerDirectory(redis)
+    plane = InferencePlane(settings, submitter, registry, workers, replies, stream.key)
     artifacts = artifact_store(settings)
     key_store = KeyStore(redis)
     limiter = (RateLimiter(redis, settings.tenant_rate_per_s) if settings.tenant_rate_per_s
@@ -154,7 +157,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     datasets = DatasetStore(redis)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
-                      settings.verify_timeout_s, settings.max_model_bytes), server)
+                      settings.verify_timeout_s, settings.max_model_bytes,
+                      settings.upload_ttl_s), server)
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
                          registry, datasets), server)
@@ -165,7 +169,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         JobServicer(settings, queue, registry, Explainer(settings, registry, plane)),
         server)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
-        QueueAdminServicer(queue, registry), server)
+        QueueAdminServicer(queue, registry, workers), server)
     # + `model/<name>` readiness, in the caller's tenant (an API key needed with auth on)
     health_servicer = GatewayHealth(plane.model_ready, admission)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -190,6 +194,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         await server.stop(settings.shutdown_grace_s)
         for task in (reader, sender):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Bounded: a reply read cancelled while its connection is still being made may not
+        # end at once (redis-py), and a stop must not hang on it.
+        await asyncio.wait({reader, sender}, timeout=STOP_TASKS_S)
         await redis.aclose()

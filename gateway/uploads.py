@@ -4,7 +4,9 @@ streamed upload written through to the artifact store, and the chunks of a downl
 An upload lands in `<artifacts>/uploads/<id>.part`, hashed as it arrives; only when its
 size and sha256 match what its first message declared, and its content passed the checks
 of its kind, is it moved under its sha256 and the version registered. Whatever fails on the
-way deletes the file: nothing half-registered is ever visible.
+way deletes the file: nothing half-registered is ever visible. A resumable upload
+(gateway/upload_sessions.py) keeps its file across broken streams, until it is registered,
+fails its checks or expires.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.protobuf.message import DecodeError
 
 from gateway.auth import caller, require
+from gateway.upload_sessions import UploadSessions, check_resume, exclusive, storage_error
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge
 from maas.v1 import model_service_pb2 as pb
 from runtime.architectures import Architecture, TensorSpec, get_architecture
@@ -140,7 +143,7 @@ async def first_message(requests: AsyncIterator[pb.UploadModelRequest]
     raise _invalid("start", "must be the first message of UploadModel (then the chunks)")
 
 
-def _check_start(start: pb.UploadModelStart, max_bytes: int) -> None:
+def check_start(start: pb.UploadModelStart, max_bytes: int) -> None:
     if start.model.weights or start.model.archive:
         raise _invalid("start.model", "carries no bytes in UploadModel: send them as chunks")
     if not _SHA256.fullmatch(start.sha256):
@@ -154,42 +157,103 @@ def _check_start(start: pb.UploadModelStart, max_bytes: int) -> None:
 
 
 async def _write_chunks(requests: AsyncIterator[pb.UploadModelRequest],
-                        start: pb.UploadModelStart, path: Path) -> None:
-    """Writes the chunks to `path`, checking order, sizes and the sha256."""
-    digest, received = hashlib.sha256(), 0
-    with path.open("wb") as f:
-        async for message in _messages(requests):
-            if message.WhichOneof("kind") != "chunk":
-                raise _invalid("start", "was sent twice: only the first message is a start")
-            chunk = message.chunk
-            if len(chunk) > MAX_CHUNK_BYTES:
-                raise _invalid("chunk", f"is {len(chunk)} bytes; at most {MAX_CHUNK_BYTES}")
-            received += len(chunk)
-            if received > start.size_bytes:
-                raise _invalid("chunk", f"goes past start.size_bytes={start.size_bytes}")
-            digest.update(chunk)
-            await asyncio.to_thread(f.write, chunk)
-        await asyncio.to_thread(f.flush)
+                        start: pb.UploadModelStart, f: BinaryIO, digest: Any,
+                        received: int) -> int:
+    """Appends the chunks to `f` (holding `received` bytes hashed into `digest`), checking
+    order and sizes before each write; the bytes held at the end."""
+    async for message in _messages(requests):
+        if message.WhichOneof("kind") != "chunk":
+            raise _invalid("start", "was sent twice: only the first message is a start")
+        chunk = message.chunk
+        if len(chunk) > MAX_CHUNK_BYTES:
+            raise _invalid("chunk", f"is {len(chunk)} bytes; at most {MAX_CHUNK_BYTES}")
+        if received + len(chunk) > start.size_bytes:
+            raise _invalid("chunk", f"goes past start.size_bytes={start.size_bytes}")
+        digest.update(chunk)
+        await asyncio.to_thread(f.write, chunk)
+        received += len(chunk)
+    await asyncio.to_thread(f.flush)
+    return received
+
+
+def _check_complete(start: pb.UploadModelStart, received: int) -> None:
     if received != start.size_bytes:
+        resume = f"; resume at offset {received}" if start.upload_id else ""
         raise _invalid("start.size_bytes", f"declared {start.size_bytes} bytes; the stream "
-                                           f"ended after {received}")
+                                           f"ended after {received}{resume}")
+
+
+def _prefix_digest(path: Path) -> Any:
+    """The running sha256 of what an upload already holds (to continue it)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(MIB):
+            digest.update(block)
+    return digest
+
+
+@contextlib.asynccontextmanager
+async def _one_shot(requests: AsyncIterator[pb.UploadModelRequest], start: pb.UploadModelStart,
+                    store: ArtifactStore) -> AsyncIterator[Path]:
+    if start.offset:
+        raise _invalid("start.offset", "must be 0 without start.upload_id")
+    path = store.upload_path(uuid.uuid4().hex)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with path.open("wb") as f:
+            _check_complete(start, await _write_chunks(requests, start, f, digest, 0))
+        _check_sha256(start, digest)
+        yield path
+    except OSError as exc:
+        raise storage_error(exc, path.parent) from None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _check_sha256(start: pb.UploadModelStart, digest: Any) -> None:
     if digest.hexdigest() != start.sha256:
         raise _invalid("start.sha256", "does not match the bytes received")
 
 
 @contextlib.asynccontextmanager
-async def received(requests: AsyncIterator[pb.UploadModelRequest], start: pb.UploadModelStart,
-                   store: ArtifactStore, max_bytes: int) -> AsyncIterator[Path]:
-    """The upload's checked file for the block (which moves it into the store); deleted
-    when it is still there afterwards, whatever happened."""
-    _check_start(start, max_bytes)
-    path = store.upload_path(uuid.uuid4().hex)
-    path.parent.mkdir(parents=True, exist_ok=True)
+async def _resumed(requests: AsyncIterator[pb.UploadModelRequest], start: pb.UploadModelStart,
+                   sessions: UploadSessions, tenant: str) -> AsyncIterator[Path]:
+    """A resumable upload's part once complete and checked. A broken stream keeps what
+    arrived; a file that fails its checks (here or in the block) is discarded."""
+    record = sessions.get(tenant, start.upload_id, "start.upload_id")
     try:
-        await _write_chunks(requests, start, path)
+        with exclusive(record.part, record.upload_id) as f:
+            check_resume(record, start)
+            digest = await asyncio.to_thread(_prefix_digest, record.part)
+            _check_complete(start, await _write_chunks(requests, start, f, digest,
+                                                       start.offset))
+            try:
+                _check_sha256(start, digest)
+                yield record.part
+            except InvalidArgument:
+                sessions.discard(record.upload_id)
+                raise
+    except OSError as exc:
+        raise storage_error(exc, sessions.directory) from None
+    sessions.discard(record.upload_id)
+
+
+@contextlib.asynccontextmanager
+async def received(requests: AsyncIterator[pb.UploadModelRequest], start: pb.UploadModelStart,
+                   store: ArtifactStore, max_bytes: int, sessions: UploadSessions
+                   ) -> AsyncIterator[Path]:
+    """The upload's checked file for the block (which moves it into the store). A one-shot
+    upload's file is deleted when it is still there afterwards, whatever happened; a
+    resumable one (start.upload_id) outlives a broken stream."""
+    check_start(start, max_bytes)
+    sessions.sweep()
+    if not start.upload_id:
+        async with _one_shot(requests, start, store) as path:
+            yield path
+        return
+    async with _resumed(requests, start, sessions, caller().tenant) as path:
         yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 async def artifact_chunks(store: ArtifactStore, version: pb.ModelVersion

@@ -7,6 +7,7 @@ inference, jobs, explanations and models, awaited, over one grpc.aio channel.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,24 @@ from typing import Any
 import grpc
 import numpy as np
 
+from maas.errors import MaasError
 from maas.explanation import Explanation, explain_request, explanation_of
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from maas.messages import infer_outputs, infer_request, register_request, submit_request
-from maas.model_files import upload_messages, upload_source, upload_timeout_s
+from maas.model_files import (
+    Progress,
+    UploadProgress,
+    is_rate_limited,
+    is_resumable,
+    is_small,
+    resume_delay_s,
+    resumed_messages,
+    upload_messages,
+    upload_source,
+    upload_start,
+    upload_timeout_s,
+)
 from maas.rpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Pem,
@@ -65,12 +79,41 @@ class AsyncClient:
 
     async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
                              config: Mapping[str, Any] | str | None = None, *,
-                             shared: bool = False) -> mpb.ModelVersion:
+                             shared: bool = False, progress: Progress | None = None
+                             ) -> mpb.ModelVersion:
+        """Streamed and resumed as `Client.register_model`."""
         request = register_request(name, architecture, b"", config, shared)
-        data = upload_source(weights)
-        messages = upload_messages(request, data, False)
+        return await self._upload(request, upload_source(weights), progress)
+
+    async def _upload(self, model: mpb.RegisterModelRequest, data: bytes | Path,
+                      progress: Progress | None) -> mpb.ModelVersion:
         timeout_s = upload_timeout_s(data, self.timeout_s)
-        return (await self._call(self._models.UploadModel, messages, timeout_s)).model_version  # type: ignore[no-any-return]
+        if is_small(data):  # one call, as Client's
+            messages = upload_messages(model, data, False, progress)
+            return (await self._call(self._models.UploadModel, messages,  # type: ignore[no-any-return]
+                                     timeout_s)).model_version
+        start = upload_start(model, data, False)
+        created = await self._call(self._models.CreateModelUpload,
+                                   mpb.CreateModelUploadRequest(start=start), None)
+        start.upload_id = created.upload.upload_id
+        reported, attempt, offset = UploadProgress(progress), 1, 0
+        rate_limited = False
+        while True:
+            try:
+                if attempt > 1 and not rate_limited:  # where the gateway stands
+                    offset = (await self._call(
+                        self._models.GetModelUpload,
+                        mpb.GetModelUploadRequest(upload_id=start.upload_id), None)
+                    ).upload.received_bytes
+                messages = resumed_messages(start, data, offset, reported)
+                return (await self._call(self._models.UploadModel, messages,  # type: ignore[no-any-return]
+                                         timeout_s)).model_version
+            except MaasError as err:
+                if not is_resumable(err, attempt):
+                    raise
+                rate_limited = is_rate_limited(err)
+                await asyncio.sleep(resume_delay_s(err, attempt))
+                attempt += 1
 
     async def get_model(self, name: str) -> mpb.Model:
         request = mpb.GetModelRequest(name=name)

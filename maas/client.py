@@ -13,6 +13,8 @@ import from here are re-exported).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import grpc
 import numpy as np
 
 from maas.async_client import AsyncClient as AsyncClient  # re-exported for callers
+from maas.errors import MaasError
 from maas.explanation import Explanation, explain_request, explanation_of
 from maas.inference import grpc_service_pb2 as v2
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
@@ -33,8 +36,15 @@ from maas.messages import register_request as register_request
 from maas.messages import submit_request as submit_request
 from maas.model_files import (
     Progress,
+    UploadProgress,
+    is_rate_limited,
+    is_resumable,
+    is_small,
+    resume_delay_s,
+    resumed_messages,
     upload_messages,
     upload_source,
+    upload_start,
     upload_timeout_s,
     write_download,
 )
@@ -54,10 +64,14 @@ from maas.v1.model_service_pb2_grpc import ModelServiceStub
 from maas.v1.queue_service_pb2 import (
     DeadLetter,
     ListDeadLettersRequest,
+    ListWorkersRequest,
     RedriveDeadLettersRequest,
+    Worker,
 )
 from maas.v1.queue_service_pb2_grpc import QueueServiceStub
 from maas.v1.training_service_pb2_grpc import TrainingServiceStub
+
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -158,10 +172,32 @@ class Client:
 
     def _upload(self, model: mpb.RegisterModelRequest, data: bytes | Path, is_archive: bool,
                 progress: Progress | None) -> mpb.ModelVersion:
-        messages = upload_messages(model, data, is_archive, progress)
-        # A large model takes longer than one call's default deadline to upload.
+        """A resumable upload: a broken stream continues where the gateway stands (a small
+        one is one UploadModel call)."""
         timeout_s = upload_timeout_s(data, self.timeout_s)
-        return self._call(self._models.UploadModel, messages, timeout_s).model_version  # type: ignore[no-any-return]
+        if is_small(data):
+            messages = upload_messages(model, data, is_archive, progress)
+            return self._call(self._models.UploadModel, messages, timeout_s).model_version  # type: ignore[no-any-return]
+        start = upload_start(model, data, is_archive)
+        created = self._call(self._models.CreateModelUpload,
+                             mpb.CreateModelUploadRequest(start=start), None)
+        start.upload_id = created.upload.upload_id  # (a large model gets a longer deadline)
+        reported, attempt, offset = UploadProgress(progress), 1, 0
+        rate_limited = False
+        while True:
+            try:
+                if attempt > 1 and not rate_limited:  # where the gateway stands
+                    offset = self._call(self._models.GetModelUpload, mpb.GetModelUploadRequest(
+                        upload_id=start.upload_id), None).upload.received_bytes
+                messages = resumed_messages(start, data, offset, reported)
+                return self._call(self._models.UploadModel, messages, timeout_s).model_version  # type: ignore[no-any-return]
+            except MaasError as err:
+                if not is_resumable(err, attempt):
+                    raise
+                rate_limited = is_rate_limited(err)
+                log.warning("upload %s stopped (%s); resuming", start.upload_id, err)
+                time.sleep(resume_delay_s(err, attempt))
+                attempt += 1
 
     def download_model(self, name: str, out_dir: Path | str, *, version: str | int = "",
                        progress: Progress | None = None) -> mpb.ModelVersion:
@@ -203,6 +239,10 @@ class Client:
         """A model's dead-lettered jobs (admin)."""
         request = ListDeadLettersRequest(model=model)
         return list(self._call(self._queue.ListDeadLetters, request, None).dead_letters)
+
+    def workers(self) -> list[Worker]:
+        """The live workers: what each serves, has loaded, and its models' memory (admin)."""
+        return list(self._call(self._queue.ListWorkers, ListWorkersRequest(), None).workers)
 
     def redrive(self, model: str, job_ids: Sequence[str] = ()) -> list[str]:
         """Queues dead-lettered jobs again; all of the model's when job_ids is empty (admin)."""

@@ -26,7 +26,8 @@
     ├── FailedPrecondition         (FAILED_PRECONDITION, FAILED_PRECONDITION)
     │   ├── IdempotencyKeyReused   (FAILED_PRECONDITION, IDEMPOTENCY_KEY_REUSED)
     │   ├── ModelVersionInUse      (FAILED_PRECONDITION, MODEL_VERSION_IN_USE)
-    │   └── ModelRejected          (FAILED_PRECONDITION, MODEL_REJECTED)
+    │   ├── ModelRejected          (FAILED_PRECONDITION, MODEL_REJECTED)
+    │   └── ModelTooLarge          (FAILED_PRECONDITION, MODEL_TOO_LARGE)
     └── JobFailed                  (INTERNAL, JOB_FAILED)
         ├── ModelTimeout           (DEADLINE_EXCEEDED, MODEL_TIMEOUT)
         └── ModelCrashed           (INTERNAL, MODEL_CRASHED)
@@ -249,6 +250,13 @@ class ModelRejected(FailedPrecondition):
     reason = "MODEL_REJECTED"
 
 
+class ModelTooLarge(FailedPrecondition):
+    """The version is larger than a worker's whole model memory (MAAS_WORKER_MODEL_MEMORY_MB):
+    the worker refuses to load it rather than run out of memory."""
+
+    reason = "MODEL_TOO_LARGE"
+
+
 class JobFailed(MaasError):
     """The job ran and failed (the model raised, or every attempt died)."""
 
@@ -270,7 +278,7 @@ class ModelCrashed(JobFailed):
 
 
 def _all_subclasses(cls: type[MaasError]) -> list[type[MaasError]]:
-    return [found for sub in cls.__subclasses__() for found in (sub, *_all_subclasses(sub))]
+    return [f for sub in cls.__subclasses__() for f in (sub, *_all_subclasses(sub))]
 
 
 def error_class_for(code: grpc.StatusCode, reason: str) -> type[MaasError]:
@@ -285,8 +293,7 @@ def error_class_for(code: grpc.StatusCode, reason: str) -> type[MaasError]:
 def by_code_name(code_name: str, message: str, reason: str) -> MaasError:
     """Rebuilds an error that crossed a process as (code name, reason, message) data."""
     code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.INTERNAL)
-    cls = error_class_for(code, reason)
-    # As from_rpc_error does: with no reason given, the reason is the code's name.
+    cls = error_class_for(code, reason)  # no reason given: the code's name (as from_rpc_error)
     err = cls(message, reason=reason or code.name)
     if cls is MaasError:
         err.code = code

@@ -1,6 +1,9 @@
 """Model files over the wire: UploadModel's messages from bytes or a file (never read
 whole), and DownloadModel's answers written back to files that load without maas.
 
+An upload is resumable (CreateModelUpload): when its stream breaks, the client asks where
+the gateway stands (GetModelUpload) and continues from there, a bounded number of times.
+
 A download writes the weights or archive under its usual name (`model.safetensors`,
 `model.pt`, `model.pt2`) and `manifest.json` (the version: architecture and config or
 tensor specs, sha256, lineage), checking the sha256 as it writes.
@@ -15,23 +18,38 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
-from maas.errors import MaasError
+from maas.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    MaasError,
+    QuotaExceeded,
+    Unavailable,
+)
 from maas.v1 import model_service_pb2 as mpb
 
 CHUNK_BYTES = 2 << 20
 Progress = Callable[[int], None]  # called with each chunk's size
 # Uploads get at least size / this many seconds, whatever the client's timeout.
 UPLOAD_FLOOR_BYTES_PER_S = 1 << 20
+# Attempts of one upload: the first, then resumes where the gateway says it stands.
+UPLOAD_ATTEMPTS = 6
+RESUME_BACKOFF_S = 0.25
+# Smaller uploads go in one UploadModel call (nothing worth resuming; one rate-limit token).
+RESUMABLE_FROM_BYTES = 4 * CHUNK_BYTES
+# A rate limit's retry delay an upload waits out (longer ones end the upload).
+MAX_RATE_LIMIT_WAIT_S = 5.0
 FILE_NAMES = {mpb.ModelFormat.MODEL_FORMAT_TORCHSCRIPT: "model.pt",
               mpb.ModelFormat.MODEL_FORMAT_TORCH_EXPORT: "model.pt2"}
 
 
-def _pieces(data: bytes | Path) -> Iterator[bytes]:
+def _pieces(data: bytes | Path, offset: int = 0) -> Iterator[bytes]:
     if isinstance(data, bytes):
-        for offset in range(0, len(data), CHUNK_BYTES):
-            yield data[offset:offset + CHUNK_BYTES]
+        for at in range(offset, len(data), CHUNK_BYTES):
+            yield data[at:at + CHUNK_BYTES]
         return
     with data.open("rb") as f:
+        f.seek(offset)
         while chunk := f.read(CHUNK_BYTES):
             yield chunk
 
@@ -55,6 +73,71 @@ def upload_messages(model: mpb.RegisterModelRequest, data: bytes | Path, is_arch
         yield mpb.UploadModelRequest(chunk=chunk)
         if progress is not None:
             progress(len(chunk))
+
+
+class UploadProgress:
+    """Calls `progress` with each chunk's size once: bytes sent again after a resume (the
+    gateway had not received them) are not counted twice."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self.reported = 0
+
+    def at(self, position: int) -> None:
+        if self._progress is not None and position > self.reported:
+            self._progress(position - self.reported)
+        self.reported = max(self.reported, position)
+
+
+def upload_start(model: mpb.RegisterModelRequest, data: bytes | Path, is_archive: bool
+                 ) -> mpb.UploadModelStart:
+    """UploadModel's first message (size and sha256 computed, a chunk at a time)."""
+    sha256, size = file_digest(data)
+    return mpb.UploadModelStart(model=model, is_archive=is_archive, size_bytes=size,
+                                sha256=sha256)
+
+
+def resumed_messages(start: mpb.UploadModelStart, data: bytes | Path, offset: int,
+                     progress: UploadProgress) -> Iterator[mpb.UploadModelRequest]:
+    """UploadModel's stream continuing upload `start.upload_id` at `offset`."""
+    first = mpb.UploadModelStart()
+    first.CopyFrom(start)
+    first.offset = offset
+    yield mpb.UploadModelRequest(start=first)
+    for chunk in _pieces(data, offset):
+        yield mpb.UploadModelRequest(chunk=chunk)
+        offset += len(chunk)
+        progress.at(offset)
+
+
+def is_resumable(err: MaasError, attempt: int) -> bool:
+    """Whether an upload's attempt failed in a way another attempt may fix: a broken or
+    timed-out stream, a busy or unreachable gateway, an offset that moved meanwhile."""
+    if attempt >= UPLOAD_ATTEMPTS:
+        return False
+    if isinstance(err, Unavailable | Cancelled | DeadlineExceeded):
+        return True
+    if is_rate_limited(err):
+        return True
+    return isinstance(err, FailedPrecondition) and any(
+        v.field == "start.offset" for v in err.violations)
+
+
+def is_rate_limited(err: MaasError) -> bool:
+    """The tenant's rate limit refused the call before its stream began (nothing was
+    received: the upload goes on from where it stood, after the delay the gateway gave)."""
+    return isinstance(err, QuotaExceeded) and err.retry_delay_s is not None \
+        and err.retry_delay_s <= MAX_RATE_LIMIT_WAIT_S
+
+
+def resume_delay_s(err: MaasError, attempt: int) -> float:
+    return err.retry_delay_s or min(RESUME_BACKOFF_S * 2 ** (attempt - 1), 8.0)
+
+
+def is_small(data: bytes | Path) -> bool:
+    """Whether an upload goes in one call (below RESUMABLE_FROM_BYTES)."""
+    size = len(data) if isinstance(data, bytes) else data.stat().st_size
+    return size < RESUMABLE_FROM_BYTES
 
 
 def upload_source(given: bytes | Path | str) -> bytes | Path:

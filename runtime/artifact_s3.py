@@ -32,7 +32,7 @@ from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceede
 
 from maas.errors import Unavailable
 from runtime.artifact_cache import TMP_PREFIX, ArtifactCache
-from runtime.artifacts import ArtifactStore
+from runtime.artifacts import COLLECTED_KINDS, ArtifactStore, StoredArtifact
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -47,6 +47,9 @@ _CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=60,
 _TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024,
                            multipart_chunksize=16 * 1024 * 1024, max_concurrency=8)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# `touched/<name>` (empty): when a registration last stored `<name>` again (an object's own
+# LastModified cannot be moved without copying it); garbage collection reads both.
+_TOUCHED = "touched/"
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -141,6 +144,54 @@ class S3ArtifactStore(ArtifactStore):
                 self._client.upload_file(str(path), self.bucket, key, Config=_TRANSFER)
             self._saved[path] = (stat.st_size, stat.st_mtime_ns)
 
+    def list_artifacts(self) -> list[StoredArtifact]:
+        """Every weights object and archive (or touch mark left without one), with when it
+        was last touched."""
+        touched: dict[str, float] = {}
+        for kind in COLLECTED_KINDS:
+            for prefix in (f"{kind}/", f"{_TOUCHED}{kind}/"):
+                for name, modified in self._listed(prefix):
+                    name = name.removeprefix(_TOUCHED)
+                    touched[name] = max(touched.get(name, 0.0), modified)
+        found = []
+        for name, when in touched.items():
+            kind, _, file = name.partition("/")
+            if file.endswith(COLLECTED_KINDS[kind]) and "/" not in file:
+                found.append(StoredArtifact(kind, file.removesuffix(COLLECTED_KINDS[kind]),
+                                            when))
+        return found
+
+    def delete(self, kind: str, sha256: str, touched_before_s: float) -> bool:
+        """Deletes the object and its touch mark unless touched since `touched_before_s`;
+        nodes' cached copies stay until their caches evict them."""
+        name = f"{kind}/{sha256}{COLLECTED_KINDS[kind]}"
+        stamps = [self._modified(self._key(n)) for n in (name, _TOUCHED + name)]
+        if not any(stamps) or max(stamps) >= touched_before_s:
+            return False
+        for key in (self._key(name), self._key(_TOUCHED + name)):
+            with self._translated(key):
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+        return stamps[0] > 0
+
+    def _listed(self, prefix: str) -> Iterator[tuple[str, float]]:
+        """(name under our prefix, LastModified as Unix s) of each object under `prefix`."""
+        with self._translated(self._key(prefix)):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                for o in page.get("Contents", []):
+                    yield (o["Key"].removeprefix(self.prefix),
+                           o["LastModified"].timestamp())
+
+    def _modified(self, key: str) -> float:
+        """LastModified of an object (Unix s); 0 when there is none."""
+        try:
+            with self._translated(key):
+                head = self._client.head_object(Bucket=self.bucket, Key=key)
+        except FileNotFoundError:
+            return 0.0
+        return head["LastModified"].timestamp()
+
     def _key(self, name: str) -> str:
         return self.prefix + name
 
@@ -153,8 +204,13 @@ class S3ArtifactStore(ArtifactStore):
         return self.cache.get(name, sha256, download)
 
     def _put(self, name: str, source: Path | bytes, sha256: str) -> Path:
-        """Uploads (unless the bucket has it: content-addressed), then keeps a copy."""
+        """Uploads (unless the bucket has it: content-addressed), then keeps a copy. Touched
+        first, so that garbage collection spares an object found already there."""
         key = self._key(name)
+        if name.partition("/")[0] in COLLECTED_KINDS:
+            with self._translated(self._key(_TOUCHED + name)):
+                self._client.put_object(Bucket=self.bucket, Key=self._key(_TOUCHED + name),
+                                        Body=b"")
         if not self._exists(key):
             with self._translated(key):
                 if isinstance(source, Path):

@@ -12,13 +12,22 @@ Two backends behind one interface, chosen by `artifact_store(settings)`:
 Either way, a method that returns a Path returns a local file the caller may open or mmap, and
 files are written atomically (temp file, fsync, rename) and named by their sha256, so a reader
 never sees half.
+
+Garbage collection (scheduler/artifact_gc.py) deletes weights and archives no version
+references once they were last *touched* (written, or stored again by a registration that
+found them already there) longer ago than a grace period: a registration in flight touches
+what it will reference before it writes its version. Datasets and job directories are never
+collected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +43,19 @@ def artifact_store(settings: Settings) -> ArtifactStore:
 
     return S3ArtifactStore(settings.artifact_url, settings.artifact_dir,
                            cache_bytes=settings.artifact_cache_mb * 1024 * 1024)
+
+
+# What garbage collection may delete: kind (the store's directory) -> file suffix.
+COLLECTED_KINDS = {"weights": ".safetensors", "archives": ".zip"}
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """A collectable artifact: kind ("weights" or "archives"), sha256, when last touched."""
+
+    kind: str
+    sha256: str
+    touched_s: float
 
 
 class ArtifactStore:
@@ -53,7 +75,7 @@ class ArtifactStore:
     def put_archive(self, data: bytes) -> str:
         """Stores a model archive (idempotent); returns its sha256."""
         digest = hashlib.sha256(data).hexdigest()
-        if not self.archive_path(digest).exists():
+        if not _touch(self.archive_path(digest)):
             write_atomic(self.archive_path(digest), data)
         return digest
 
@@ -73,7 +95,7 @@ class ArtifactStore:
         already there is kept and the upload removed); the stored path."""
         final = self.archive_path(sha256) if is_archive else self.weights_path(sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
+        if _touch(final):
             upload.unlink(missing_ok=True)
         else:
             with upload.open("rb") as f:
@@ -102,7 +124,7 @@ class ArtifactStore:
         """Stores weights (idempotent); returns (sha256, path)."""
         digest = hashlib.sha256(data).hexdigest()
         path = self.weights_path(digest)
-        if not path.exists():
+        if not _touch(path):
             write_atomic(path, data)
         return digest, path
 
@@ -112,6 +134,40 @@ class ArtifactStore:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValueError(f"weights file {sha256} is corrupt (sha256 mismatch)")
         return data
+
+
+    def list_artifacts(self) -> list[StoredArtifact]:
+        """Every weights file and archive, with when it was last touched."""
+        found = []
+        for kind, suffix in COLLECTED_KINDS.items():
+            for path in (self.root / kind).glob(f"*{suffix}"):
+                with contextlib.suppress(FileNotFoundError):  # collected meanwhile
+                    found.append(StoredArtifact(kind, path.name.removesuffix(suffix),
+                                                path.stat().st_mtime))
+        return found
+
+    def delete(self, kind: str, sha256: str, touched_before_s: float) -> bool:
+        """Deletes weights or an archive unless touched since `touched_before_s` (Unix s);
+        whether it was deleted."""
+        path = self.root / kind / f"{sha256}{COLLECTED_KINDS[kind]}"
+        try:
+            if path.stat().st_mtime >= touched_before_s:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def _touch(path: Path) -> bool:
+    """Marks an artifact as just stored (garbage collection spares it for its grace
+    period); False when there is none."""
+    try:
+        now = time.time()
+        os.utime(path, (now, now))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -62,6 +62,9 @@ class Settings:
     max_dataset_bytes: int = 512 * MIB
     # Largest model version (weights or archive) UploadModel takes.
     max_model_bytes: int = 64 * 1024 * MIB
+    # Seconds a resumable model upload (CreateModelUpload) lives without a new byte; then its
+    # bytes are deleted (gateways sweep at start and as uploads come).
+    upload_ttl_s: float = 86400.0
     # "on": every call but health and reflection needs an API key; "off": local development.
     auth: str = "off"
     # A file with an API key (`maas keys generate`) the gateway installs at start with every
@@ -129,6 +132,10 @@ class Settings:
     # Memory budget of a worker's model cache; least-recently-used models are evicted
     # (and reloaded on demand) beyond it. 0 = unlimited.
     worker_model_memory_mb: int = 0
+    # Models this worker serves, comma-separated model ids (`<tenant>/<name>`) or names (a
+    # name pins the shared model and every tenant's of that name); empty = every model.
+    # Only the workers that serve a model read its jobs.
+    worker_models: str = ""
     # torch intra-op threads per worker; 0 = one per core the worker may use.
     torch_threads: int = 1
     # Uploaded archives (code) run in sandboxed runner processes: the longest one forward
@@ -211,6 +218,11 @@ class Settings:
                                  "weight > 0 (e.g. acme=3,beta=0.5)")
             weights[tenant.strip()] = weight
         return weights
+
+    @property
+    def worker_model_pins(self) -> tuple[str, ...]:
+        """MAAS_WORKER_MODELS as a tuple; empty: every model."""
+        return tuple(sorted({p.strip() for p in self.worker_models.split(",") if p.strip()}))
 
     @property
     def is_auth_on(self) -> bool:

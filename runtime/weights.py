@@ -35,6 +35,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (never the whole file in memory)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _bad(why: str) -> InvalidArgument:
     return InvalidArgument(f"weights are not a valid safetensors file: {why}",
                            reason="INVALID_WEIGHTS", violations=(FieldViolation("weights", why),))

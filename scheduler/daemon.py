@@ -1,5 +1,6 @@
 """The scheduler daemon: reclaims expired leases of every model's stream, on a period, and
-puts jobs whose retry backoff is over back in their streams.
+puts jobs whose retry backoff is over back in their streams; every SWEEP_PERIOD_S it deletes
+the weights and archives no version references (scheduler/artifact_gc.py).
 
 Each pass reads every model's stream statistics first (one pipeline) and runs REAP only
 where entries are leased and PROMOTE only where jobs wait out a backoff: an idle cluster
@@ -12,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
+from maas.errors import Unavailable
 from runtime import metrics
+from runtime.artifacts import artifact_store
 from runtime.settings import Settings
 from scheduler import keys
+from scheduler.artifact_gc import SWEEP_PERIOD_S, ArtifactCollector
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import JobQueue, ReapCounts, retry_policy
 from scheduler.registry import ModelRegistry
@@ -34,6 +39,8 @@ class Daemon:
                               result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
                               retry=retry_policy(settings))
         self._registry = ModelRegistry(self._redis)
+        self.collector = ArtifactCollector(self._redis, artifact_store(settings))
+        self._swept_at = float("-inf")  # monotonic s of the last sweep
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -67,6 +74,14 @@ class Daemon:
         gauges.export()
         return total
 
+    async def _sweep_when_due(self) -> None:
+        if time.monotonic() - self._swept_at < SWEEP_PERIOD_S:
+            return
+        self._swept_at = time.monotonic()  # a failed sweep waits for the next period too
+        deleted = await self.collector.sweep()
+        if deleted:
+            log.info("deleted %d unreferenced artifacts", deleted)
+
     async def run(self) -> None:
         period_s = self.settings.reaper_interval_ms / 1000
         log.info("scheduler daemon: reaping every %.2fs, lease %d ms", period_s,
@@ -76,9 +91,12 @@ class Daemon:
             while not self._stopping.is_set():
                 try:
                     await self.reap_once()
+                    await self._sweep_when_due()
                 except TRANSIENT_ERRORS as exc:
                     metrics.REDIS_ERRORS.labels("scheduler").inc()
                     log.warning("Redis unreachable: %s", exc)
+                except Unavailable as exc:  # the object store
+                    log.warning("artifact garbage collection: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), period_s)
         finally:

@@ -199,13 +199,18 @@ class ModelRegistry(Aliases):
         self._versions[(model, version)] = (time.monotonic(), found)
         return found
 
-    async def delete_version(self, model: str, version: str) -> None:
-        """FAILED_PRECONDITION (MODEL_VERSION_IN_USE) while an alias points to the version
-        or when it is the model's only one."""
+    async def delete_version(self, model: str, version: str) -> ModelVersion:
+        """Deletes a version's record and returns it (its artifacts stay until
+        scheduler/artifact_gc.py finds them unreferenced). FAILED_PRECONDITION
+        (MODEL_VERSION_IN_USE) while an alias points to the version or when it is the model's
+        only one."""
         if not _VERSION.fullmatch(version):
             raise InvalidArgument(f"version {shown(version)} is not a version number (1, 2, 3, "
                                   "...); delete versions by number, not by alias",
                                   violations=(FieldViolation("version", "not a number"),))
+        # Read first: what a version references never changes (only its state does).
+        raw = cast("bytes | None",
+                   await self._redis.hget(keys.model_record(model), f"v:{version}"))
         reply = cast("list[bytes]", await self._version_delete(
             keys=[keys.model_record(model)], args=[version]))
         outcome, named = reply[0].decode(), [a.decode() for a in reply[1:]]
@@ -225,6 +230,7 @@ class ModelRegistry(Aliases):
                                     f"{_shown(model)} and cannot be deleted")
         self._versions.pop((model, version), None)
         self._latest.pop(model, None)
+        return ModelVersion.FromString(raw or b"")
 
     async def set_unloaded(self, model: str, unloaded: bool) -> None:
         """Marks a model unloaded (no inference) or loaded again; NOT_FOUND when unknown."""

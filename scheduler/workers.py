@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -15,6 +16,18 @@ from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler import keys
 
 FORGET_MS = 60_000  # how long a lapsed worker stays in the index
+
+
+def serves(pins: Sequence[str], model: str) -> bool:
+    """Whether a worker pinned to `pins` (MAAS_WORKER_MODELS; empty: every model) serves the
+    model with this id: a pin is an id (`<tenant>/<name>`), or a name, which takes the shared
+    model and every tenant's model of that name."""
+    return not pins or model in pins or keys.split_model_id(model)[1] in pins
+
+
+def serving(workers: Sequence[WorkerHeartbeat], model: str) -> list[WorkerHeartbeat]:
+    """The workers (live ones, say) that serve the model with this id."""
+    return [w for w in workers if serves(w.serves, model)]
 
 
 class WorkerDirectory:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from maas.errors import MaasError
+from maas.errors import MaasError, ModelTooLarge
 from maas.queue.v1.queue_pb2 import InferTask, JobError, JobResult, JobState
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime import metrics
@@ -76,6 +76,9 @@ class BatchRunner:
             for (version, _), started in (await self._isolate_suspects(model, batch)).items():
                 try:
                     results = await self._observed(model, version, versions[version], started)
+                except ModelTooLarge as exc:  # refused, not tried: no traceback
+                    log.warning("cannot run %s:%s: %s", model, version, exc)
+                    results = [failed(s, exc.message, exc.reason) for s in started]
                 except Exception as exc:  # the per-job boundary: a load failure fails the jobs
                     log.exception("cannot run %s:%s", model, version)
                     results = [failed(s, f"the worker could not load {model}:{version}: {exc}")

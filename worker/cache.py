@@ -1,10 +1,15 @@
 """ModelCache: each model version loaded once per worker, placed on the device, warmed up,
 and evicted least-recently-used when the cache would exceed its memory budget.
 
-Loaders: safetensors weights into a maas architecture; TorchScript archives with
+Loaders: safetensors weights into a maas architecture, memory-mapped (safetensors' load_file)
+and assigned to the module's parameters where their dtypes and shapes match, so that no second
+copy of the weights is made on the host; TorchScript archives with
 torch.jit.load; torch.export archives with torch.export.load, after the archive's layout is
 checked again (runtime/archives.py: no pickled tensors or objects) and with torch.load forced to
 weights_only (TORCH_FORCE_WEIGHTS_ONLY_LOAD), so nothing goes through Python's pickle.
+
+A version whose artifact (file size) is larger than the whole budget is never loaded: its jobs
+fail MODEL_TOO_LARGE (FAILED_PRECONDITION) rather than take the worker out of memory.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ from typing import cast
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file as load_safetensors_file
 from torch.export.passes import move_to_device_pass
 
+from maas.errors import ModelTooLarge
 from maas.tensors import NUMPY_DTYPES
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime.architectures import get_architecture
 from runtime.archives import TORCH_EXPORT, TORCHSCRIPT, archive_format
 from runtime.artifacts import ArtifactStore
+from runtime.weights import file_sha256
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -61,8 +68,8 @@ def module_bytes(module: torch.nn.Module) -> int:
 class ModelCache:
     """Thread-safe LRU: loads happen in the torch thread, lookups on the event loop.
 
-    budget_bytes = 0 means unlimited. A model larger than the whole budget still loads
-    (alone): refusing it would fail every request for it.
+    budget_bytes = 0 means unlimited. A version larger than the whole budget is refused
+    (MODEL_TOO_LARGE): before loading, by its artifact's size; after, by what it holds.
     """
 
     def __init__(self, store: ArtifactStore, device: torch.device, budget_bytes: int = 0) -> None:
@@ -97,6 +104,7 @@ class ModelCache:
         hit = self.cached(*key)
         if hit is not None:
             return hit
+        self._check_fits(version, self._artifact_bytes(version))
         started = time.perf_counter()
         module, inputs = self._module(version)
         with torch.inference_mode():
@@ -106,6 +114,7 @@ class ModelCache:
                      for datatype, shape in inputs))
         loaded = LoadedModel(version, module, self.device, module_bytes(module),
                              time.perf_counter() - started)
+        self._check_fits(version, loaded.size_bytes)
         with self._lock:
             self._make_room(loaded.size_bytes)
             self._models[key] = loaded
@@ -125,9 +134,38 @@ class ModelCache:
         arch = get_architecture(version.architecture)
         config = arch.resolve_config(json.loads(version.config_json or "{}"))
         module = arch.build(config)
-        state = load_safetensors(self._store.read_weights(version.weights_sha256))
-        module.load_state_dict(state, strict=True)
+        self._load_weights(module, version.weights_sha256)
         return module.to(self.device).eval(), [(s.datatype, s.shape) for s in arch.inputs(config)]
+
+    def _load_weights(self, module: torch.nn.Module, sha256: str) -> None:
+        """The weights file, checked against its sha256 (streamed), memory-mapped into the
+        module: assigned (no copy) where every tensor's dtype and shape match the module's,
+        else copied (and cast) into its parameters."""
+        path = self._store.weights_path(sha256)
+        if file_sha256(path) != sha256:
+            raise ValueError(f"weights file {sha256} is corrupt (sha256 mismatch)")
+        state = load_safetensors_file(path)  # mmapped: pages are read as tensors are used
+        current = module.state_dict()
+        is_same = all(k in current and current[k].dtype == t.dtype
+                      and current[k].shape == t.shape for k, t in state.items())
+        module.load_state_dict(state, strict=True, assign=is_same)
+
+    def _artifact_bytes(self, version: ModelVersion) -> int:
+        """The size of the version's weights or archive: as registered, else the file's."""
+        if version.format in (TORCHSCRIPT, TORCH_EXPORT):
+            return version.archive_bytes or self._store.archive_path(
+                version.archive_sha256).stat().st_size
+        return version.weights_bytes or self._store.weights_path(
+            version.weights_sha256).stat().st_size
+
+    def _check_fits(self, version: ModelVersion, size_bytes: int) -> None:
+        """FAILED_PRECONDITION (MODEL_TOO_LARGE) when the version alone exceeds the budget."""
+        if self.budget_bytes and size_bytes > self.budget_bytes:
+            raise ModelTooLarge(
+                f"model {version.model}:{version.version} needs {size_bytes / MIB:.1f} MiB, more "
+                f"than this worker's whole model memory (MAAS_WORKER_MODEL_MEMORY_MB="
+                f"{self.budget_bytes // MIB}): it is not loaded; raise the setting on a worker "
+                "that serves the model (MAAS_WORKER_MODELS)")
 
     def _make_room(self, needed: int) -> None:
         """Evicts least-recently-used models until `needed` more bytes fit (lock held)."""

@@ -29,7 +29,7 @@ from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry, is_archive
-from scheduler.workers import WorkerDirectory
+from scheduler.workers import WorkerDirectory, serves
 from worker.batches import BatchRunner, Versions
 from worker.cache import ModelCache, pick_device
 from worker.sandbox.pool import RunnerLimits, RunnerPool
@@ -61,7 +61,8 @@ class Worker:
         # How tasks are started: run() hands in its TaskGroup's, so none is left behind.
         self._spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = \
             asyncio.create_task
-        self._models: list[str] = []
+        self._pins = settings.worker_model_pins  # empty: every model
+        self._models: list[str] = []  # what it serves and reads the streams of
         self._hot: set[str] = set()  # models CLAIMed again at once (see _note_load)
         self._inflight: dict[str, set[Delivery]] = defaultdict(set)
         self._training = TrainingSlot(self.id, settings, self._redis, self.queue,
@@ -93,7 +94,8 @@ class Worker:
         self._wake.set()
 
     async def run(self) -> None:
-        log.info("worker %s on %s", self.id, self.cache.device)
+        log.info("worker %s on %s, serving %s", self.id, self.cache.device,
+                 ", ".join(self._pins) or "every model")
         await check_durability(self._redis)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -122,7 +124,8 @@ class Worker:
     async def _refresh_loop(self) -> None:
         while True:
             try:
-                names = await self._registry.model_names()
+                names = [m for m in await self._registry.model_names()
+                         if serves(self._pins, m)]  # MAAS_WORKER_MODELS
                 new = sorted(set(names) - set(self._models))
                 for name in new:
                     await self.queue.ensure_group(name)
@@ -178,7 +181,9 @@ class Worker:
             worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
             device=str(self.cache.device),
             models=self.cache.loaded_names() + self._runners.loaded_names(),
-            started_unix_ms=self._started_ms, batches=self.batches, jobs=self.jobs)
+            started_unix_ms=self._started_ms, batches=self.batches, jobs=self.jobs,
+            serves=self._pins, model_memory_bytes=self.cache.size_bytes,
+            model_memory_budget_bytes=self.cache.budget_bytes)
 
     async def _claim_loop(self) -> None:
         """Under load: one CLAIM (read + start) per batch; else: block in XREADGROUP."""

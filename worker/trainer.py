@@ -40,13 +40,7 @@ from scheduler.gangs import GangSeat, GangStore
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry
 from scheduler.training import LeaseLost, TrainingStore, state_event
-from worker.gang import (
-    advertised_host,
-    follow_formation,
-    guard,
-    lead_formation,
-    rendezvous_address,
-)
+from worker.gang import advertised_host, follow_formation, guard, lead_formation, rendezvous_address
 from worker.observe import job_scope
 from worker.training_lineage import register_result
 
@@ -139,6 +133,9 @@ class TrainingExecutor:
             if run.cancel_requested:
                 return await self._finish(started, run, "CANCELLED", "cancelled")
             code = await self._run_child(started, run, draining, seat)
+            # Rank 0 only (a gang's ranks share the directory): the last checkpoint reaches
+            # the store before the job is handed back or ends.
+            await asyncio.to_thread(self._artifacts.save_job_dir, started.delivery.job_id)
             await self._conclude(started, run, code, draining)
         except LeaseLost:
             metrics.TRAINING_FINISHED.labels("LEASE_LOST").inc()
@@ -206,21 +203,24 @@ class TrainingExecutor:
 
     async def _argv(self, job_id: str, envelope: JobEnvelope, extra: list[str]) -> list[str]:
         spec = envelope.train.spec
-        out = self._artifacts.job_dir(job_id)
+        # In a thread: an object store downloads the job's saved files (and the inputs).
+        out = await asyncio.to_thread(self._artifacts.job_dir, job_id)
         out.mkdir(parents=True, exist_ok=True)
         # Atomic: the replicas of a gang write the same file in the same (shared) directory.
         write_atomic(out / "spec.json", from_proto(spec).to_json().encode())
         dataset = spec.dataset
         if dataset not in BUILTIN_DATASETS:
             record = await self._datasets.get(dataset)
-            dataset = str(self._artifacts.dataset_path(record.sha256, record.format))
+            dataset = str(await asyncio.to_thread(self._artifacts.dataset_path, record.sha256,
+                                                  record.format))
         argv = [sys.executable, "-m", "worker.training", "--spec", str(out / "spec.json"),
                 "--dataset", dataset, "--out", str(out), "--threads", str(self._threads),
                 "--group-timeout-s", str(GROUP_TIMEOUT_S), *extra]
         if spec.init_from:
             name, _, version = spec.init_from.partition(":")
             base = await self._registry.resolve(name, version)
-            argv += ["--init-weights", str(self._artifacts.weights_path(base.weights_sha256))]
+            weights = await asyncio.to_thread(self._artifacts.weights_path, base.weights_sha256)
+            argv += ["--init-weights", str(weights)]
         return argv
 
     async def _on_line(self, started: Started, run: _Run, doc: dict[str, Any]) -> None:
@@ -248,6 +248,8 @@ class TrainingExecutor:
             info.time.GetCurrentTime()
             job.latest_checkpoint.CopyFrom(info)
             events.append(_event(checkpoint=info))
+            # Only rank 0 reads lines (_ignored for the others), so one rank saves.
+            await asyncio.to_thread(self._artifacts.save_job_dir, started.delivery.job_id)
         elif kind == "result":
             run.result = doc
         elif kind == "error":

@@ -31,9 +31,10 @@ from maas.v1.model_service_pb2 import ModelVersion
 from runtime.settings import Settings
 from runtime.tracing import trace_id
 from scheduler.connection import TRANSIENT_ERRORS
+from scheduler.keys import split_model_id
 from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry, is_servable
-from scheduler.workers import WorkerDirectory
+from scheduler.workers import WorkerDirectory, serving
 
 PLATFORM = "pytorch"
 # Cancels sent to Redis at once: a burst (a stream cancelled, many deadlines passing together)
@@ -85,7 +86,7 @@ class InferencePlane:
                                                            request.model_version)
             await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
             call.resolved(version)
-            await self._require_live_worker(request.model_name)
+            await self._require_live_worker(version.model)
             envelope = self.envelope(version, caller, _INFER, priority_of(request))
             infer_task(request, version, max_elements=settings.max_tensor_elements,
                        into=envelope.infer)
@@ -137,19 +138,29 @@ class InferencePlane:
         )
 
     async def _require_live_worker(self, model: str) -> None:
-        """UNAVAILABLE + retry delay when no worker has been alive for a while
+        """UNAVAILABLE + retry delay when no worker has been alive for a while, or when live
+        workers are there but none serves the model (MAAS_WORKER_MODELS pins them elsewhere)
         (MAAS_REQUIRE_LIVE_WORKER=on): a synchronous caller would only wait out its deadline.
-        Async jobs are queued anyway."""
+        Async jobs are queued anyway. `model` is the model's id; both reads are cached."""
         if self._settings.require_live_worker == "off":
             return
         within_s = NO_WORKER_GRACE_S
-        if await self._workers.any_seen(within_s):
-            return
-        if not await self._workers.any_seen(within_s, max_age_s=0):  # one may have just started
+        name = split_model_id(model)[1]
+        if not await self._workers.any_seen(within_s) and \
+                not await self._workers.any_seen(within_s, max_age_s=0):  # one just started?
             raise Unavailable(
-                f"no worker has been alive for {within_s:.0f}s to run model {model!r}: start "
+                f"no worker has been alive for {within_s:.0f}s to run model {name!r}: start "
                 "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
                 "queues requests instead", reason="NO_LIVE_WORKER", retry_delay_s=2.0)
+        live = await self._workers.live()
+        # No live record while workers were seen lately (a Redis outage lapses them all):
+        # nothing is known of what they serve, so the request is queued.
+        if live and not serving(live, model):
+            raise Unavailable(
+                f"no live worker serves model {name!r}: every worker is pinned to other models "
+                "by MAAS_WORKER_MODELS; start a worker whose MAAS_WORKER_MODELS names it (or "
+                "is empty: every model) and retry", reason="NO_WORKER_FOR_MODEL",
+                retry_delay_s=2.0)
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose

@@ -12,16 +12,19 @@ of the shared catalog.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from gateway.auth import caller, require
 from gateway.bounds import page_size
+from gateway.upload_sessions import UploadSessions
 from gateway.uploads import (
     ArchivePlan,
     add_weights_version,
     archive_plan,
     artifact_chunks,
+    check_start,
     first_message,
     received,
     store_artifact,
@@ -35,8 +38,11 @@ from runtime.artifacts import ArtifactStore
 from runtime.settings import Settings
 from runtime.weights import sha256_hex
 from scheduler import keys
+from scheduler.artifact_gc import ArtifactCollector
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_alias, check_model_name
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
 # How long registering an archive waits for a worker's verdict by default (then it answers
@@ -89,8 +95,11 @@ class ModelLifecycle:
     def __init__(self, registry: ModelRegistry, queue: JobQueue, store: ArtifactStore, *,
                  verify_wait_s: float = VERIFY_WAIT_S,
                  max_message_bytes: int = Settings.max_message_bytes,
-                 max_model_bytes: int = Settings.max_model_bytes) -> None:
+                 max_model_bytes: int = Settings.max_model_bytes,
+                 upload_ttl_s: float = Settings.upload_ttl_s) -> None:
         self._registry = registry
+        self._uploads = UploadSessions(store.upload_path("-").parent, upload_ttl_s)
+        self._uploads.sweep()  # what a gateway that stopped left behind
         self._queue = queue
         self._store = store
         self._verify_wait_s = verify_wait_s
@@ -153,7 +162,8 @@ class ModelLifecycle:
         require("train", "uploading a model")
         start = await first_message(requests)
         plan = archive_plan(start.model) if start.is_archive else weights_plan(start.model)
-        async with received(requests, start, self._store, self._max_model_bytes) as path:
+        async with received(requests, start, self._store, self._max_model_bytes,
+                            self._uploads) as path:
             if isinstance(plan, ArchivePlan):
                 stored = await self.add_archive_version(plan.model_id, path, plan.inputs,
                                                         plan.outputs, sha256=start.sha256)
@@ -161,6 +171,23 @@ class ModelLifecycle:
                 stored = await add_weights_version(self._registry, self._queue, self._store,
                                                    plan, path, start.sha256)
         return public_version(stored)
+
+    async def create_upload(self, start: pb.UploadModelStart) -> pb.ModelUpload:
+        """Opens a resumable upload of `start` (checked as UploadModel checks it)."""
+        require("train", "uploading a model")
+        if start.is_archive:
+            archive_plan(start.model)
+        else:
+            weights_plan(start.model)
+        check_start(start, self._max_model_bytes)
+        record = self._uploads.create(caller().tenant, start)
+        return record.view(self._uploads.ttl_s)
+
+    async def get_upload(self, upload_id: str) -> pb.ModelUpload:
+        """Where the caller's upload stands: bytes received, expiry."""
+        require("train", "uploading a model")
+        self._uploads.sweep()
+        return self._uploads.get(caller().tenant, upload_id).view(self._uploads.ttl_s)
 
     async def add_archive_version(self, model_id: str, data: bytes | Path,
                                   inputs: list[TensorSpec], outputs: list[TensorSpec],
@@ -233,7 +260,12 @@ class ModelLifecycle:
 
     async def delete_version(self, name: str, version: str) -> pb.Model:
         model_id = await self.changed_model_id(name, "deleting a version")
-        await self._registry.delete_version(model_id, version)
+        deleted = await self._registry.delete_version(model_id, version)
+        try:  # its artifacts go now if nothing else references them; else the daemon's sweep
+            await ArtifactCollector(self._queue.client, self._store).free(deleted)
+        except Exception as exc:  # the version is gone either way: never fail the delete
+            log.warning("artifacts of %s version %s left to the sweep: %s", model_id,
+                        version, exc)
         return public_model(await self._registry.get_model(model_id))
 
     async def set_unloaded(self, name: str, unloaded: bool, what: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from maas.cli import commands, explain, keys, models, training, up
+from maas.cli import commands, explain, keys, models, training, up, workers
 from maas.errors import MaasError
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parsers(sub.choices["models"])  # lifecycle: upload, alias, delete-version
     training.add_parsers(sub)
     keys.add_parsers(sub)
+    workers.add_parsers(sub)
     for name, text in (("gateway", "run a gateway process"),
                        ("scheduler", "run the scheduler daemon"),
                        ("worker", "run a worker process")):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmaas/v1/model_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xde\x04\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x15\n\rweights_bytes\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12\x10\n\x08platform\x18\n \x01(\t\x12\x17\n\x0ftraining_job_id\x18\x0b \x01(\t\x12\x16\n\x0e\x64\x61taset_sha256\x18\x0c \x01(\t\x12\x1a\n\x12training_spec_json\x18\r \x01(\t\x12\x33\n\x07metrics\x18\x0e \x03(\x0b\x32\".maas.v1.ModelVersion.MetricsEntry\x12$\n\x06\x66ormat\x18\x0f \x01(\x0e\x32\x14.maas.v1.ModelFormat\x12\x16\n\x0e\x61rchive_sha256\x18\x10 \x01(\t\x12\x15\n\rarchive_bytes\x18\x11 \x01(\x03\x12)\n\x05state\x18\x12 \x01(\x0e\x32\x1a.maas.v1.ModelVersionState\x12\x14\n\x0cstate_reason\x18\x13 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd6\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x08versions\x18\x02 \x03(\x0b\x32\x15.maas.v1.ModelVersion\x12\x16\n\x0elatest_version\x18\x03 \x01(\t\x12\x0e\n\x06shared\x18\x04 \x01(\x08\x12,\n\x07\x61liases\x18\x05 \x03(\x0b\x32\x1b.maas.v1.Model.AliasesEntry\x12\x10\n\x08unloaded\x18\x06 \x01(\x08\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x12ListModelsResponse\x12\x1e\n\x06models\x18\x01 \x03(\x0b\x32\x0e.maas.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x10GetModelResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\"\xe4\x01\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x0f\n\x07weights\x18\x04 \x01(\x0c\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x0e\n\x06shared\x18\x06 \x01(\x08\x12\x0f\n\x07\x61rchive\x18\x07 \x01(\x0c\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\"E\n\x15RegisterModelResponse\x12,\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersion\"Y\n\x12UploadModelRequest\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.maas.v1.UploadModelStartH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"x\n\x10UploadModelStart\x12,\n\x05model\x18\x01 \x01(\x0b\x32\x1d.maas.v1.RegisterModelRequest\x12\x12\n\nis_archive\x18\x02 \x01(\x08\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"C\n\x13UploadModelResponse\x12,\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersion\"5\n\x14\x44ownloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"`\n\x15\x44ownloadModelResponse\x12.\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersionH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"D\n\x14SetModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"P\n\x15SetModelAliasResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"6\n\x17\x44\x65leteModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\"9\n\x18\x44\x65leteModelAliasResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\":\n\x19\x44\x65leteModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\x1a\x44\x65leteModelVersionResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model*\x86\x01\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_FORMAT_SAFETENSORS\x10\x01\x12\x1c\n\x18MODEL_FORMAT_TORCHSCRIPT\x10\x02\x12\x1d\n\x19MODEL_FORMAT_TORCH_EXPORT\x10\x03*\xc1\x01\n\x11ModelVersionState\x12#\n\x1fMODEL_VERSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MODEL_VERSION_STATE_READY\x10\x01\x12!\n\x1dMODEL_VERSION_STATE_VERIFYING\x10\x02\x12 \n\x1cMODEL_VERSION_STATE_REJECTED\x10\x03\x12#\n\x1fMODEL_VERSION_STATE_QUARANTINED\x10\x04\x32\x9c\x05\n\x0cModelService\x12G\n\nListModels\x12\x1a.maas.v1.ListModelsRequest\x1a\x1b.maas.v1.ListModelsResponse\"\x00\x12\x41\n\x08GetModel\x12\x18.maas.v1.GetModelRequest\x1a\x19.maas.v1.GetModelResponse\"\x00\x12P\n\rRegisterModel\x12\x1d.maas.v1.RegisterModelRequest\x1a\x1e.maas.v1.RegisterModelResponse\"\x00\x12L\n\x0bUploadModel\x12\x1b.maas.v1.UploadModelRequest\x1a\x1c.maas.v1.UploadModelResponse\"\x00(\x01\x12R\n\rDownloadModel\x12\x1d.maas.v1.DownloadModelRequest\x1a\x1e.maas.v1.DownloadModelResponse\"\x00\x30\x01\x12P\n\rSetModelAlias\x12\x1d.maas.v1.SetModelAliasRequest\x1a\x1e.maas.v1.SetModelAliasResponse\"\x00\x12Y\n\x10\x44\x65leteModelAlias\x12 .maas.v1.DeleteModelAliasRequest\x1a!.maas.v1.DeleteModelAliasResponse\"\x00\x12_\n\x12\x44\x65leteModelVersion\x12\".maas.v1.DeleteModelVersionRequest\x1a#.maas.v1.DeleteModelVersionResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmaas/v1/model_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xde\x04\n\x0cModelVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x15\n\rweights_bytes\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12\x10\n\x08platform\x18\n \x01(\t\x12\x17\n\x0ftraining_job_id\x18\x0b \x01(\t\x12\x16\n\x0e\x64\x61taset_sha256\x18\x0c \x01(\t\x12\x1a\n\x12training_spec_json\x18\r \x01(\t\x12\x33\n\x07metrics\x18\x0e \x03(\x0b\x32\".maas.v1.ModelVersion.MetricsEntry\x12$\n\x06\x66ormat\x18\x0f \x01(\x0e\x32\x14.maas.v1.ModelFormat\x12\x16\n\x0e\x61rchive_sha256\x18\x10 \x01(\t\x12\x15\n\rarchive_bytes\x18\x11 \x01(\x03\x12)\n\x05state\x18\x12 \x01(\x0e\x32\x1a.maas.v1.ModelVersionState\x12\x14\n\x0cstate_reason\x18\x13 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd6\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x08versions\x18\x02 \x03(\x0b\x32\x15.maas.v1.ModelVersion\x12\x16\n\x0elatest_version\x18\x03 \x01(\t\x12\x0e\n\x06shared\x18\x04 \x01(\x08\x12,\n\x07\x61liases\x18\x05 \x03(\x0b\x32\x1b.maas.v1.Model.AliasesEntry\x12\x10\n\x08unloaded\x18\x06 \x01(\x08\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x12ListModelsResponse\x12\x1e\n\x06models\x18\x01 \x03(\x0b\x32\x0e.maas.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x10GetModelResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\"\xe4\x01\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x0f\n\x07weights\x18\x04 \x01(\x0c\x12\x16\n\x0eweights_sha256\x18\x05 \x01(\t\x12\x0e\n\x06shared\x18\x06 \x01(\x08\x12\x0f\n\x07\x61rchive\x18\x07 \x01(\x0c\x12#\n\x06inputs\x18\x08 \x03(\x0b\x32\x13.maas.v1.TensorSpec\x12$\n\x07outputs\x18\t \x03(\x0b\x32\x13.maas.v1.TensorSpec\"E\n\x15RegisterModelResponse\x12,\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersion\"Y\n\x12UploadModelRequest\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.maas.v1.UploadModelStartH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"\x9b\x01\n\x10UploadModelStart\x12,\n\x05model\x18\x01 \x01(\x0b\x32\x1d.maas.v1.RegisterModelRequest\x12\x12\n\nis_archive\x18\x02 \x01(\x08\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\tupload_id\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x03\"\x8d\x01\n\x0bModelUpload\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x03\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x18\x43reateModelUploadRequest\x12(\n\x05start\x18\x01 \x01(\x0b\x32\x19.maas.v1.UploadModelStart\"A\n\x19\x43reateModelUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.maas.v1.ModelUpload\"*\n\x15GetModelUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\">\n\x16GetModelUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.maas.v1.ModelUpload\"C\n\x13UploadModelResponse\x12,\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersion\"5\n\x14\x44ownloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"`\n\x15\x44ownloadModelResponse\x12.\n\rmodel_version\x18\x01 \x01(\x0b\x32\x15.maas.v1.ModelVersionH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"D\n\x14SetModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"P\n\x15SetModelAliasResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"6\n\x17\x44\x65leteModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\"9\n\x18\x44\x65leteModelAliasResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model\":\n\x19\x44\x65leteModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\x1a\x44\x65leteModelVersionResponse\x12\x1d\n\x05model\x18\x01 \x01(\x0b\x32\x0e.maas.v1.Model*\x86\x01\n\x0bModelFormat\x12\x1c\n\x18MODEL_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18MODEL_FORMAT_SAFETENSORS\x10\x01\x12\x1c\n\x18MODEL_FORMAT_TORCHSCRIPT\x10\x02\x12\x1d\n\x19MODEL_FORMAT_TORCH_EXPORT\x10\x03*\xc1\x01\n\x11ModelVersionState\x12#\n\x1fMODEL_VERSION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MODEL_VERSION_STATE_READY\x10\x01\x12!\n\x1dMODEL_VERSION_STATE_VERIFYING\x10\x02\x12 \n\x1cMODEL_VERSION_STATE_REJECTED\x10\x03\x12#\n\x1fMODEL_VERSION_STATE_QUARANTINED\x10\x04\x32\xcf\x06\n\x0cModelService\x12G\n\nListModels\x12\x1a.maas.v1.ListModelsRequest\x1a\x1b.maas.v1.ListModelsResponse\"\x00\x12\x41\n\x08GetModel\x12\x18.maas.v1.GetModelRequest\x1a\x19.maas.v1.GetModelResponse\"\x00\x12P\n\rRegisterModel\x12\x1d.maas.v1.RegisterModelRequest\x1a\x1e.maas.v1.RegisterModelResponse\"\x00\x12L\n\x0bUploadModel\x12\x1b.maas.v1.UploadModelRequest\x1a\x1c.maas.v1.UploadModelResponse\"\x00(\x01\x12\\\n\x11\x43reateModelUpload\x12!.maas.v1.CreateModelUploadRequest\x1a\".maas.v1.CreateModelUploadResponse\"\x00\x12S\n\x0eGetModelUpload\x12\x1e.maas.v1.GetModelUploadRequest\x1a\x1f.maas.v1.GetModelUploadResponse\"\x00\x12R\n\rDownloadModel\x12\x1d.maas.v1.DownloadModelRequest\x1a\x1e.maas.v1.DownloadModelResponse\"\x00\x30\x01\x12P\n\rSetModelAlias\x12\x1d.maas.v1.SetModelAliasRequest\x1a\x1e.maas.v1.SetModelAliasResponse\"\x00\x12Y\n\x10\x44\x65leteModelAlias\x12 .maas.v1.DeleteModelAliasRequest\x1a!.maas.v1.DeleteModelAliasResponse\"\x00\x12_\n\x12\x44\x65leteModelVersion\x12\".maas.v1.DeleteModelVersionRequest\x1a#.maas.v1.DeleteModelVersionResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_MODEL_ALIASESENTRY']._loaded_options = None
   _globals['_MODEL_ALIASESENTRY']._serialized_options = b'8\001'
-  _globals['_MODELFORMAT']._serialized_start=2309
-  _globals['_MODELFORMAT']._serialized_end=2443
-  _globals['_MODELVERSIONSTATE']._serialized_start=2446
-  _globals['_MODELVERSIONSTATE']._serialized_end=2639
+  _globals['_MODELFORMAT']._serialized_start=2734
+  _globals['_MODELFORMAT']._serialized_end=2868
+  _globals['_MODELVERSIONSTATE']._serialized_start=2871
+  _globals['_MODELVERSIONSTATE']._serialized_end=3064
   _globals['_TENSORSPEC']._serialized_start=73
   _globals['_TENSORSPEC']._serialized_end=132
   _globals['_MODELVERSION']._serialized_start=135
@@ -64,26 +64,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERMODELRESPONSE']._serialized_end=1483
   _globals['_UPLOADMODELREQUEST']._serialized_start=1485
   _globals['_UPLOADMODELREQUEST']._serialized_end=1574
-  _globals['_UPLOADMODELSTART']._serialized_start=1576
-  _globals['_UPLOADMODELSTART']._serialized_end=1696
-  _globals['_UPLOADMODELRESPONSE']._serialized_start=1698
-  _globals['_UPLOADMODELRESPONSE']._serialized_end=1765
-  _globals['_DOWNLOADMODELREQUEST']._serialized_start=1767
-  _globals['_DOWNLOADMODELREQUEST']._serialized_end=1820
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=1822
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=1918
-  _globals['_SETMODELALIASREQUEST']._serialized_start=1920
-  _globals['_SETMODELALIASREQUEST']._serialized_end=1988
-  _globals['_SETMODELALIASRESPONSE']._serialized_start=1990
-  _globals['_SETMODELALIASRESPONSE']._serialized_end=2070
-  _globals['_DELETEMODELALIASREQUEST']._serialized_start=2072
-  _globals['_DELETEMODELALIASREQUEST']._serialized_end=2126
-  _globals['_DELETEMODELALIASRESPONSE']._serialized_start=2128
-  _globals['_DELETEMODELALIASRESPONSE']._serialized_end=2185
-  _globals['_DELETEMODELVERSIONREQUEST']._serialized_start=2187
-  _globals['_DELETEMODELVERSIONREQUEST']._serialized_end=2245
-  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_start=2247
-  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_end=2306
-  _globals['_MODELSERVICE']._serialized_start=2642
-  _globals['_MODELSERVICE']._serialized_end=3310
+  _globals['_UPLOADMODELSTART']._serialized_start=1577
+  _globals['_UPLOADMODELSTART']._serialized_end=1732
+  _globals['_MODELUPLOAD']._serialized_start=1735
+  _globals['_MODELUPLOAD']._serialized_end=1876
+  _globals['_CREATEMODELUPLOADREQUEST']._serialized_start=1878
+  _globals['_CREATEMODELUPLOADREQUEST']._serialized_end=1946
+  _globals['_CREATEMODELUPLOADRESPONSE']._serialized_start=1948
+  _globals['_CREATEMODELUPLOADRESPONSE']._serialized_end=2013
+  _globals['_GETMODELUPLOADREQUEST']._serialized_start=2015
+  _globals['_GETMODELUPLOADREQUEST']._serialized_end=2057
+  _globals['_GETMODELUPLOADRESPONSE']._serialized_start=2059
+  _globals['_GETMODELUPLOADRESPONSE']._serialized_end=2121
+  _globals['_UPLOADMODELRESPONSE']._serialized_start=2123
+  _globals['_UPLOADMODELRESPONSE']._serialized_end=2190
+  _globals['_DOWNLOADMODELREQUEST']._serialized_start=2192
+  _globals['_DOWNLOADMODELREQUEST']._serialized_end=2245
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=2247
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=2343
+  _globals['_SETMODELALIASREQUEST']._serialized_start=2345
+  _globals['_SETMODELALIASREQUEST']._serialized_end=2413
+  _globals['_SETMODELALIASRESPONSE']._serialized_start=2415
+  _globals['_SETMODELALIASRESPONSE']._serialized_end=2495
+  _globals['_DELETEMODELALIASREQUEST']._serialized_start=2497
+  _globals['_DELETEMODELALIASREQUEST']._serialized_end=2551
+  _globals['_DELETEMODELALIASRESPONSE']._serialized_start=2553
+  _globals['_DELETEMODELALIASRESPONSE']._serialized_end=2610
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_start=2612
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_end=2670
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_start=2672
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_end=2731
+  _globals['_MODELSERVICE']._serialized_start=3067
+  _globals['_MODELSERVICE']._serialized_end=3914
 # @@protoc_insertion_point(module_scope)

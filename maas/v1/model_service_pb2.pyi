@@ -531,11 +531,22 @@ class UploadModelStart(_message.Message):
     IS_ARCHIVE_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     is_archive: _builtins.bool
     """True when the file is a TorchScript or torch.export archive."""
     size_bytes: _builtins.int
     """The file's size in bytes (1 .. MAAS_MAX_MODEL_BYTES) and hex sha256."""
     sha256: _builtins.str
+    upload_id: _builtins.str
+    """The id of a resumable upload (CreateModelUpload) these chunks belong to;
+    empty for a one-shot upload. Ignored by CreateModelUpload.
+    """
+    offset: _builtins.int
+    """The position in the file of the first chunk that follows: the bytes the
+    gateway already holds for `upload_id` (0 for a one-shot upload). A
+    resumed upload whose bytes are all there sends no chunk.
+    """
     @_builtins.property
     def model(self) -> Global___RegisterModelRequest:
         """The version as RegisterModel takes it, without `weights` or `archive`:
@@ -550,14 +561,146 @@ class UploadModelStart(_message.Message):
         is_archive: _builtins.bool = ...,
         size_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_archive", b"is_archive", "model", b"model", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_archive", b"is_archive", "model", b"model", "offset", b"offset", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadModelStart: _TypeAlias = UploadModelStart  # noqa: Y015
+
+@_typing.final
+class ModelUpload(_message.Message):
+    """A resumable upload of a model's file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The id to resume with (UploadModelStart.upload_id)."""
+    received_bytes: _builtins.int
+    """Bytes received so far, in order: the offset to resume at."""
+    size_bytes: _builtins.int
+    """The declared size and hex sha256 of the file."""
+    sha256: _builtins.str
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the upload is deleted unless more bytes arrive first."""
+
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        received_bytes: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "received_bytes", b"received_bytes", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUpload: _TypeAlias = ModelUpload  # noqa: Y015
+
+@_typing.final
+class CreateModelUploadRequest(_message.Message):
+    """Request of CreateModelUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___UploadModelStart:
+        """What the upload registers once complete, as UploadModel's first message
+        (upload_id and offset unset).
+        """
+
+    def __init__(
+        self,
+        *,
+        start: Global___UploadModelStart | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateModelUploadRequest: _TypeAlias = CreateModelUploadRequest  # noqa: Y015
+
+@_typing.final
+class CreateModelUploadResponse(_message.Message):
+    """Response of CreateModelUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def upload(self) -> Global___ModelUpload: ...
+    def __init__(
+        self,
+        *,
+        upload: Global___ModelUpload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateModelUploadResponse: _TypeAlias = CreateModelUploadResponse  # noqa: Y015
+
+@_typing.final
+class GetModelUploadRequest(_message.Message):
+    """Request of GetModelUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelUploadRequest: _TypeAlias = GetModelUploadRequest  # noqa: Y015
+
+@_typing.final
+class GetModelUploadResponse(_message.Message):
+    """Response of GetModelUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def upload(self) -> Global___ModelUpload: ...
+    def __init__(
+        self,
+        *,
+        upload: Global___ModelUpload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelUploadResponse: _TypeAlias = GetModelUploadResponse  # noqa: Y015
 
 @_typing.final
 class UploadModelResponse(_message.Message):

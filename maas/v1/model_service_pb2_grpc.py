@@ -59,6 +59,16 @@ class ModelServiceStub:
                 request_serializer=maas_dot_v1_dot_model__service__pb2.UploadModelRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_model__service__pb2.UploadModelResponse.FromString,
                 _registered_method=True)
+        self.CreateModelUpload = channel.unary_unary(
+                '/maas.v1.ModelService/CreateModelUpload',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.CreateModelUploadRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.CreateModelUploadResponse.FromString,
+                _registered_method=True)
+        self.GetModelUpload = channel.unary_unary(
+                '/maas.v1.ModelService/GetModelUpload',
+                request_serializer=maas_dot_v1_dot_model__service__pb2.GetModelUploadRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_model__service__pb2.GetModelUploadResponse.FromString,
+                _registered_method=True)
         self.DownloadModel = channel.unary_stream(
                 '/maas.v1.ModelService/DownloadModel',
                 request_serializer=maas_dot_v1_dot_model__service__pb2.DownloadModelRequest.SerializeToString,
@@ -126,6 +136,40 @@ class ModelServiceServicer:
         version exists only once everything passed (nothing half-registered is
         ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
         bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+        A full artifact disk is RESOURCE_EXHAUSTED naming the directory; an
+        unreachable object store UNAVAILABLE.
+
+        Resuming: a start with `upload_id` (from CreateModelUpload) continues that
+        upload at `start.offset`, which must equal the bytes the gateway holds
+        (GetModelUpload's `received_bytes`; else FAILED_PRECONDITION naming
+        `start.offset` and the offset to use). The start must declare the same
+        model, kind, size and sha256 as when the upload was created (else
+        FAILED_PRECONDITION naming the field); an unknown, expired or another
+        tenant's id is NOT_FOUND. When such a stream breaks, the bytes received
+        stay for MAAS_UPLOAD_TTL_S after the last one; the upload is discarded when
+        the whole file fails its checks (sha256, weights that do not fit) and
+        once its version is registered. A start without `upload_id` is a one-shot
+        upload: whatever stops it deletes what it received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateModelUpload(self, request, context):
+        """Opens a resumable upload: checks the start as UploadModel would (before
+        any byte) and returns the upload's id, which only the caller's tenant can
+        use. Its bytes are sent with UploadModel (start.upload_id); it expires
+        MAAS_UPLOAD_TTL_S after it was created or last received bytes, and is
+        then deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelUpload(self, request, context):
+        """Where an upload stands: the bytes received so far (the offset to resume
+        at) and when it expires. An unknown, expired or another tenant's id is
+        NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,6 +231,16 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.UploadModel,
                     request_deserializer=maas_dot_v1_dot_model__service__pb2.UploadModelRequest.FromString,
                     response_serializer=maas_dot_v1_dot_model__service__pb2.UploadModelResponse.SerializeToString,
+            ),
+            'CreateModelUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateModelUpload,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.CreateModelUploadRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.CreateModelUploadResponse.SerializeToString,
+            ),
+            'GetModelUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelUpload,
+                    request_deserializer=maas_dot_v1_dot_model__service__pb2.GetModelUploadRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_model__service__pb2.GetModelUploadResponse.SerializeToString,
             ),
             'DownloadModel': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadModel,
@@ -322,6 +376,60 @@ class ModelService:
             '/maas.v1.ModelService/UploadModel',
             maas_dot_v1_dot_model__service__pb2.UploadModelRequest.SerializeToString,
             maas_dot_v1_dot_model__service__pb2.UploadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateModelUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.ModelService/CreateModelUpload',
+            maas_dot_v1_dot_model__service__pb2.CreateModelUploadRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.CreateModelUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.ModelService/GetModelUpload',
+            maas_dot_v1_dot_model__service__pb2.GetModelUploadRequest.SerializeToString,
+            maas_dot_v1_dot_model__service__pb2.GetModelUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

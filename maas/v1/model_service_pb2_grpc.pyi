@@ -61,6 +61,32 @@ class ModelServiceStub:
     version exists only once everything passed (nothing half-registered is
     ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
     bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+    A full artifact disk is RESOURCE_EXHAUSTED naming the directory; an
+    unreachable object store UNAVAILABLE.
+
+    Resuming: a start with `upload_id` (from CreateModelUpload) continues that
+    upload at `start.offset`, which must equal the bytes the gateway holds
+    (GetModelUpload's `received_bytes`; else FAILED_PRECONDITION naming
+    `start.offset` and the offset to use). The start must declare the same
+    model, kind, size and sha256 as when the upload was created (else
+    FAILED_PRECONDITION naming the field); an unknown, expired or another
+    tenant's id is NOT_FOUND. When such a stream breaks, the bytes received
+    stay for MAAS_UPLOAD_TTL_S after the last one; the upload is discarded when
+    the whole file fails its checks (sha256, weights that do not fit) and
+    once its version is registered. A start without `upload_id` is a one-shot
+    upload: whatever stops it deletes what it received.
+    """
+    CreateModelUpload: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.CreateModelUploadRequest, _model_service_pb2.CreateModelUploadResponse]
+    """Opens a resumable upload: checks the start as UploadModel would (before
+    any byte) and returns the upload's id, which only the caller's tenant can
+    use. Its bytes are sent with UploadModel (start.upload_id); it expires
+    MAAS_UPLOAD_TTL_S after it was created or last received bytes, and is
+    then deleted.
+    """
+    GetModelUpload: _grpc.UnaryUnaryMultiCallable[_model_service_pb2.GetModelUploadRequest, _model_service_pb2.GetModelUploadResponse]
+    """Where an upload stands: the bytes received so far (the offset to resume
+    at) and when it expires. An unknown, expired or another tenant's id is
+    NOT_FOUND.
     """
     DownloadModel: _grpc.UnaryStreamMultiCallable[_model_service_pb2.DownloadModelRequest, _model_service_pb2.DownloadModelResponse]
     """Streams a version back, to run it elsewhere: first the version (its
@@ -113,6 +139,32 @@ class ModelServiceAsyncStub(ModelServiceStub):
     version exists only once everything passed (nothing half-registered is
     ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
     bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+    A full artifact disk is RESOURCE_EXHAUSTED naming the directory; an
+    unreachable object store UNAVAILABLE.
+
+    Resuming: a start with `upload_id` (from CreateModelUpload) continues that
+    upload at `start.offset`, which must equal the bytes the gateway holds
+    (GetModelUpload's `received_bytes`; else FAILED_PRECONDITION naming
+    `start.offset` and the offset to use). The start must declare the same
+    model, kind, size and sha256 as when the upload was created (else
+    FAILED_PRECONDITION naming the field); an unknown, expired or another
+    tenant's id is NOT_FOUND. When such a stream breaks, the bytes received
+    stay for MAAS_UPLOAD_TTL_S after the last one; the upload is discarded when
+    the whole file fails its checks (sha256, weights that do not fit) and
+    once its version is registered. A start without `upload_id` is a one-shot
+    upload: whatever stops it deletes what it received.
+    """
+    CreateModelUpload: _aio.UnaryUnaryMultiCallable[_model_service_pb2.CreateModelUploadRequest, _model_service_pb2.CreateModelUploadResponse]  # type: ignore[assignment]
+    """Opens a resumable upload: checks the start as UploadModel would (before
+    any byte) and returns the upload's id, which only the caller's tenant can
+    use. Its bytes are sent with UploadModel (start.upload_id); it expires
+    MAAS_UPLOAD_TTL_S after it was created or last received bytes, and is
+    then deleted.
+    """
+    GetModelUpload: _aio.UnaryUnaryMultiCallable[_model_service_pb2.GetModelUploadRequest, _model_service_pb2.GetModelUploadResponse]  # type: ignore[assignment]
+    """Where an upload stands: the bytes received so far (the offset to resume
+    at) and when it expires. An unknown, expired or another tenant's id is
+    NOT_FOUND.
     """
     DownloadModel: _aio.UnaryStreamMultiCallable[_model_service_pb2.DownloadModelRequest, _model_service_pb2.DownloadModelResponse]  # type: ignore[assignment]
     """Streams a version back, to run it elsewhere: first the version (its
@@ -186,6 +238,44 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         version exists only once everything passed (nothing half-registered is
         ever visible). Bigger than MAAS_MAX_MODEL_BYTES is RESOURCE_EXHAUSTED;
         bytes past the declared size, a size or sha256 mismatch INVALID_ARGUMENT.
+        A full artifact disk is RESOURCE_EXHAUSTED naming the directory; an
+        unreachable object store UNAVAILABLE.
+
+        Resuming: a start with `upload_id` (from CreateModelUpload) continues that
+        upload at `start.offset`, which must equal the bytes the gateway holds
+        (GetModelUpload's `received_bytes`; else FAILED_PRECONDITION naming
+        `start.offset` and the offset to use). The start must declare the same
+        model, kind, size and sha256 as when the upload was created (else
+        FAILED_PRECONDITION naming the field); an unknown, expired or another
+        tenant's id is NOT_FOUND. When such a stream breaks, the bytes received
+        stay for MAAS_UPLOAD_TTL_S after the last one; the upload is discarded when
+        the whole file fails its checks (sha256, weights that do not fit) and
+        once its version is registered. A start without `upload_id` is a one-shot
+        upload: whatever stops it deletes what it received.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateModelUpload(
+        self,
+        request: _model_service_pb2.CreateModelUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.CreateModelUploadResponse, _abc.Awaitable[_model_service_pb2.CreateModelUploadResponse]]:
+        """Opens a resumable upload: checks the start as UploadModel would (before
+        any byte) and returns the upload's id, which only the caller's tenant can
+        use. Its bytes are sent with UploadModel (start.upload_id); it expires
+        MAAS_UPLOAD_TTL_S after it was created or last received bytes, and is
+        then deleted.
+        """
+
+    @_abc_1.abstractmethod
+    def GetModelUpload(
+        self,
+        request: _model_service_pb2.GetModelUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_service_pb2.GetModelUploadResponse, _abc.Awaitable[_model_service_pb2.GetModelUploadResponse]]:
+        """Where an upload stands: the bytes received so far (the offset to resume
+        at) and when it expires. An unknown, expired or another tenant's id is
+        NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

@@ -45,6 +45,11 @@ class QueueServiceStub:
                 request_serializer=maas_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/maas.v1.QueueService/ListWorkers',
+                request_serializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -66,6 +71,13 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Lists the live workers: what each serves, has loaded, and the memory its models use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +90,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.RedriveDeadLetters,
                     request_deserializer=maas_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.FromString,
                     response_serializer=maas_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +152,33 @@ class QueueService:
             '/maas.v1.QueueService/RedriveDeadLetters',
             maas_dot_v1_dot_queue__service__pb2.RedriveDeadLettersRequest.SerializeToString,
             maas_dot_v1_dot_queue__service__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.QueueService/ListWorkers',
+            maas_dot_v1_dot_queue__service__pb2.ListWorkersRequest.SerializeToString,
+            maas_dot_v1_dot_queue__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,8 @@ class QueueServiceStub:
     """Queues dead-lettered jobs again with fresh attempts (all of the model's,
     or the given ids). Jobs whose record has expired cannot be re-driven.
     """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListWorkersRequest, _queue_service_pb2.ListWorkersResponse]
+    """Lists the live workers: what each serves, has loaded, and the memory its models use."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -51,6 +53,8 @@ class QueueServiceAsyncStub(QueueServiceStub):
     """Queues dead-lettered jobs again with fresh attempts (all of the model's,
     or the given ids). Jobs whose record has expired cannot be re-driven.
     """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListWorkersRequest, _queue_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Lists the live workers: what each serves, has loaded, and the memory its models use."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """Admin operations on a model's queue."""
@@ -72,5 +76,13 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         """Queues dead-lettered jobs again with fresh attempts (all of the model's,
         or the given ids). Jobs whose record has expired cannot be re-driven.
         """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _queue_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ListWorkersResponse, _abc.Awaitable[_queue_service_pb2.ListWorkersResponse]]:
+        """Lists the live workers: what each serves, has loaded, and the memory its models use."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

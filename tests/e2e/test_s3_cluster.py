@@ -1,6 +1,7 @@
 """A cluster whose artifact store is a bucket (MAAS_ARTIFACT_URL=s3://...) on a real
 S3-compatible server: the gateway and the worker share no directory, so every model the
-worker serves came through the bucket. A model streamed up is served and streams back whole."""
+worker serves came through the bucket. A model streamed up is served and streams back whole;
+a training job's checkpoints reach the bucket."""
 
 from __future__ import annotations
 
@@ -65,3 +66,21 @@ def test_a_streamed_model_is_served_from_the_bucket_and_downloads_whole(
     worker_copy = (s3_cluster.local.data_dir.parent / "worker-node" / "artifacts" / "cache"
                    / "weights" / f"{sha}.safetensors")
     assert worker_copy.read_bytes() == got  # the worker downloaded it into its cache
+
+
+def test_a_training_job_saves_its_checkpoints_in_the_bucket(
+        s3: S3Server, s3_cluster: Cluster) -> None:
+    """The worker's job directory is its node's scratch: what it checkpoints reaches the bucket
+    (a job resumed on another node continues from there)."""
+    with maas.Client(s3_cluster.target, timeout_s=60) as client:
+        job = client.train({"name": "s3-trained", "architecture": "mlp", "dataset": "digits",
+                            "optimizer": "adam", "lr": 0.003, "batch_size": 32, "epochs": 0,
+                            "max_steps": 5}).wait(timeout_s=60)
+    assert job.state == job.SUCCEEDED, job.error
+    assert job.latest_checkpoint.global_step == 5
+    bucket = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id="k", aws_secret_access_key="s")
+    listed = bucket.list_objects_v2(Bucket=BUCKET, Prefix=f"e2e/jobs/{job.job_id}/")
+    names = {o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])}
+    assert "spec.json" in names
+    assert names - {"spec.json"}, f"no checkpoint in the bucket: {names}"

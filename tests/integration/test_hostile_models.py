@@ -93,6 +93,7 @@ def test_a_version_serves_only_once_verified(redis_url: str, tmp_path: Path) -> 
                     assert time.monotonic() < deadline, "never verified"
                     time.sleep(0.1)
                 assert client.get_model("later").latest_version == "1"
+                time.sleep(1.1)  # the registry's version cache (LATEST_CACHE_S) sees it too
                 assert client.infer("later", {"x": X})["y"].tolist() == (X * 3).tolist()
 
 

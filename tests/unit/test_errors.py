@@ -36,7 +36,7 @@ SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.QueueStorageFull, errors.ModelAliasNotFound, errors.ModelUnloaded,
               errors.QueueFull,
               errors.ModelVersionInUse, errors.ModelVerifying, errors.ModelQuarantined,
-              errors.ModelRejected, errors.ModelTimeout, errors.ModelCrashed,
+              errors.ModelRejected, errors.ModelTooLarge, errors.ModelTimeout, errors.ModelCrashed,
               errors.JobNotFound, errors.TrainingJobNotFound, errors.DatasetNotFound,
               errors.ApiKeyNotFound]
 ROOT = Path(__file__).resolve().parents[2]

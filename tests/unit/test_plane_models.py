@@ -3,11 +3,15 @@ register, list, get, download, aliases, deletion, unloading (as the anonymous ca
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from safetensors.numpy import load, save
 
 from gateway.plane.models import ModelLifecycle
 from maas.errors import (
@@ -109,3 +113,23 @@ async def test_unloading_marks_the_model(models: ModelLifecycle) -> None:
     assert (await models.get("m")).unloaded
     await models.set_unloaded("m", False, "loading a model")
     assert not (await models.get("m")).unloaded
+
+
+async def test_deleting_a_version_frees_its_artifact_once_unreferenced(
+        models: ModelLifecycle, tmp_path: Path) -> None:
+    ones = {k: np.ones(v.shape, np.float32) for k, v in load(mlp_weights()).items()}
+    other = save(ones)
+    await models.register(weights())  # 1: zeros
+    ones_version = weights()
+    ones_version.weights = other
+    await models.register(ones_version)  # 2: ones
+    await models.register(weights())  # 3: zeros again (one file for 1 and 3)
+    store = ArtifactStore(tmp_path / "artifacts")
+    zeros_file, ones_file = (store.weights_path(sha256_hex(w)) for w in (mlp_weights(), other))
+    long_ago = time.time() - 7200  # past the collector's grace for registrations in flight
+    for path in (zeros_file, ones_file):
+        os.utime(path, (long_ago, long_ago))
+    await models.delete_version("m", "2")
+    assert not ones_file.exists()
+    await models.delete_version("m", "1")
+    assert zeros_file.exists()  # version 3 still references it

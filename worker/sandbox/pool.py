@@ -232,9 +232,10 @@ class RunnerPool:
 
     async def verify(self, version: ModelVersion) -> RunnerLoaded:
         """Loads the archive in a verify-only runner; ArchiveRefused with the reasons."""
-        _, loaded = await Runner.start(
-            await self._take_spare(), self._store.archive_path(version.archive_sha256),
-            version, self.limits, verify_only=True)
+        # In a thread: an object store downloads the archive.
+        archive = await asyncio.to_thread(self._store.archive_path, version.archive_sha256)
+        _, loaded = await Runner.start(await self._take_spare(), archive, version,
+                                       self.limits, verify_only=True)
         return loaded
 
     async def forward(self, version: ModelVersion, inputs: list[np.ndarray]
@@ -257,9 +258,10 @@ class RunnerPool:
                 (model, number), evicted = self._runners.popitem(last=False)
                 log.info("stopping the runner of %s:%s (MAAS_MAX_RUNNERS)", model, number)
                 await evicted.close()
-            runner, loaded = await Runner.start(
-                await self._take_spare(), self._store.archive_path(version.archive_sha256),
-                version, self.limits)
+            archive = await asyncio.to_thread(self._store.archive_path,
+                                              version.archive_sha256)
+            runner, loaded = await Runner.start(await self._take_spare(), archive, version,
+                                                self.limits)
             log.info("runner of %s:%s up (%s)", *key, ", ".join(loaded.confinement))
             self._runners[key] = runner
             return runner

@@ -465,6 +465,9 @@ class WorkerHeartbeat(_message.Message):
     SENT_UNIX_MS_FIELD_NUMBER: _builtins.int
     BATCHES_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
+    SERVES_FIELD_NUMBER: _builtins.int
+    MODEL_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    MODEL_MEMORY_BUDGET_BYTES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     hostname: _builtins.str
     pid: _builtins.int
@@ -474,9 +477,19 @@ class WorkerHeartbeat(_message.Message):
     sent_unix_ms: _builtins.int
     batches: _builtins.int
     jobs: _builtins.int
+    model_memory_bytes: _builtins.int
+    """Bytes held by the parameters and buffers of the models loaded in its cache."""
+    model_memory_budget_bytes: _builtins.int
+    """Its cache's budget (MAAS_WORKER_MODEL_MEMORY_MB) in bytes; 0: unlimited."""
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Models (name:version) loaded in its cache."""
+
+    @_builtins.property
+    def serves(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models it serves, as MAAS_WORKER_MODELS pins them (model ids or names); empty: every
+        model. A model's jobs are read only by the workers that serve it.
+        """
 
     def __init__(
         self,
@@ -490,10 +503,13 @@ class WorkerHeartbeat(_message.Message):
         sent_unix_ms: _builtins.int = ...,
         batches: _builtins.int = ...,
         jobs: _builtins.int = ...,
+        serves: _abc.Iterable[_builtins.str] | None = ...,
+        model_memory_bytes: _builtins.int = ...,
+        model_memory_budget_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "device", b"device", "hostname", b"hostname", "jobs", b"jobs", "models", b"models", "pid", b"pid", "sent_unix_ms", b"sent_unix_ms", "started_unix_ms", b"started_unix_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "device", b"device", "hostname", b"hostname", "jobs", b"jobs", "model_memory_budget_bytes", b"model_memory_budget_bytes", "model_memory_bytes", b"model_memory_bytes", "models", b"models", "pid", b"pid", "sent_unix_ms", b"sent_unix_ms", "serves", b"serves", "started_unix_ms", b"started_unix_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,184 @@
+"""Resumable model uploads: the records that let a broken UploadModel stream continue.
+
+An upload `<id>` is two files under `<artifacts>/uploads/`: `<id>.part`, the bytes received
+so far (its size is the offset to resume at), and `<id>.json`, who owns it and the start
+(UploadModelStart, as protobuf JSON) it was created with. Both live until the version is
+registered, the file fails its checks, or MAAS_UPLOAD_TTL_S passes without a new byte (the
+part's mtime); `sweep` deletes expired ones and one-shot parts a crashed gateway left. One
+stream writes an upload at a time (an exclusive flock on the part).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from maas.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    MaasError,
+    NotFound,
+    QuotaExceeded,
+    QuotaViolation,
+    Unavailable,
+)
+from maas.v1 import model_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+BUSY_RETRY_S = 1.0
+# Fields of a resumed start that must equal the upload's (the rest: upload_id, offset).
+BOUND_FIELDS = ("model", "is_archive", "size_bytes", "sha256")
+
+
+def storage_error(exc: OSError, directory: Path) -> MaasError:
+    """What a failed write of an upload means to the caller: a full disk (or quota) is
+    RESOURCE_EXHAUSTED naming the artifact directory; any other I/O error UNAVAILABLE."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return QuotaExceeded(
+            f"no space left in the artifact directory {directory} (MAAS_DATA_DIR / "
+            f"MAAS_ARTIFACT_URL) while receiving an upload; a resumable upload keeps what "
+            f"arrived and continues once there is room",
+            quota_violations=(QuotaViolation(str(directory), "no space left on device"),))
+    return Unavailable(f"the artifact directory {directory} failed a write "
+                       f"({exc.strerror or exc}); try again", retry_delay_s=BUSY_RETRY_S)
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    upload_id: str
+    tenant: str
+    start: pb.UploadModelStart
+    part: Path
+
+    def received_bytes(self) -> int:
+        return self.part.stat().st_size if self.part.exists() else 0
+
+    def view(self, ttl_s: float) -> pb.ModelUpload:
+        mtime = self.part.stat().st_mtime if self.part.exists() else time.time()
+        expire = Timestamp()
+        expire.FromNanoseconds(int((mtime + ttl_s) * 1e9))
+        return pb.ModelUpload(upload_id=self.upload_id, received_bytes=self.received_bytes(),
+                              size_bytes=self.start.size_bytes, sha256=self.start.sha256,
+                              expire_time=expire)
+
+
+class UploadSessions:
+    """The resumable uploads of one artifact directory (shared by every gateway on it)."""
+
+    def __init__(self, directory: Path, ttl_s: float) -> None:
+        self.directory = directory
+        self.ttl_s = ttl_s
+        self._swept_at = 0.0
+
+    def _meta(self, upload_id: str) -> Path:
+        return self.directory / f"{upload_id}.json"
+
+    def part(self, upload_id: str) -> Path:
+        return self.directory / f"{upload_id}.part"
+
+    def create(self, tenant: str, start: pb.UploadModelStart) -> UploadRecord:
+        self.sweep()
+        bound = pb.UploadModelStart()
+        bound.CopyFrom(start)
+        bound.ClearField("upload_id")
+        bound.ClearField("offset")
+        upload_id = uuid.uuid4().hex
+        record = UploadRecord(upload_id, tenant, bound, self.part(upload_id))
+        meta = {"tenant": tenant, "start": json_format.MessageToDict(bound)}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            record.part.touch()
+            self._meta(record.upload_id).write_text(json.dumps(meta))
+        except OSError as exc:
+            self.discard(record.upload_id)
+            raise storage_error(exc, self.directory) from None
+        return record
+
+    def get(self, tenant: str, upload_id: str, field: str = "upload_id") -> UploadRecord:
+        """The caller's live upload; NOT_FOUND for an unknown, expired or foreign id."""
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise InvalidArgument(f"{field} must be an id from CreateModelUpload (32 hex "
+                                  "digits)", violations=(FieldViolation(field, "malformed"),))
+        gone = NotFound(f"upload {upload_id} is not known: never created, already registered, "
+                        f"discarded, or expired (MAAS_UPLOAD_TTL_S={self.ttl_s:g})")
+        part = self.part(upload_id)
+        try:
+            meta = json.loads(self._meta(upload_id).read_text())
+            mtime = part.stat().st_mtime
+        except (OSError, ValueError):
+            raise gone from None
+        if meta.get("tenant") != tenant:
+            raise gone
+        if mtime + self.ttl_s < time.time():
+            self.discard(upload_id)
+            raise gone
+        start = json_format.ParseDict(meta["start"], pb.UploadModelStart())
+        return UploadRecord(upload_id, tenant, start, part)
+
+    def discard(self, upload_id: str) -> None:
+        self.part(upload_id).unlink(missing_ok=True)
+        self._meta(upload_id).unlink(missing_ok=True)
+
+    def sweep(self) -> int:
+        """Deletes uploads with no new byte for the TTL (at most once per tenth of it); the
+        number deleted. Cheap: one directory listing."""
+        now = time.time()
+        if now - self._swept_at < min(self.ttl_s / 10, 60.0):
+            return 0
+        self._swept_at = now
+        deleted = 0
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.directory.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime + self.ttl_s < now:
+                        path.unlink(missing_ok=True)
+                        deleted += path.suffix == ".part"
+        if deleted:
+            log.info("deleted %d expired upload(s) from %s", deleted, self.directory)
+        return deleted
+
+
+def check_resume(record: UploadRecord, start: pb.UploadModelStart) -> None:
+    """FAILED_PRECONDITION when a resumed start declares another file or model than its
+    upload, or continues at another offset than the bytes received."""
+    for name in BOUND_FIELDS:
+        if getattr(start, name) != getattr(record.start, name):
+            raise FailedPrecondition(
+                f"start.{name} differs from what upload {record.upload_id} was created with; "
+                "a resumed upload sends the same start",
+                violations=(FieldViolation(f"start.{name}", "differs from the upload's"),))
+    received = record.received_bytes()
+    if start.offset != received:
+        raise FailedPrecondition(
+            f"start.offset is {start.offset}; upload {record.upload_id} holds {received} "
+            f"bytes: continue at offset {received}",
+            violations=(FieldViolation("start.offset", f"must be {received}"),))
+
+
+@contextlib.contextmanager
+def exclusive(part: Path, upload_id: str) -> Iterator[BinaryIO]:
+    """The part opened to append, for one stream at a time: UNAVAILABLE (retry) while
+    another stream still writes it."""
+    with part.open("ab") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Unavailable(f"upload {upload_id} is still receiving on another stream; "
+                              "retry in a moment", retry_delay_s=BUSY_RETRY_S) from None
+        yield f

@@ -1,0 +1,35 @@
+"""MAAS_WORKER_MODELS: parsing, and which model ids a pin list serves."""
+
+from __future__ import annotations
+
+import pytest
+
+from maas.queue.v1.queue_pb2 import WorkerHeartbeat
+from runtime.settings import Settings
+from scheduler.workers import serves, serving
+
+
+def test_the_setting_is_a_sorted_set_of_pins() -> None:
+    assert Settings.from_env({}).worker_model_pins == ()
+    pins = Settings.from_env({"MAAS_WORKER_MODELS": " cnn, acme/mlp,,cnn "}).worker_model_pins
+    assert pins == ("acme/mlp", "cnn")
+
+
+@pytest.mark.parametrize(("pins", "model", "expected"), [
+    ((), "anything", True),
+    (("mlp",), "mlp", True),
+    (("mlp",), "acme/mlp", True),  # a name: every tenant's model of that name
+    (("acme/mlp",), "acme/mlp", True),
+    (("acme/mlp",), "mlp", False),  # an id: that model only
+    (("acme/mlp",), "beta/mlp", False),
+    (("cnn",), "mlp", False),
+])
+def test_a_pin_is_an_id_or_a_name(pins: tuple[str, ...], model: str, expected: bool) -> None:
+    assert serves(pins, model) is expected
+
+
+def test_serving_keeps_the_workers_of_a_model() -> None:
+    workers = [WorkerHeartbeat(worker_id="a", serves=["cnn"]), WorkerHeartbeat(worker_id="b"),
+               WorkerHeartbeat(worker_id="c", serves=["mlp"])]
+    assert [w.worker_id for w in serving(workers, "mlp")] == ["b", "c"]
+    assert [w.worker_id for w in serving(workers[:1], "mlp")] == []
