@@ -113,11 +113,21 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def grpc_options(max_message_bytes: int,
+                 max_connection_age_s: float = 0.0) -> list[tuple[str, int]]:
     # gRPC's hard limit sits above the setting so that the servicers, not the transport,
     # refuse a request that is too large, with a message that names the setting.
     hard = min(2 * max_message_bytes + (1 << 20), 2**31 - 1)
+    age: list[tuple[str, int]] = []
+    if max_connection_age_s > 0:
+        # GOAWAY after the age (gRPC adds +-10 % jitter): a client behind a Kubernetes
+        # Service reconnects and lands on any gateway, new ones included. The grace is
+        # unbounded on purpose: calls in flight (a long WatchTrainingJob stream) finish on
+        # the old connection; only new calls move.
+        age = [("grpc.max_connection_age_ms", min(int(max_connection_age_s * 1000), 2**31 - 1)),
+               ("grpc.max_connection_age_grace_ms", 2**31 - 1)]
     return [
+        *age,
         ("grpc.max_receive_message_length", hard),
         ("grpc.max_send_message_length", hard),
         ("grpc.so_reuseport", 1),
@@ -151,7 +161,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     admission = await build_auth(settings, key_store, limiter)
     server = grpc.aio.server(
         interceptors=[gate, *admission.interceptors(), ErrorInterceptor()],
-        options=grpc_options(settings.max_message_bytes))
+        options=grpc_options(settings.max_message_bytes,
+                             settings.max_connection_age_s))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(
         plane, ModelRepository(registry, queue, artifacts, settings.verify_timeout_s)), server)
     datasets = DatasetStore(redis)

@@ -28,6 +28,7 @@ _MINIMUM: dict[str, float] = {
     "worker_model_memory_mb": 0,  # 0: no budget
     "artifact_cache_mb": 0,  # 0: no budget
     "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
+    "max_connection_age_s": 0,  # 0: no maximum connection age
     "max_tensor_elements": 0,  # 0: no limit
     "tenant_rate_per_s": 0,  # 0: unlimited
     "tenant_max_queued": 0,  # 0: no limit
@@ -150,6 +151,10 @@ class Settings:
     verify_timeout_s: float = 120.0
     # Seconds a gateway waits for in-flight calls on SIGTERM.
     shutdown_grace_s: float = 10.0
+    # Seconds a gateway keeps a client's HTTP/2 connection before it asks the client (GOAWAY)
+    # to open a new one, so clients of a Kubernetes Service spread onto new gateways (calls
+    # in flight finish first); 0 = connections live as long as the client keeps them.
+    max_connection_age_s: float = 300.0
     # Prometheus `/metrics` over HTTP on this port (of metrics_host); 0 = off.
     metrics_port: int = 0
     # Address `/metrics` listens on: loopback unless a scraper elsewhere must reach it

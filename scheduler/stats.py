@@ -24,13 +24,12 @@ from scheduler.queue import ReapCounts
 
 @dataclass(frozen=True)
 class StreamStats:
-    """The normal stream's queued, leased and oldest entry; the reaper's work over every
-    priority stream."""
+    """A model's queued, leased and oldest entry over every priority stream (keys.LEVELS):
+    a backlog of high or low jobs counts as much as one of normal jobs."""
 
     queued: int  # not yet read by any worker
-    leased: int  # read, not yet completed
-    oldest_age_s: float  # of the first entry; 0 when the stream is empty
-    leased_all_levels: int = 0  # pending entries of the three streams: 0 = nothing to reap
+    leased: int  # read, not yet completed: 0 = nothing to reap
+    oldest_age_s: float  # of the oldest first entry of the streams; 0 when all are empty
     delayed: int = 0  # jobs waiting out a retry backoff: 0 = nothing to promote
     has_groups: bool = True  # False: a stream or its consumer group is missing
 
@@ -38,32 +37,42 @@ class StreamStats:
     def depth(self) -> int:
         return self.queued + self.leased
 
+    @property
+    def leased_all_levels(self) -> int:
+        """Pending entries of every priority stream (the same as `leased`)."""
+        return self.leased
+
 
 async def stream_stats(client: aioredis.Redis, model: str) -> StreamStats:
-    stream = keys.stream(model)
+    streams = [keys.stream(model, level) for level in keys.LEVELS]
     pipe = client.pipeline(transaction=False)
-    for level in keys.LEVELS:
-        pipe.xinfo_groups(keys.stream(model, level))  # an error when the stream is missing
-    pipe.xlen(stream)
-    pipe.xrange(stream, count=1)
+    for stream in streams:
+        pipe.xinfo_groups(stream)  # an error when the stream is missing
+        pipe.xlen(stream)
+        pipe.xrange(stream, count=1)
     pipe.zcard(keys.delayed(model))
-    *by_level, length, first, delayed = await pipe.execute(raise_on_error=False)
-    for reply in (length, first, delayed):
-        if isinstance(reply, Exception):
-            raise reply
-    found = [_our_group(groups) for groups in by_level]
-    group = found[keys.LEVELS.index("normal")]
-    leased = int(group["pending"]) if group else 0
-    lag = group.get("lag") if group else None
-    # lag is unknown (None) after deletions Redis cannot account for: count what is left.
-    queued = int(lag) if lag is not None else max(0, int(length) - leased)
+    *replies, delayed = await pipe.execute(raise_on_error=False)
+    if isinstance(delayed, Exception):
+        raise delayed
+    queued = leased = 0
     age_s = 0.0
-    if first:
-        entry_ms = int(_s(first[0][0]).split("-")[0])
-        age_s = max(0.0, time.time() - entry_ms / 1000)
-    return StreamStats(queued, leased, age_s,
-                       leased_all_levels=sum(int(g["pending"]) for g in found if g),
-                       delayed=int(delayed), has_groups=all(found))
+    found = []
+    now_s = time.time()
+    for groups, length, first in zip(replies[0::3], replies[1::3], replies[2::3], strict=True):
+        for reply in (length, first):
+            if isinstance(reply, Exception):
+                raise reply
+        group = _our_group(groups)
+        found.append(group)
+        pending = int(group["pending"]) if group else 0
+        lag = group.get("lag") if group else None
+        # lag is unknown (None) after deletions Redis cannot account for: count what is left.
+        queued += int(lag) if lag is not None else max(0, int(length) - pending)
+        leased += pending
+        if first:
+            entry_ms = int(_s(first[0][0]).split("-")[0])
+            age_s = max(age_s, now_s - entry_ms / 1000)
+    return StreamStats(queued, leased, age_s, delayed=int(delayed), has_groups=all(found))
 
 
 def _our_group(groups: Any) -> dict[str, Any] | None:

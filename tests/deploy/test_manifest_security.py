@@ -17,8 +17,10 @@ OBJECT_STORE_SECRET = "maas-object-store"
 OBJECT_STORE_KEYS = {"access-key", "secret-key", "endpoint", "region"}
 # Kubernetes' Quantity grammar (resource.Quantity); the schemas accept any string.
 QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i?|[munk])?$")
-REDIS_UNITS = {"": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-               "k": 1000, "m": 1000**2, "g": 1000**3, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+# As Redis reads them (memtoull): `kb`/`mb`/`gb` are powers of 1024, `k`/`m`/`g` of 1000.
+# The headroom under the limit is checked in test_manifest_production.py.
+REDIS_UNITS = {"": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3,
+               "k": 1000, "m": 1000**2, "g": 1000**3}
 
 
 def _quantity_bytes(q: str) -> float:
@@ -132,10 +134,14 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
     assert _ingress_rules(rendered, gateway) == [{"ports": [{"port": port, "protocol": "TCP"}]},
                                                  metrics]
     redis = rendered.get("StatefulSet", "maas-redis")["spec"]["template"]["metadata"]["labels"]
-    assert _ingress_rules(rendered, redis) == [{
+    redis_rules = [{
         "from": [{"podSelector": {"matchLabels": PART_OF}},
                  {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
         "ports": [{"port": 6379, "protocol": "TCP"}]}]
+    if any(p["metadata"]["name"] == "maas-redis-metrics"  # components/monitoring's exporter
+           for p in rendered.of_kind("NetworkPolicy")):
+        redis_rules.append({**metrics, "ports": [{"port": 9121, "protocol": "TCP"}]})
+    assert _ingress_rules(rendered, redis) == redis_rules
     for role in ("scheduler", "worker"):
         labels = rendered.workload(role)["spec"]["template"]["metadata"]["labels"]
         assert _ingress_rules(rendered, labels) == [metrics], f"{role}: only scrapes"
