@@ -4,7 +4,7 @@ moved and deleted by Lua scripts that keep every alias on an existing version.""
 from __future__ import annotations
 
 import time
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -31,8 +31,8 @@ class Aliases:
     _alias_set: AsyncScript
     _versions: dict[tuple[str, str], tuple[float, ModelVersion]]
 
-    async def resolve(self, model: str, version: str = "") -> ModelVersion:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # ModelRegistry's: an alias is set on a version resolved first
+        async def resolve(self, model: str, version: str = "") -> ModelVersion: ...
 
     async def _resolve_alias(self, model: str, alias: str) -> ModelVersion:
         reply = cast("list[bytes]", await self._alias_get(keys=[keys.model_record(model)],
