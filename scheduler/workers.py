@@ -25,11 +25,6 @@ def serves(pins: Sequence[str], model: str) -> bool:
     return not pins or model in pins or keys.split_model_id(model)[1] in pins
 
 
-def serving(workers: Sequence[WorkerHeartbeat], model: str) -> list[WorkerHeartbeat]:
-    """The workers (live ones, say) that serve the model with this id."""
-    return [w for w in workers if serves(w.serves, model)]
-
-
 class WorkerDirectory:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client

@@ -34,7 +34,7 @@ from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.keys import split_model_id
 from scheduler.queue import new_job_id
 from scheduler.registry import ModelRegistry, is_servable
-from scheduler.workers import WorkerDirectory, serving
+from scheduler.workers import WorkerDirectory, serves
 
 PLATFORM = "pytorch"
 # Cancels sent to Redis at once: a burst (a stream cancelled, many deadlines passing together)
@@ -145,9 +145,9 @@ class InferencePlane:
         if self._settings.require_live_worker == "off":
             return
         within_s = NO_WORKER_GRACE_S
-        name = split_model_id(model)[1]
         if not await self._workers.any_seen(within_s) and \
                 not await self._workers.any_seen(within_s, max_age_s=0):  # one just started?
+            name = split_model_id(model)[1]
             raise Unavailable(
                 f"no worker has been alive for {within_s:.0f}s to run model {name!r}: start "
                 "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
@@ -155,7 +155,8 @@ class InferencePlane:
         live = await self._workers.live()
         # No live record while workers were seen lately (a Redis outage lapses them all):
         # nothing is known of what they serve, so the request is queued.
-        if live and not serving(live, model):
+        if live and not any(serves(w.serves, model) for w in live):
+            name = split_model_id(model)[1]
             raise Unavailable(
                 f"no live worker serves model {name!r}: every worker is pinned to other models "
                 "by MAAS_WORKER_MODELS; start a worker whose MAAS_WORKER_MODELS names it (or "

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from runtime.settings import Settings
-from scheduler.workers import serves, serving
+from scheduler.workers import serves
 
 
 def test_the_setting_is_a_sorted_set_of_pins() -> None:
@@ -26,10 +25,3 @@ def test_the_setting_is_a_sorted_set_of_pins() -> None:
 ])
 def test_a_pin_is_an_id_or_a_name(pins: tuple[str, ...], model: str, expected: bool) -> None:
     assert serves(pins, model) is expected
-
-
-def test_serving_keeps_the_workers_of_a_model() -> None:
-    workers = [WorkerHeartbeat(worker_id="a", serves=["cnn"]), WorkerHeartbeat(worker_id="b"),
-               WorkerHeartbeat(worker_id="c", serves=["mlp"])]
-    assert [w.worker_id for w in serving(workers, "mlp")] == ["b", "c"]
-    assert [w.worker_id for w in serving(workers[:1], "mlp")] == []
