@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from maas.api_keys import ensure_key_file
 from maas.cli.up import (
@@ -22,6 +23,7 @@ from maas.cli.up import (
     wait_models_ready,
     wait_ready,
 )
+from scheduler.connection import connect
 
 
 @dataclass
@@ -74,6 +76,14 @@ def redis_url(redis_server: RedisServer) -> str:
     server_client.flushall()
     server_client.close()
     return redis_server.url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client of this test's redis-server (a test file may define its own)."""
+    c = connect(redis_url)
+    yield c
+    await c.aclose()
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,7 +13,6 @@ import redis.asyncio as aioredis
 from maas.errors import QueueFull
 from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
-from scheduler.connection import connect
 from scheduler.queue import (
     Delivery,
     JobQueue,
@@ -28,13 +26,6 @@ from scheduler.replies import ReplyStream
 
 MODEL = "m-lean"
 LEASE_MS = 200
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

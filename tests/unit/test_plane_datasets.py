@@ -16,15 +16,7 @@ from gateway.plane.datasets import BUILTIN, Datasets
 from maas.errors import DatasetNotFound, InvalidArgument, MessageTooLarge
 from maas.v1 import dataset_service_pb2 as pb
 from runtime.artifacts import ArtifactStore
-from scheduler.connection import connect
 from scheduler.datasets import DatasetStore
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

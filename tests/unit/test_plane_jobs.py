@@ -4,7 +4,6 @@ without a gRPC server: submit, read, wait, cancel, tenants, the job hash decoded
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from maas.v1 import model_service_pb2 as mpb
 from runtime.artifacts import ArtifactStore
 from runtime.settings import Settings
 from scheduler import keys
-from scheduler.connection import connect
 from scheduler.job_view import JobReader, job_view, model_of_job_id
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
@@ -29,13 +27,6 @@ from tests.inprocess import mlp_weights
 pytestmark = pytest.mark.timeout(30)
 
 MODEL = "digits"
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,11 @@ from maas.errors import (
 from maas.v1 import model_service_pb2 as pb
 from runtime.artifacts import ArtifactStore
 from runtime.weights import sha256_hex
-from scheduler.connection import connect
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 from tests.inprocess import mlp_weights
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 def lifecycle(client: aioredis.Redis, root: Path, **limits: int) -> ModelLifecycle:

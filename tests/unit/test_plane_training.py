@@ -3,8 +3,6 @@ checked at the door, jobs queued, read, listed, cancelled and watched, per tenan
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -20,20 +18,12 @@ from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import training_service_pb2 as pb
 from runtime.settings import Settings
 from scheduler import keys
-from scheduler.connection import connect
 from scheduler.datasets import DatasetStore
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 from scheduler.training import TrainingStore
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 def training(client: aioredis.Redis, max_active: int = 0, **settings: int) -> Training:
