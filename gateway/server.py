@@ -48,6 +48,7 @@ from maas.v1 import (
     training_service_pb2_grpc,
 )
 from runtime.artifacts import artifact_store
+from runtime.cancel import cancel_and_wait
 from runtime.settings import Settings
 from scheduler.auth import KeyStore, RateLimiter
 from scheduler.connection import check_durability, connect
@@ -203,9 +204,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         yield Gateway(server, bound, health_servicer, plane, gate, lambda: replies.waiting)
     finally:
         await server.stop(settings.shutdown_grace_s)
-        for task in (reader, sender):
-            task.cancel()
         # Bounded: a reply read cancelled while its connection is still being made may not
         # end at once (redis-py), and a stop must not hang on it.
-        await asyncio.wait({reader, sender}, timeout=STOP_TASKS_S)
+        await cancel_and_wait(reader, sender, timeout_s=STOP_TASKS_S)
         await redis.aclose()

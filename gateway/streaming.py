@@ -32,6 +32,7 @@ from gateway.auth import RECHECK_S, UNGUARDED, CallGuard
 from gateway.errors import classify, log_failure
 from maas.errors import MaasError, Unauthenticated
 from maas.inference import grpc_service_pb2 as pb
+from runtime.cancel import cancel_and_wait
 from scheduler.connection import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class InferStream:
                 yield answer
                 self._slots.release()  # written: one more request may be read
         finally:
+            await cancel_and_wait(watcher, reader)
             for task in (watcher, reader):
-                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._revoked is not None:

@@ -134,10 +134,15 @@ def start_cluster(tmp: Path, workers: int = 2,
         name = f"worker-{i + 1}"
         local.add(name, [*run, "worker", "--id", name], own.get(name))
     target = f"127.0.0.1:{port}"
-    wait_ready(target, local)
-    register_demo_models(target, admin_key or None)
-    wait_models_ready(target, ["mlp", "cnn"], local, admin_key or None)
-    return Cluster(target, local, server, admin_key)
+    cluster = Cluster(target, local, server, admin_key)
+    try:
+        wait_ready(target, local)
+        register_demo_models(target, admin_key or None)
+        wait_models_ready(target, ["mlp", "cnn"], local, admin_key or None)
+    except BaseException:
+        stop_cluster(cluster)  # nothing of a cluster that did not start outlives the test
+        raise
+    return cluster
 
 
 def stop_cluster(cluster: Cluster) -> None:

@@ -24,6 +24,7 @@ from maas.errors import MaasError
 from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from runtime import metrics
 from runtime.artifacts import artifact_store
+from runtime.cancel import cancel_and_wait
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
@@ -110,8 +111,7 @@ class Worker:
                 await verifying
                 if training is not None:
                     await training  # drains: the job is checkpointed and handed back
-                beat.cancel()
-                refresh.cancel()
+                await cancel_and_wait(beat, refresh)
         finally:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._directory.leave(self.id)

@@ -31,6 +31,7 @@ from maas.v1.training_service_pb2 import (
 )
 from runtime import metrics
 from runtime.artifacts import ArtifactStore, write_atomic
+from runtime.cancel import cancel_and_wait
 from runtime.datasets import BUILTIN_DATASETS
 from runtime.process import dying_with_parent
 from runtime.training_proto import from_proto
@@ -180,7 +181,7 @@ class TrainingExecutor:
                         stop_sent = True
                 code = await proc.wait()
                 if watch is not None:
-                    watch.cancel()
+                    await cancel_and_wait(watch)
             return code
         except BaseException:
             if proc.returncode is None:

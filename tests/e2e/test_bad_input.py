@@ -534,11 +534,13 @@ def idle_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster whose only worker has been stopped: jobs stay queued."""
     running = start_cluster(tmp_path_factory.mktemp("idle"), workers=1,
                             require_live_worker="off")
-    worker = running.service("worker-1")
-    worker.send_signal(signal.SIGTERM)
-    worker.wait(15)
-    yield running
-    stop_cluster(running)
+    try:
+        worker = running.service("worker-1")
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+        yield running
+    finally:
+        stop_cluster(running)
 
 
 def job_hashes(cluster: Cluster, model: str) -> dict[str, dict[Any, Any]]:
