@@ -26,15 +26,16 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE} AS gateway-venv
 COPY --from=wheel /wheels /wheels
 RUN python3.11 -m venv /opt/maas \
- && /opt/maas/bin/pip install --no-cache-dir /wheels/*.whl
+ && /opt/maas/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[server]"
 
 FROM ${WORKER_BASE_IMAGE} AS worker-venv
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 COPY --from=wheel /wheels /wheels
-# torch first, from the index that decides CPU or CUDA; the [worker] extra then finds it there.
+# torch first, from the index that decides CPU or CUDA; the [worker] extra then finds it
+# there ([server] named too, not only through [worker]'s self-reference).
 RUN python3.11 -m venv /opt/maas \
  && /opt/maas/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch>=2.4" \
- && /opt/maas/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[worker]"
+ && /opt/maas/bin/pip install --no-cache-dir "$(ls /wheels/*.whl)[server,worker]"
 
 # --- worker: python -m worker -----------------------------------------------------------
 FROM ${WORKER_BASE_IMAGE} AS worker

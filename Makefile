@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run bench soak test test-fast check lint typecheck imports protos protos-check buf-lint clean
+.PHONY: setup run bench soak test test-fast check lint typecheck imports protos protos-check buf-lint buf-breaking clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -32,11 +32,17 @@ test-fast: setup
 
 BUF := npx --yes @bufbuild/buf@1.75.0
 
-check: lint typecheck imports protos-check buf-lint
+check: lint typecheck imports protos-check buf-lint buf-breaking
 
-## buf STANDARD lint and format of our own protos (the v2 contract is excluded).
+## buf STANDARD lint and format of our own protos, public and internal (buf.yaml; the v2
+## contract is excluded).
 buf-lint:
-	cd protos && $(BUF) lint && $(BUF) format --exit-code > /dev/null
+	$(BUF) lint && $(BUF) format --exit-code > /dev/null
+
+## buf's FILE rules: protos/ against its last released image. After a release, rebuild it:
+## $(BUF) build protos --exclude-source-info -o protos/contract/protos-v<version>.binpb
+buf-breaking:
+	$(BUF) breaking protos --against protos/contract/protos-v1.0.0.binpb
 
 lint: setup
 	$(VENV)/bin/ruff check maas runtime gateway scheduler worker tests bench
@@ -48,13 +54,15 @@ typecheck: setup
 imports: setup
 	$(VENV)/bin/lint-imports
 
-## Regenerate the Python stubs of protos/ (the only generator).
+## Regenerate the Python stubs of protos/ and internal/protos/ (the only generator), and
+## materialise protos/third_party/ from the pip packages (protoc -I protos -I protos/third_party).
 protos: setup
 	PYTHON=$(PY) scripts/gen_protos.sh
+	$(PY) scripts/third_party_protos.py
 
 ## Fails when the committed stubs differ from what protos/ generates.
 protos-check: protos
-	git diff --exit-code -- maas/inference maas/v1 maas/queue
+	git diff --exit-code -- maas/inference maas/v1 runtime/queue
 
 clean:
 	rm -rf $(VENV) maas-data .pytest_cache

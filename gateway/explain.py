@@ -17,10 +17,10 @@ from gateway.validation import check_message_size, infer_task
 from maas import tensors
 from maas.errors import FieldViolation, InvalidArgument, shown
 from maas.inference import grpc_service_pb2 as v2
-from maas.queue.v1.queue_pb2 import ExplainTask, JobKind, Tensor
 from maas.v1 import inference_service_pb2 as pb
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime.logs import log_context
+from runtime.queue.v1.queue_pb2 import ExplainTask, JobKind, Tensor
 from runtime.settings import Settings
 from runtime.tracing import trace_id
 from scheduler.registry import ModelRegistry

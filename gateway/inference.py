@@ -17,6 +17,11 @@ from maas.inference import grpc_service_pb2 as pb
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceServicer
 from runtime.tracing import from_metadata
 
+# The Triton protocol extensions served in full (docs/inference.md, "The v2 contract"): the
+# repository index/load/unload RPCs. Only `priority` of schedule_policy is read, so it is not
+# listed; classification, sequence, statistics and shared memory are not served.
+EXTENSIONS = ("model_repository",)
+
 
 def caller_of(context: grpc.aio.ServicerContext) -> Caller:
     """The plane's Caller of a call: the tenant its API key gave (`caller()`), the time left
@@ -59,7 +64,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="maas", version=__version__, extensions=[])
+        return pb.ServerMetadataResponse(name="maas", version=__version__,
+                                         extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:

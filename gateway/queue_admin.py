@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from gateway.bounds import page_size
-from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from maas.v1 import queue_service_pb2 as pb
 from maas.v1.queue_service_pb2_grpc import QueueServiceServicer
+from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 from scheduler.workers import WorkerDirectory

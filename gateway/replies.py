@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 
-from maas.queue.v1.queue_pb2 import JobResult
 from runtime import metrics
+from runtime.queue.v1.queue_pb2 import JobResult
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.replies import ReplyStream
 

@@ -10,10 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.auth_setup import build_auth, server_credentials
 from gateway.datasets import DatasetServicer
@@ -28,6 +25,7 @@ from gateway.models import ModelServicer
 from gateway.plane.datasets import Datasets
 from gateway.plane.inference import InferencePlane
 from gateway.queue_admin import QueueAdminServicer
+from gateway.reflection import enable_reflection, reflection_pool
 from gateway.replies import ReplyDispatcher
 from gateway.repository import ModelRepository
 from gateway.submitter import SubmitCoalescer
@@ -36,6 +34,7 @@ from maas.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from maas.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    errors_pb2,
     inference_service_pb2,
     inference_service_pb2_grpc,
     key_service_pb2,
@@ -89,29 +88,6 @@ class Gateway:
         finish within the grace (gateway/drain.py)."""
         self.plane.is_ready = False
         await drain(self.server, self.health, self.gate, self.in_flight, grace_s)
-
-
-def reflection_pool() -> descriptor_pool.DescriptorPool:
-    """One pool with every served file (the v2 contract lives in a private pool)."""
-    pool = descriptor_pool.DescriptorPool()
-
-    def add(fd: FileDescriptor) -> None:
-        for dep in fd.dependencies:
-            add(dep)
-        try:
-            pool.FindFileByName(fd.name)
-        except KeyError:
-            proto = descriptor_pb2.FileDescriptorProto()
-            fd.CopyToProto(proto)
-            pool.Add(proto)
-
-    for fd in (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
-               training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
-               inference_service_pb2.DESCRIPTOR, queue_service_pb2.DESCRIPTOR,
-               key_service_pb2.DESCRIPTOR,
-               health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
-        add(fd)
-    return pool
 
 
 def grpc_options(max_message_bytes: int,
@@ -187,9 +163,11 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server,
-        pool=reflection_pool())
+    enable_reflection(server, (*SERVICES, health.SERVICE_NAME), reflection_pool(
+        (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
+         training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
+         inference_service_pb2.DESCRIPTOR, queue_service_pb2.DESCRIPTOR,
+         key_service_pb2.DESCRIPTOR, errors_pb2.DESCRIPTOR)))
     address = f"{settings.gateway_host}:{settings.gateway_port if port is None else port}"
     credentials = server_credentials(settings)
     bound = (server.add_secure_port(address, credentials) if credentials is not None

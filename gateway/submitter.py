@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from maas.queue.v1.queue_pb2 import JobEnvelope
+from runtime.queue.v1.queue_pb2 import JobEnvelope
 from scheduler.queue import JobQueue, SubmitStatus
 
 MAX_BATCH = 256

@@ -19,9 +19,9 @@ from gateway.bounds import MAX_PRIORITY, check_priority
 from maas import tensors
 from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, TooManyElements, shown
 from maas.inference.grpc_service_pb2 import InferParameter, ModelInferRequest
-from maas.queue.v1.queue_pb2 import InferTask, Tensor
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
 from runtime.architectures import Architecture, Config, get_architecture
+from runtime.queue.v1.queue_pb2 import InferTask, Tensor
 
 
 def check_message_size(request: Message, limit: int) -> None:

@@ -1,38 +1,32 @@
-"""The asyncio SDK client: `AsyncClient`, the same calls as the blocking `maas.Client` for
-inference, jobs, explanations and models, awaited, over one grpc.aio channel.
+"""The asyncio SDK client: `AsyncClient`, every method of the blocking `maas.Client`, awaited,
+over one grpc.aio channel. Both send the same operations (maas/operations.py and
+maas/training_client.py, see maas/calls.py); only how they send differs.
 
     async with maas.AsyncClient("127.0.0.1:50051") as c:
         out = await c.infer("cnn", {"input": x})    # {"output": ndarray}
+        job = await c.train(spec)                   # an AsyncTrainingJobHandle
+        async for event in job.watch():
+            ...
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
+from maas import operations as ops
+from maas import training_client as training
+from maas.calls import NO_DEADLINE, Consume, Operation, ServiceStubs, Sleep, Stream, Unary
 from maas.errors import MaasError
-from maas.explanation import Explanation, explain_request, explanation_of
+from maas.explanation import Explanation
 from maas.inference import grpc_service_pb2 as v2
-from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
-from maas.messages import infer_outputs, infer_request, register_request, submit_request
-from maas.model_files import (
-    Progress,
-    UploadProgress,
-    is_rate_limited,
-    is_resumable,
-    is_small,
-    resume_delay_s,
-    resumed_messages,
-    upload_messages,
-    upload_source,
-    upload_start,
-    upload_timeout_s,
-)
+from maas.messages import TensorSpecs
+from maas.model_files import Progress
 from maas.rpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Pem,
@@ -41,14 +35,20 @@ from maas.rpc import (
     from_rpc_error,
     open_aio_channel,
 )
+from maas.training_client import AsyncTrainingJobHandle
+from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import inference_service_pb2 as ipb
+from maas.v1 import key_service_pb2 as kpb
 from maas.v1 import model_service_pb2 as mpb
-from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
-from maas.v1.model_service_pb2_grpc import ModelServiceStub
+from maas.v1 import training_service_pb2 as tpb
+from maas.v1.queue_service_pb2 import DeadLetter, Worker
+
+T = TypeVar("T")
 
 
-class AsyncClient:
-    """asyncio client with the same methods as `Client`, awaited."""
+class AsyncClient(ServiceStubs):
+    """asyncio client with every method of `Client`, awaited; a training job's handle is an
+    `AsyncTrainingJobHandle` (its `watch` an async iterator)."""
 
     def __init__(self, target: str | None = None, *, api_key: str | None = None,
                  timeout_s: float = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -57,97 +57,162 @@ class AsyncClient:
         self.target, self.timeout_s = target or default_target(), timeout_s
         self._channel = open_aio_channel(self.target, *channel_setup(
             api_key, max_message_bytes, tls, root_certificates, certificate_chain, private_key))
-        self._v2 = GRPCInferenceServiceStub(self._channel)
-        self._models = ModelServiceStub(self._channel)
-        self._jobs = InferenceServiceStub(self._channel)
+        super().__init__(self._channel)
+
+    # How this client sends: awaited calls. Everything else is in the operations.
+
+    async def _run(self, operation: Operation[T]) -> T:
+        """Runs an operation as Client._run does, awaiting each action."""
+        reply: Any = None
+        error: MaasError | None = None
+        while True:
+            try:
+                action = operation.send(reply) if error is None else operation.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            reply, error = None, None
+            try:
+                reply = await self._do(action)
+            except MaasError as err:
+                error = err
+
+    async def _do(self, action: Unary | Consume | Sleep) -> Any:
+        if isinstance(action, Sleep):
+            await asyncio.sleep(action.seconds)
+        elif isinstance(action, Consume):
+            async for reply in self._stream(action.stream):
+                action.sink(reply)
+        else:
+            return await self._call(self._rpc(action), action.request, action.timeout_s)
+        return None
 
     async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         try:
-            return await method(request, timeout=timeout_s or self.timeout_s)
+            return await method(request, timeout=self._deadline_s(timeout_s))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+    async def _stream(self, call: Stream) -> AsyncIterator[Any]:
+        try:
+            async for reply in self._rpc(call)(call.request,
+                                               timeout=self._deadline_s(call.timeout_s)):
+                yield call.decode(reply)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def _deadline_s(self, timeout_s: float | None) -> float | None:
+        return None if timeout_s == NO_DEADLINE else timeout_s or self.timeout_s
+
+    # The methods: Client's, awaited (a test checks that the names and parameters match);
+    # each is documented on Client.
 
     async def infer(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
                     outputs: Sequence[str] = (), priority: int = 0,
                     timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        request = infer_request(model, inputs, version, outputs, priority)
-        return infer_outputs(await self._call(self._v2.ModelInfer, request, timeout_s))
+        return await self._run(ops.infer(model, inputs, version, outputs, priority, timeout_s))
 
     async def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
-        request = v2.ModelMetadataRequest(name=model, version=version)
-        return await self._call(self._v2.ModelMetadata, request, None)  # type: ignore[no-any-return]
-
-    async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
-                             config: Mapping[str, Any] | str | None = None, *,
-                             shared: bool = False, progress: Progress | None = None
-                             ) -> mpb.ModelVersion:
-        """Streamed and resumed as `Client.register_model`."""
-        request = register_request(name, architecture, b"", config, shared)
-        return await self._upload(request, upload_source(weights), progress)
-
-    async def _upload(self, model: mpb.RegisterModelRequest, data: bytes | Path,
-                      progress: Progress | None) -> mpb.ModelVersion:
-        timeout_s = upload_timeout_s(data, self.timeout_s)
-        if is_small(data):  # one call, as Client's
-            messages = upload_messages(model, data, False, progress)
-            return (await self._call(self._models.UploadModel, messages,  # type: ignore[no-any-return]
-                                     timeout_s)).model_version
-        start = upload_start(model, data, False)
-        created = await self._call(self._models.CreateModelUpload,
-                                   mpb.CreateModelUploadRequest(start=start), None)
-        start.upload_id = created.upload.upload_id
-        reported, attempt, offset = UploadProgress(progress), 1, 0
-        rate_limited = False
-        while True:
-            try:
-                if attempt > 1 and not rate_limited:  # where the gateway stands
-                    offset = (await self._call(
-                        self._models.GetModelUpload,
-                        mpb.GetModelUploadRequest(upload_id=start.upload_id), None)
-                    ).upload.received_bytes
-                messages = resumed_messages(start, data, offset, reported)
-                return (await self._call(self._models.UploadModel, messages,  # type: ignore[no-any-return]
-                                         timeout_s)).model_version
-            except MaasError as err:
-                if not is_resumable(err, attempt):
-                    raise
-                rate_limited = is_rate_limited(err)
-                await asyncio.sleep(resume_delay_s(err, attempt))
-                attempt += 1
-
-    async def get_model(self, name: str) -> mpb.Model:
-        request = mpb.GetModelRequest(name=name)
-        return (await self._call(self._models.GetModel, request, None)).model  # type: ignore[no-any-return]
-
-    async def set_model_alias(self, name: str, alias: str, version: str | int) -> mpb.Model:
-        request = mpb.SetModelAliasRequest(name=name, alias=alias, version=str(version))
-        return (await self._call(self._models.SetModelAlias, request, None)).model  # type: ignore[no-any-return]
+        return await self._run(ops.model_metadata(model, version))
 
     async def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
                      outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
                      deadline_s: float | None = None) -> ipb.InferenceJob:
-        request = submit_request(model, inputs, version, outputs, priority, request_id,
-                                 deadline_s)
-        return (await self._call(self._jobs.SubmitInference, request, None)).job  # type: ignore[no-any-return]
+        return await self._run(ops.submit(model, inputs, version, outputs, priority, request_id,
+                                          deadline_s))
 
     async def get_job(self, job_id: str) -> ipb.InferenceJob:
-        request = ipb.GetJobRequest(job_id=job_id)
-        return (await self._call(self._jobs.GetJob, request, None)).job  # type: ignore[no-any-return]
+        return await self._run(ops.get_job(job_id))
 
     async def wait_job(self, job_id: str, timeout_s: float = 30.0) -> ipb.InferenceJob:
-        request = ipb.WaitJobRequest(job_id=job_id, timeout_ms=int(timeout_s * 1000))
-        return (await self._call(self._jobs.WaitJob, request, timeout_s + 5)).job  # type: ignore[no-any-return]
+        return await self._run(ops.wait_job(job_id, timeout_s))
 
     async def cancel_job(self, job_id: str) -> ipb.InferenceJob:
-        request = ipb.CancelJobRequest(job_id=job_id)
-        return (await self._call(self._jobs.CancelJob, request, None)).job  # type: ignore[no-any-return]
+        return await self._run(ops.cancel_job(job_id))
 
     async def explain(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
                       method: str = "ig", target: int | None = None,
                       baselines: Mapping[str, Any] | None = None, n_steps: int = 0,
                       timeout_s: float | None = None) -> Explanation:
-        request = explain_request(model, inputs, version, method, target, baselines, n_steps)
-        return explanation_of(await self._call(self._jobs.Explain, request, timeout_s))
+        return await self._run(ops.explain(model, inputs, version, method, target, baselines,
+                                           n_steps, timeout_s))
+
+    async def is_ready(self) -> bool:
+        return await self._run(ops.is_ready())
+
+    async def register_model(self, name: str, architecture: str, weights: bytes | Path | str,
+                             config: Mapping[str, Any] | str | None = None, *,
+                             shared: bool = False, progress: Progress | None = None
+                             ) -> mpb.ModelVersion:
+        return await self._run(ops.register_model(name, architecture, weights, config, shared,
+                                                  progress, self.timeout_s))
+
+    async def get_model(self, name: str) -> mpb.Model:
+        return await self._run(ops.get_model(name))
+
+    async def upload_model(self, name: str, archive: bytes | Path | str, inputs: TensorSpecs,
+                           outputs: TensorSpecs, *, shared: bool = False,
+                           progress: Progress | None = None) -> mpb.ModelVersion:
+        return await self._run(ops.upload_model(name, archive, inputs, outputs, shared, progress,
+                                                self.timeout_s))
+
+    async def download_model(self, name: str, out_dir: Path | str, *, version: str | int = "",
+                             progress: Progress | None = None) -> mpb.ModelVersion:
+        return await self._run(ops.download_model(name, out_dir, version, progress))
+
+    async def set_model_alias(self, name: str, alias: str, version: str | int) -> mpb.Model:
+        return await self._run(ops.set_model_alias(name, alias, version))
+
+    async def delete_model_alias(self, name: str, alias: str) -> mpb.Model:
+        return await self._run(ops.delete_model_alias(name, alias))
+
+    async def delete_model_version(self, name: str, version: str | int) -> mpb.Model:
+        return await self._run(ops.delete_model_version(name, version))
+
+    async def list_models(self) -> list[mpb.Model]:
+        return await self._run(ops.list_models())
+
+    async def dead_letters(self, model: str) -> list[DeadLetter]:
+        return await self._run(ops.dead_letters(model))
+
+    async def workers(self) -> list[Worker]:
+        return await self._run(ops.workers())
+
+    async def redrive(self, model: str, job_ids: Sequence[str] = ()) -> list[str]:
+        return await self._run(ops.redrive(model, job_ids))
+
+    async def train(self, spec: Mapping[str, Any] | tpb.TrainingSpec,
+                    request_id: str = "") -> AsyncTrainingJobHandle:
+        return AsyncTrainingJobHandle(await self._run(training.train(spec, request_id)), self)
+
+    async def training_job(self, job_id: str) -> AsyncTrainingJobHandle:
+        return AsyncTrainingJobHandle(await self._run(training.get_training_job(job_id)), self)
+
+    async def list_training_jobs(self, page_size: int = 50) -> list[tpb.TrainingJob]:
+        return await self._run(training.list_training_jobs(page_size))
+
+    async def upload_dataset(self, path: str | Path, name: str, *, file_format: str | None = None,
+                             progress: bool = False, timeout_s: float = 3600) -> dpb.Dataset:
+        return await self._run(training.upload_dataset(path, name, file_format, progress,
+                                                       timeout_s))
+
+    async def get_dataset(self, name: str) -> dpb.Dataset:
+        return await self._run(training.get_dataset(name))
+
+    async def list_datasets(self) -> list[dpb.Dataset]:
+        return await self._run(training.list_datasets())
+
+    async def delete_dataset(self, name: str) -> None:
+        await self._run(training.delete_dataset(name))
+
+    async def create_key(self, tenant: str, scopes: Sequence[str],
+                         description: str = "") -> kpb.CreateKeyResponse:
+        return await self._run(ops.create_key(tenant, scopes, description))
+
+    async def list_keys(self, tenant: str = "") -> list[kpb.ApiKey]:
+        return await self._run(ops.list_keys(tenant))
+
+    async def revoke_key(self, key_id: str) -> kpb.ApiKey:
+        return await self._run(ops.revoke_key(key_id))
 
     async def close(self) -> None:
         await self._channel.close()

@@ -2,6 +2,11 @@
 
     MaasError                      (INTERNAL, INTERNAL)
     ├── InvalidArgument            (INVALID_ARGUMENT, INVALID_ARGUMENT) + field violations
+    │   ├── ArchiveNotAllowed      (INVALID_ARGUMENT, ARCHIVE_NOT_ALLOWED)
+    │   ├── InvalidArchive         (INVALID_ARGUMENT, INVALID_ARCHIVE)
+    │   ├── InvalidWeights         (INVALID_ARGUMENT, INVALID_WEIGHTS)
+    │   ├── WeightsMismatch        (INVALID_ARGUMENT, WEIGHTS_MISMATCH)
+    │   └── UnknownArchitecture    (INVALID_ARGUMENT, UNKNOWN_ARCHITECTURE)
     ├── NotFound                   (NOT_FOUND, NOT_FOUND)
     │   ├── ModelNotFound          (NOT_FOUND, MODEL_NOT_FOUND)
     │   ├── ModelVersionNotFound   (NOT_FOUND, MODEL_VERSION_NOT_FOUND)
@@ -10,41 +15,66 @@
     │   ├── TrainingJobNotFound    (NOT_FOUND, TRAINING_JOB_NOT_FOUND)
     │   ├── DatasetNotFound        (NOT_FOUND, DATASET_NOT_FOUND)
     │   └── ApiKeyNotFound         (NOT_FOUND, API_KEY_NOT_FOUND)
-    ├── MessageTooLarge            (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE)
-    │   └── TooManyElements        (RESOURCE_EXHAUSTED, TOO_MANY_ELEMENTS)
-    ├── QuotaExceeded              (RESOURCE_EXHAUSTED, QUOTA_EXCEEDED) + quota violations
+    ├── ResourceExhausted          (RESOURCE_EXHAUSTED, RESOURCE_EXHAUSTED)
+    │   ├── MessageTooLarge        (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE)
+    │   │   └── TooManyElements    (RESOURCE_EXHAUSTED, TOO_MANY_ELEMENTS)
+    │   ├── QuotaExceeded          (RESOURCE_EXHAUSTED, QUOTA_EXCEEDED) + quota violations
+    │   └── QueueStorageFull       (RESOURCE_EXHAUSTED, QUEUE_STORAGE_FULL)
     ├── Unauthenticated            (UNAUTHENTICATED, UNAUTHENTICATED)
     ├── PermissionDenied           (PERMISSION_DENIED, PERMISSION_DENIED)
-    ├── QueueStorageFull           (RESOURCE_EXHAUSTED, QUEUE_STORAGE_FULL)
     ├── DeadlineExceeded           (DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
     ├── Unavailable                (UNAVAILABLE, UNAVAILABLE) + retry delay
     │   ├── QueueFull              (UNAVAILABLE, QUEUE_FULL)
+    │   ├── NoLiveWorker           (UNAVAILABLE, NO_LIVE_WORKER)
+    │   ├── NoWorkerForModel       (UNAVAILABLE, NO_WORKER_FOR_MODEL)
+    │   ├── QueueUnreachable       (UNAVAILABLE, QUEUE_UNREACHABLE)
     │   ├── ModelUnloaded          (UNAVAILABLE, MODEL_UNLOADED)
     │   ├── ModelVerifying         (UNAVAILABLE, MODEL_VERIFYING)
-    │   └── ModelQuarantined       (UNAVAILABLE, MODEL_QUARANTINED)
+    │   ├── ModelQuarantined       (UNAVAILABLE, MODEL_QUARANTINED)
+    │   └── DeadLettered           (UNAVAILABLE, DEAD_LETTERED)
     ├── Cancelled                  (CANCELLED, CANCELLED)
     ├── FailedPrecondition         (FAILED_PRECONDITION, FAILED_PRECONDITION)
     │   ├── IdempotencyKeyReused   (FAILED_PRECONDITION, IDEMPOTENCY_KEY_REUSED)
     │   ├── ModelVersionInUse      (FAILED_PRECONDITION, MODEL_VERSION_IN_USE)
     │   ├── ModelRejected          (FAILED_PRECONDITION, MODEL_REJECTED)
-    │   └── ModelTooLarge          (FAILED_PRECONDITION, MODEL_TOO_LARGE)
+    │   ├── ModelTooLarge          (FAILED_PRECONDITION, MODEL_TOO_LARGE)
+    │   ├── JobAlreadyFinished     (FAILED_PRECONDITION, JOB_ALREADY_FINISHED)
+    │   ├── ModelNotExplainable    (FAILED_PRECONDITION, MODEL_NOT_EXPLAINABLE)
+    │   ├── ExplainUnsupported     (FAILED_PRECONDITION, EXPLAIN_UNSUPPORTED)
+    │   └── ModelLoadFailed        (FAILED_PRECONDITION, MODEL_LOAD_FAILED)
     └── JobFailed                  (INTERNAL, JOB_FAILED)
+        ├── ModelFailed            (INTERNAL, MODEL_FAILED)
         ├── ModelTimeout           (DEADLINE_EXCEEDED, MODEL_TIMEOUT)
         └── ModelCrashed           (INTERNAL, MODEL_CRASHED)
 
 Every error a caller sees is one of these: the gateway's `classify` picks it, its interceptor
-sends it as a google.rpc.Status with an ErrorInfo (domain "maas.dev"), the SDK maps it back.
+sends it as a google.rpc.Status with an ErrorInfo (domain "maas.dev"), the SDK maps it back
+(`error_class_for`: by reason, else by gRPC code).
+
+The contract is protos/maas/v1/errors.proto: its `ErrorReason` has one value per reason here,
+each commented with the code and the google.rpc detail types (`detail_types`) it carries; a
+test keeps the two equal.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import grpc
 
 from maas.error_text import shown as shown  # re-exported: maas.errors is the import path
+from maas.v1 import errors_pb2
 
-ERROR_DOMAIN = "maas.dev"
+# The google.rpc.ErrorInfo domain of every reason, as the contract declares it ("maas.dev").
+ERROR_DOMAIN: str = errors_pb2.ErrorReason.DESCRIPTOR.GetOptions().Extensions[
+    errors_pb2.error_domain]
+
+# The google.rpc detail types a status may carry (ErrorInfo always).
+_INFO: tuple[str, ...] = ("ErrorInfo",)
+_BAD_REQUEST: tuple[str, ...] = ("ErrorInfo", "BadRequest")
+_RETRY: tuple[str, ...] = ("ErrorInfo", "RetryInfo")
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -67,6 +97,7 @@ class MaasError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    detail_types: tuple[str, ...] = _INFO  # what the status carries, as errors.proto says
 
     def __init__(self, message: str, *, reason: str | None = None,
                  violations: tuple[FieldViolation, ...] = (), retry_delay_s: float | None = None,
@@ -88,6 +119,37 @@ class InvalidArgument(MaasError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
+    detail_types = _BAD_REQUEST
+
+
+class ArchiveNotAllowed(InvalidArgument):
+    """An uploaded archive uses operators outside the allowlist (see README, Security)."""
+
+    reason = "ARCHIVE_NOT_ALLOWED"
+
+
+class InvalidArchive(InvalidArgument):
+    """An uploaded archive is not a usable exported model."""
+
+    reason = "INVALID_ARCHIVE"
+
+
+class InvalidWeights(InvalidArgument):
+    """The weights are not a valid safetensors file."""
+
+    reason = "INVALID_WEIGHTS"
+
+
+class WeightsMismatch(InvalidArgument):
+    """The weights do not fit the architecture (names, shapes or dtypes)."""
+
+    reason = "WEIGHTS_MISMATCH"
+
+
+class UnknownArchitecture(InvalidArgument):
+    """No architecture of that name is registered."""
+
+    reason = "UNKNOWN_ARCHITECTURE"
 
 
 class NotFound(MaasError):
@@ -139,10 +201,16 @@ class ApiKeyNotFound(NotFound):
     reason = "API_KEY_NOT_FOUND"
 
 
-class MessageTooLarge(MaasError):
-    """A request or response is larger than the configured message limit."""
+class ResourceExhausted(MaasError):
+    """A resource ran out (gRPC's own refusal of an oversized message, too)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class MessageTooLarge(ResourceExhausted):
+    """A request or response is larger than the configured message limit."""
+
     reason = "MESSAGE_TOO_LARGE"
 
 
@@ -152,11 +220,11 @@ class TooManyElements(MessageTooLarge):
     reason = "TOO_MANY_ELEMENTS"
 
 
-class QuotaExceeded(MaasError):
+class QuotaExceeded(ResourceExhausted):
     """The tenant used up its quota (e.g. MAAS_TENANT_RATE_PER_S); retry after the delay."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "QUOTA_EXCEEDED"
+    detail_types = ("ErrorInfo", "QuotaFailure", "RetryInfo")
 
 
 class Unauthenticated(MaasError):
@@ -173,11 +241,11 @@ class PermissionDenied(MaasError):
     reason = "PERMISSION_DENIED"
 
 
-class QueueStorageFull(MaasError):
+class QueueStorageFull(ResourceExhausted):
     """Redis reached maxmemory (noeviction): new work is refused until there is room."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "QUEUE_STORAGE_FULL"
+    detail_types = _RETRY
 
 
 class DeadlineExceeded(MaasError):
@@ -192,6 +260,7 @@ class Unavailable(MaasError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "UNAVAILABLE"
+    detail_types = _RETRY
 
 
 class QueueFull(Unavailable):
@@ -200,22 +269,51 @@ class QueueFull(Unavailable):
     reason = "QUEUE_FULL"
 
 
+class NoLiveWorker(Unavailable):
+    """No worker has been alive lately (MAAS_REQUIRE_LIVE_WORKER): start one and retry."""
+
+    reason = "NO_LIVE_WORKER"
+
+
+class NoWorkerForModel(Unavailable):
+    """Workers are alive but none serves the model (MAAS_WORKER_MODELS)."""
+
+    reason = "NO_WORKER_FOR_MODEL"
+
+
+class QueueUnreachable(Unavailable):
+    """The queue (Redis) did not answer within the call's deadline."""
+
+    reason = "QUEUE_UNREACHABLE"
+
+
 class ModelUnloaded(Unavailable):
     """The model was unloaded (RepositoryModelUnload); RepositoryModelLoad serves it again."""
 
     reason = "MODEL_UNLOADED"
+    detail_types = _INFO
 
 
 class ModelVerifying(Unavailable):
     """The version is an archive still being verified; it serves once it passes."""
 
     reason = "MODEL_VERIFYING"
+    detail_types = _INFO
 
 
 class ModelQuarantined(Unavailable):
     """The version timed out or crashed its sandbox too often and serves no inference."""
 
     reason = "MODEL_QUARANTINED"
+    detail_types = _INFO
+
+
+class DeadLettered(Unavailable):
+    """Every attempt at the job died with its worker (MAAS_MAX_ATTEMPTS); it was
+    dead-lettered and can be re-driven (QueueService.RedriveDeadLetters)."""
+
+    reason = "DEAD_LETTERED"
+    detail_types = _INFO
 
 
 class Cancelled(MaasError):
@@ -230,24 +328,28 @@ class FailedPrecondition(MaasError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"
+    detail_types = _BAD_REQUEST
 
 
 class IdempotencyKeyReused(FailedPrecondition):
     """The same request id came earlier with a different request body."""
 
     reason = "IDEMPOTENCY_KEY_REUSED"
+    detail_types = _INFO
 
 
 class ModelVersionInUse(FailedPrecondition):
     """The version cannot be deleted: an alias points to it, or it is the only one."""
 
     reason = "MODEL_VERSION_IN_USE"
+    detail_types = _INFO
 
 
 class ModelRejected(FailedPrecondition):
     """The version is an archive that verification refused; it never serves."""
 
     reason = "MODEL_REJECTED"
+    detail_types = _INFO
 
 
 class ModelTooLarge(FailedPrecondition):
@@ -255,13 +357,48 @@ class ModelTooLarge(FailedPrecondition):
     the worker refuses to load it rather than run out of memory."""
 
     reason = "MODEL_TOO_LARGE"
+    detail_types = _INFO
+
+
+class JobAlreadyFinished(FailedPrecondition):
+    """The job already ended: only a queued or running job can be cancelled."""
+
+    reason = "JOB_ALREADY_FINISHED"
+    detail_types = _INFO
+
+
+class ModelNotExplainable(FailedPrecondition):
+    """The model's inputs or outputs leave nothing to attribute an explanation through."""
+
+    reason = "MODEL_NOT_EXPLAINABLE"
+    detail_types = _INFO
+
+
+class ExplainUnsupported(FailedPrecondition):
+    """Explanations are not available for this kind of model (uploaded archives)."""
+
+    reason = "EXPLAIN_UNSUPPORTED"
+    detail_types = _INFO
+
+
+class ModelLoadFailed(FailedPrecondition):
+    """The worker could not load the model."""
+
+    reason = "MODEL_LOAD_FAILED"
+    detail_types = _INFO
 
 
 class JobFailed(MaasError):
-    """The job ran and failed (the model raised, or every attempt died)."""
+    """The job ran and failed."""
 
     code = grpc.StatusCode.INTERNAL
     reason = "JOB_FAILED"
+
+
+class ModelFailed(JobFailed):
+    """The model raised during the forward."""
+
+    reason = "MODEL_FAILED"
 
 
 class ModelTimeout(JobFailed):
@@ -281,13 +418,19 @@ def _all_subclasses(cls: type[MaasError]) -> list[type[MaasError]]:
     return [f for sub in cls.__subclasses__() for f in (sub, *_all_subclasses(sub))]
 
 
+# Every class of the tree by its reason: the SDK's lookup (one value per ErrorReason).
+_TREE: list[type[MaasError]] = [MaasError, *_all_subclasses(MaasError)]
+BY_REASON: Mapping[str, type[MaasError]] = MappingProxyType({cls.reason: cls for cls in _TREE})
+# The class of each gRPC code itself (NotFound for NOT_FOUND): a reason this SDK does not
+# know yet (from a newer server) still gives the class of its code.
+_BY_CODE = {code: cls for code in grpc.StatusCode
+            if (cls := BY_REASON.get(code.name)) is not None and cls.code == code}
+
+
 def error_class_for(code: grpc.StatusCode, reason: str) -> type[MaasError]:
     """The class of `reason`; else the class of the code itself (NotFound for NOT_FOUND and
-    any reason); else MaasError."""
-    classes = _all_subclasses(MaasError)
-    by_reason = next((cls for cls in classes if cls.reason == reason), None)
-    return by_reason or next(
-        (cls for cls in classes if cls.code == code and cls.reason == code.name), MaasError)
+    any reason); else MaasError (whose instance then carries the code it came with)."""
+    return BY_REASON.get(reason) or _BY_CODE.get(code, MaasError)
 
 
 def by_code_name(code_name: str, message: str, reason: str) -> MaasError:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from google.protobuf.json_format import MessageToDict
 
@@ -156,27 +157,45 @@ def file_name(version: mpb.ModelVersion) -> str:
     return FILE_NAMES.get(version.format, "model.safetensors")
 
 
-def write_download(responses: Iterable[mpb.DownloadModelResponse], out_dir: Path,
-                   progress: Progress | None = None) -> mpb.ModelVersion:
-    """Writes DownloadModel's answer into `out_dir` (the file, then manifest.json); raises
-    MaasError when the bytes do not match the version's sha256."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stream = iter(responses)
-    version = next(stream).model_version
-    expected = version.weights_sha256 or version.archive_sha256
-    digest = hashlib.sha256()
-    target = out_dir / file_name(version)
-    with target.open("wb") as f:
-        for message in stream:
-            f.write(message.chunk)
-            digest.update(message.chunk)
-            if progress is not None:
-                progress(len(message.chunk))
-    if digest.hexdigest() != expected:
-        target.unlink(missing_ok=True)
-        raise MaasError(f"the download of {version.model}:{version.version} does not match "
-                        f"its sha256 {expected}; try again")
-    manifest = MessageToDict(version, preserving_proto_field_name=True)
-    manifest["file"] = target.name
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return version
+class DownloadWriter:
+    """Writes DownloadModel's answer into `out_dir` as it arrives: the file, then (`finish`)
+    manifest.json, once the bytes match the version's sha256."""
+
+    def __init__(self, out_dir: Path, progress: Progress | None = None) -> None:
+        self._out_dir, self._progress = out_dir, progress
+        self._digest = hashlib.sha256()
+        self._version: mpb.ModelVersion | None = None
+        self._file: BinaryIO | None = None
+
+    def write(self, message: mpb.DownloadModelResponse) -> None:
+        """One message: the version first, then the file's chunks."""
+        if self._file is None:
+            self._version = message.model_version
+            self._out_dir.mkdir(parents=True, exist_ok=True)
+            self._file = (self._out_dir / file_name(self._version)).open("wb")
+            return
+        self._file.write(message.chunk)
+        self._digest.update(message.chunk)
+        if self._progress is not None:
+            self._progress(len(message.chunk))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def finish(self) -> mpb.ModelVersion:
+        """The version written; MaasError (and no file) when the bytes do not match."""
+        version = self._version
+        if version is None:
+            raise MaasError("the download ended before it began; try again")
+        target = self._out_dir / file_name(version)
+        expected = version.weights_sha256 or version.archive_sha256
+        if self._digest.hexdigest() != expected:
+            target.unlink(missing_ok=True)
+            raise MaasError(f"the download of {version.model}:{version.version} does not "
+                            f"match its sha256 {expected}; try again")
+        manifest = MessageToDict(version, preserving_proto_field_name=True)
+        manifest["file"] = target.name
+        (self._out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2,
+                                                                sort_keys=True))
+        return version

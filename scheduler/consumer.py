@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from maas.queue.v1.queue_pb2 import JobResult, JobState
+from runtime.queue.v1.queue_pb2 import JobResult, JobState
 from scheduler import keys
 from scheduler.job_types import Delivery, StartOutcome, by_level
 from scheduler.queue_core import QueueCore, _s

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from maas.queue.v1.queue_pb2 import JobEnvelope
+from runtime.queue.v1.queue_pb2 import JobEnvelope
 from scheduler import keys
 from scheduler.queue import Delivery
 from scheduler.scripts import register

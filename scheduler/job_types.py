@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from redis.commands.core import AsyncScript
 
-from maas.queue.v1.queue_pb2 import JobEnvelope
 from runtime import metrics
+from runtime.queue.v1.queue_pb2 import JobEnvelope
 from runtime.settings import Settings
 from scheduler import keys
 

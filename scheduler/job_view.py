@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
 
-from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState
+from runtime.queue.v1.queue_pb2 import JobError, JobResult, JobState
 from scheduler import keys
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from maas.errors import (
     QuotaViolation,
     shown,
 )
-from maas.queue.v1.queue_pb2 import JobEnvelope
+from runtime.queue.v1.queue_pb2 import JobEnvelope
 from scheduler import keys
 from scheduler.job_types import SubmitStatus, _Call, fingerprint
 from scheduler.queue_core import QueueCore, _s

@@ -7,7 +7,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState
+from runtime.queue.v1.queue_pb2 import JobError, JobResult, JobState
 from scheduler import keys
 from scheduler.redis_types import Fields, Streams
 

@@ -22,8 +22,8 @@ from maas.errors import (
     QuotaViolation,
     TrainingJobNotFound,
 )
-from maas.queue.v1.queue_pb2 import JobEnvelope
 from maas.v1.training_service_pb2 import TrainingEvent, TrainingJob
+from runtime.queue.v1.queue_pb2 import JobEnvelope
 from scheduler import keys
 from scheduler.queue import IDEMPOTENCY_TTL_S, Delivery, JobQueue, SubmitStatus, fingerprint
 from scheduler.redis_types import ScoredMembers, Streams

@@ -15,7 +15,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from maas.queue.v1.runner_pb2 import VerifyRequest
+from runtime.queue.v1.runner_pb2 import VerifyRequest
 from scheduler import keys
 
 GROUP = "verifiers"

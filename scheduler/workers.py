@@ -12,7 +12,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from maas.queue.v1.queue_pb2 import WorkerHeartbeat
+from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler import keys
 
 FORGET_MS = 60_000  # how long a lapsed worker stays in the index

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what maas needs, idempotently: redis-server (apt-get when root), a virtual
 # environment in .venv with torch 2.13.0 first (the CPU wheel on this kind of machine), then
-# the project with its worker and dev extras. Re-runs are quick: a stamp records what was
-# installed.
+# the project with its server, worker and dev extras. Re-runs are quick: a stamp records what
+# was installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +37,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: any other version is a multi-GB download here.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[worker,dev]"
+  .venv/bin/python -m pip install -q -e ".[server,worker,dev]"
   echo "$want" > "$stamp"
+fi
+
+# The Node.js examples (examples/node; tests/e2e/test_node_examples.py runs them), from the
+# committed lockfile, when npm is here and the lockfile is newer than what was installed.
+if command -v npm >/dev/null 2>&1 &&
+   [ ! examples/node/node_modules/.package-lock.json -nt examples/node/package-lock.json ]; then
+  npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
 fi

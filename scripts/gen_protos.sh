@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Python stubs (+ .pyi) of every proto. The only generator.
-# protos/inference is mapped to the import path maas.inference; protos/maas/... is its own path.
+# Descriptor names are paths under the two proto roots: protos/ (the public contracts, the
+# v2 one included) and internal/protos/ (the servers' own, package maas.queue.v1, whose stubs
+# live in runtime/queue/v1 so that the SDK `maas` ships none of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -8,8 +10,7 @@ export PATH="$(dirname "$(command -v "$PY")"):$PATH"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 $PY -m grpc_tools.protoc \
-  --proto_path=maas/inference=protos/inference \
-  --proto_path=maas=protos/maas \
+  --proto_path=protos --proto_path=internal/protos \
   --python_out="$out" --grpc_python_out="$out" \
   --mypy_out="$out" --mypy_grpc_out="$out" \
   maas/inference/grpc_service.proto \
@@ -19,15 +20,21 @@ $PY -m grpc_tools.protoc \
   maas/v1/key_service.proto \
   maas/v1/inference_service.proto \
   maas/v1/queue_service.proto \
+  maas/v1/errors.proto \
   maas/queue/v1/queue.proto \
   maas/queue/v1/runner.proto
-for d in maas/inference maas/v1 maas/queue/v1; do
-  mkdir -p "$d"
-  rm -f "$d"/*_pb2.py "$d"/*_pb2.pyi "$d"/*_pb2_grpc.py "$d"/*_pb2_grpc.pyi
-  cp "$out/$d"/* "$d"/
-  [ -f "$d/__init__.py" ] || : > "$d/__init__.py"
-done
-[ -f maas/queue/__init__.py ] || : > maas/queue/__init__.py
+# copy GENERATED_DIR PACKAGE_DIR: replaces the stubs of one package.
+copy() {
+  mkdir -p "$2"
+  rm -f "$2"/*_pb2.py "$2"/*_pb2.pyi "$2"/*_pb2_grpc.py "$2"/*_pb2_grpc.pyi
+  cp "$out/$1"/* "$2"/
+  [ -f "$2/__init__.py" ] || : > "$2/__init__.py"
+}
+copy maas/inference maas/inference
+copy maas/v1 maas/v1
+copy maas/queue/v1 runtime/queue/v1
+# The internal stubs import each other by their Python path, not by their proto package.
+sed -i 's/\bmaas\.queue\.v1\( import \|\.[a-z_]*_pb2\b\)/runtime.queue.v1\1/g' runtime/queue/v1/*.py runtime/queue/v1/*.pyi
 # The v2 contract's package `inference` is also defined by tritonclient (with more messages);
 # two different files defining the same symbols cannot share protobuf's default pool, so
 # ours lives in a private pool and `import maas` works next to `import tritonclient.grpc`.

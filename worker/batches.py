@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from maas.errors import MaasError, ModelTooLarge
-from maas.queue.v1.queue_pb2 import InferTask, JobError, JobResult, JobState
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime import metrics
+from runtime.queue.v1.queue_pb2 import InferTask, JobError, JobResult, JobState
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry, is_archive
 from worker.cache import ModelCache

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from maas import tensors
-from maas.queue.v1.queue_pb2 import InferOutput, InferTask, JobError, JobResult, JobState, Tensor
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime.logs import log_context
+from runtime.queue.v1.queue_pb2 import InferOutput, InferTask, JobError, JobResult, JobState, Tensor
 from worker.cache import LoadedModel
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,9 @@ from captum.attr import (
 
 from maas import tensors
 from maas.errors import FailedPrecondition, InvalidArgument, MaasError
-from maas.queue.v1.queue_pb2 import (
+from maas.v1.inference_service_pb2 import EXPLAIN_METHOD_SALIENCY
+from runtime.logs import log_context
+from runtime.queue.v1.queue_pb2 import (
     ExplainOutput,
     ExplainTask,
     JobError,
@@ -39,8 +41,6 @@ from maas.queue.v1.queue_pb2 import (
     JobState,
     Tensor,
 )
-from maas.v1.inference_service_pb2 import EXPLAIN_METHOD_SALIENCY
-from runtime.logs import log_context
 from scheduler.queue import Started
 from worker.cache import LoadedModel
 from worker.executor import run_batch

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from maas.errors import MaasError
-from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from runtime import metrics
 from runtime.artifacts import artifact_store
 from runtime.cancel import cancel_and_wait
+from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect

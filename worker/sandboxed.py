@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 
 from maas.errors import MaasError
-from maas.queue.v1.queue_pb2 import JobError, JobResult, JobState
 from maas.v1.model_service_pb2 import ModelVersion, ModelVersionState
+from runtime.queue.v1.queue_pb2 import JobError, JobResult, JobState
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.queue import Started
 from scheduler.registry import ModelRegistry, check_state, is_archive, is_servable

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.queue.v1.queue_pb2 import JobEnvelope
 from maas.v1.training_service_pb2 import (
     CheckpointInfo,
     EpochMetrics,
@@ -34,6 +33,7 @@ from runtime.artifacts import ArtifactStore, write_atomic
 from runtime.cancel import cancel_and_wait
 from runtime.datasets import BUILTIN_DATASETS
 from runtime.process import dying_with_parent
+from runtime.queue.v1.queue_pb2 import JobEnvelope
 from runtime.training_proto import from_proto
 from scheduler.connection import TRANSIENT_ERRORS
 from scheduler.datasets import DatasetStore

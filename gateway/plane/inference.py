@@ -26,8 +26,8 @@ from gateway.submitter import SubmitCoalescer
 from gateway.validation import check_message_size, infer_task, priority_of
 from maas.errors import DeadlineExceeded, Unavailable, by_code_name
 from maas.inference import grpc_service_pb2 as pb
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from runtime.settings import Settings
 from runtime.tracing import trace_id
 from scheduler.connection import TRANSIENT_ERRORS

@@ -20,8 +20,8 @@ from maas.errors import (
     shown,
 )
 from maas.inference import grpc_service_pb2 as v2
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind
 from maas.v1 import inference_service_pb2 as pb
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.job_view import JobReader, JobView, addressed_job_id, model_of_job_id

@@ -24,10 +24,10 @@ from maas.errors import (
     MaasError,
     shown,
 )
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from maas.v1 import training_service_pb2 as pb
 from runtime import datasets
 from runtime.architectures import get_architecture
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from runtime.settings import Settings
 from runtime.training_proto import from_proto, to_proto
 from runtime.training_spec import TrainingSpec

@@ -1,4 +1,8 @@
-"""`maas`: the command line. Client commands talk to a gateway; `up` runs a local cluster."""
+"""`maas`: the command line. Client commands talk to a gateway; `up` runs a local cluster.
+
+The client commands need only the base install; `up`, `gateway`, `scheduler` and `worker`
+need the server parts and say so, with the pip command, when they are missing
+(maas/cli/server_parts.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from maas.cli import commands, explain, keys, models, training, up, workers
+from maas.cli import commands, explain, keys, models, server_parts, training, up, workers
 from maas.errors import MaasError
 
 
@@ -15,6 +19,12 @@ def _service(module: str) -> None:
 
     sys.argv = [f"maas {module}", *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__")
+
+
+def _refuse(message: str) -> int:
+    """A server-only command in an install without the server parts: one line, exit 2."""
+    print(message, file=sys.stderr)
+    return server_parts.EXIT_MISSING
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("gateway", "scheduler", "worker"):
+        if refused := server_parts.refusal(argv[0]):
+            return _refuse(refused)
         _service(argv[0])
         return 0
     args = build_parser().parse_args(argv)
+    if refused := server_parts.refusal(args.command):
+        return _refuse(refused)
     logging.basicConfig(level=logging.WARNING)
     try:
         return int(args.func(args))

@@ -8,7 +8,6 @@ import contextlib
 import time
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maas.cli.cluster import LocalCluster, Service
 from maas.cli.ports import listening_pids
@@ -17,6 +16,10 @@ READY_TIMEOUT_S = 90.0
 
 
 def wait_ready(target: str, cluster: LocalCluster) -> None:
+    # grpcio-health-checking is a server part (`maas up` checks it is installed); the CLI's
+    # client commands import this module without it.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     deadline = time.monotonic() + READY_TIMEOUT_S
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

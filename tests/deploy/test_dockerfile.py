@@ -66,8 +66,9 @@ def test_torch_only_in_the_worker_image() -> None:
     runs = {name: " ".join(a for k, a in s if k == "RUN") for name, s in stages.items()}
     copies = {name: [a for k, a in s if k == "COPY" and "--from=" in a]
               for name, s in stages.items()}
-    assert "[worker]" in runs["worker-venv"] and "torch" in runs["worker-venv"]
-    assert "torch" not in runs["gateway-venv"] and "[worker]" not in runs["gateway-venv"]
+    assert "[server,worker]" in runs["worker-venv"] and "torch" in runs["worker-venv"]
+    assert "torch" not in runs["gateway-venv"] and "worker]" not in runs["gateway-venv"]
+    assert "[server]" in runs["gateway-venv"], "the base install has no server parts"
     assert copies["gateway"] == ["--from=gateway-venv /opt/maas /opt/maas"]
     assert copies["worker"] == ["--from=worker-venv /opt/maas /opt/maas"]
 

@@ -75,6 +75,15 @@ async def test_async_client_sends_the_key(secured: Cluster) -> None:
             await anonymous.infer("mlp", {"input": x})
 
 
+async def test_async_client_manages_keys(secured: Cluster) -> None:
+    async with maas.AsyncClient(secured.target, api_key=secured.admin_key) as admin:
+        created = await admin.create_key("umbrella", ["infer"], "async")
+        assert created.api_key and created.key.tenant == "umbrella"
+        assert [k.key_id for k in await admin.list_keys("umbrella")] == [created.key.key_id]
+        assert (await admin.revoke_key(created.key.key_id)).key_id == created.key.key_id
+        assert await admin.list_keys("umbrella") == []
+
+
 def test_a_tenants_model_runs_for_it_alone(secured: Cluster) -> None:
     arch = get_architecture("mlp")
     weights = save(arch.build(arch.resolve_config(None)).state_dict())

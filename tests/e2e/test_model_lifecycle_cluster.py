@@ -22,8 +22,8 @@ from tritonclient.utils import InferenceServerException
 import maas
 from maas.cli.main import main as cli_main
 from maas.cli.up import wait_models_ready
-from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from maas.v1.model_service_pb2 import ModelVersionState
+from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler import keys
 from tests.conftest import Cluster
 from tests.model_archives import CONFIG, SPECS, exported, torchscript

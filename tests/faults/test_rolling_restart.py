@@ -28,8 +28,8 @@ import pytest
 import maas
 from maas.cli.up import Service
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
-from maas.queue.v1.queue_pb2 import WorkerHeartbeat
 from maas.v1 import training_service_pb2 as tpb
+from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from maas.v1 import training_service_pb2 as pb
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from scheduler import keys
 from scheduler.connection import connect
 from scheduler.gangs import GangStore

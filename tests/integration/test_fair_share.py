@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 import maas
 from maas.api_keys import ensure_key_file
 from maas.errors import QuotaExceeded
-from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind
 from maas.v1.inference_service_pb2 import InferenceJob
+from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind
 from scheduler import keys
 from scheduler.connection import connect
 from scheduler.queue import JobQueue, RetryPolicy, SubmitStatus, TenantPolicy, new_job_id

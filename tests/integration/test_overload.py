@@ -10,7 +10,7 @@ import pytest
 
 import maas
 from maas.errors import QueueFull
-from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope
+from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope
 from scheduler import keys
 from scheduler.connection import connect
 from scheduler.queue import JobQueue, SubmitStatus, new_job_id

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from maas.errors import IdempotencyKeyReused
-from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
+from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
 from scheduler.connection import connect
 from scheduler.queue import Delivery, JobQueue, RetryPolicy, SubmitStatus, new_job_id

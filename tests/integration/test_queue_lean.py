@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from maas.errors import QueueFull
-from maas.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
+from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
 from scheduler.queue import (
     Delivery,

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from maas.cli.up import free_port
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from runtime.health import LIVENESS, serve_health
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from scheduler.connection import connect
 from scheduler.queue import JobQueue, new_job_id
 from scheduler.stats import stream_stats

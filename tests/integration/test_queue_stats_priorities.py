@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobKind
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind
 from scheduler import keys
 from scheduler.connection import connect
 from scheduler.queue import JobQueue, new_job_id

@@ -38,7 +38,12 @@ SUBCLASSES = [errors.InvalidArgument, errors.NotFound, errors.ModelNotFound,
               errors.ModelVersionInUse, errors.ModelVerifying, errors.ModelQuarantined,
               errors.ModelRejected, errors.ModelTooLarge, errors.ModelTimeout, errors.ModelCrashed,
               errors.JobNotFound, errors.TrainingJobNotFound, errors.DatasetNotFound,
-              errors.ApiKeyNotFound]
+              errors.ApiKeyNotFound, errors.ArchiveNotAllowed, errors.InvalidArchive,
+              errors.InvalidWeights, errors.WeightsMismatch, errors.UnknownArchitecture,
+              errors.ResourceExhausted, errors.NoLiveWorker, errors.NoWorkerForModel,
+              errors.QueueUnreachable, errors.DeadLettered, errors.JobAlreadyFinished,
+              errors.ModelNotExplainable, errors.ExplainUnsupported, errors.ModelLoadFailed,
+              errors.ModelFailed]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -87,7 +92,8 @@ def test_error_class_for_each_class(cls: type[MaasError]) -> None:
 
 @pytest.mark.parametrize(("code", "reason", "expected"), [
     (grpc.StatusCode.NOT_FOUND, "SOMETHING_ELSE", errors.NotFound),
-    (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_WEIGHTS", errors.InvalidArgument),
+    (grpc.StatusCode.INVALID_ARGUMENT, "NOT_A_KNOWN_REASON", errors.InvalidArgument),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "", errors.ResourceExhausted),
     (grpc.StatusCode.FAILED_PRECONDITION, "", errors.FailedPrecondition),
     (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", errors.Unavailable),
     (grpc.StatusCode.INTERNAL, "INTERNAL", MaasError),
@@ -110,10 +116,10 @@ def test_by_code_name_round_trip(cls: type[MaasError]) -> None:
 
 
 def test_by_code_name_keeps_an_unknown_reason() -> None:
-    err = by_code_name("INVALID_ARGUMENT", "bad weights", "INVALID_WEIGHTS")
+    err = by_code_name("INVALID_ARGUMENT", "bad weights", "NOT_A_KNOWN_REASON")
     assert type(err) is InvalidArgument
-    assert err.reason == "INVALID_WEIGHTS"
-    assert str(err) == "INVALID_WEIGHTS: bad weights"
+    assert err.reason == "NOT_A_KNOWN_REASON"
+    assert str(err) == "NOT_A_KNOWN_REASON: bad weights"
 
 
 def test_by_code_name_with_a_code_no_class_has() -> None:
@@ -224,11 +230,18 @@ def test_quota_failure_survives_the_wire() -> None:
     assert back.retry_delay_s == 0.2
 
 
+def test_a_reason_given_to_a_class_is_typed_by_it_on_the_sdk_side() -> None:
+    """A server raising InvalidArgument(reason="INVALID_WEIGHTS") gives the SDK InvalidWeights."""
+    back = round_trip(InvalidArgument("not safetensors", reason="INVALID_WEIGHTS"))
+    assert type(back) is errors.InvalidWeights
+    assert back.reason == "INVALID_WEIGHTS"
+
+
 def test_a_reason_without_a_class_survives_the_wire() -> None:
-    back = round_trip(InvalidArgument("not safetensors", reason="INVALID_WEIGHTS",
+    back = round_trip(InvalidArgument("not safetensors", reason="NOT_A_KNOWN_REASON",
                                       violations=(FieldViolation("weights", "garbage"),)))
     assert type(back) is InvalidArgument
-    assert back.reason == "INVALID_WEIGHTS"
+    assert back.reason == "NOT_A_KNOWN_REASON"
     assert [v.field for v in back.violations] == ["weights"]
 
 

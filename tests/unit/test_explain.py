@@ -11,13 +11,20 @@ import torch
 
 from maas import tensors
 from maas.errors import InvalidArgument
-from maas.queue.v1.queue_pb2 import ExplainTask, InferTask, JobEnvelope, JobKind, JobState, Tensor
 from maas.v1.inference_service_pb2 import (
     EXPLAIN_METHOD_INTEGRATED_GRADIENTS,
     EXPLAIN_METHOD_SALIENCY,
 )
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
 from runtime.architectures import ARCHITECTURES, get_architecture
+from runtime.queue.v1.queue_pb2 import (
+    ExplainTask,
+    InferTask,
+    JobEnvelope,
+    JobKind,
+    JobState,
+    Tensor,
+)
 from scheduler.queue import Delivery, Started
 from worker.cache import LoadedModel, pick_device
 from worker.explain import explain, run_with_explanations

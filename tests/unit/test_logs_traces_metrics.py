@@ -11,10 +11,10 @@ from prometheus_client import REGISTRY
 
 from gateway.observe import UNKNOWN_MODEL, failure_reason, observe_infer
 from maas.errors import InvalidArgument, ModelNotFound
-from maas.queue.v1.queue_pb2 import JobEnvelope, JobResult
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime import metrics, tracing
 from runtime.logs import JsonFormatter, current_context, log_context
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobResult
 from scheduler.queue import Delivery, Started
 from worker.observe import batch_scope, job_scope
 

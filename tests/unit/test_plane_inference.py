@@ -28,7 +28,8 @@ from maas.errors import (
     Unavailable,
 )
 from maas.inference import grpc_service_pb2 as pb
-from maas.queue.v1.queue_pb2 import (
+from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
+from runtime.queue.v1.queue_pb2 import (
     InferOutput,
     JobEnvelope,
     JobError,
@@ -38,7 +39,6 @@ from maas.queue.v1.queue_pb2 import (
     Tensor,
     WorkerHeartbeat,
 )
-from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import connect

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from gateway.plane.jobs import AsyncJobs
 from gateway.plane.models import ModelLifecycle
 from maas.errors import FailedPrecondition, IdempotencyKeyReused, InvalidArgument, JobNotFound
-from maas.queue.v1.queue_pb2 import InferOutput, JobError, JobResult, JobState, Tensor
 from maas.v1 import inference_service_pb2 as pb
 from maas.v1 import model_service_pb2 as mpb
 from runtime.artifacts import ArtifactStore
+from runtime.queue.v1.queue_pb2 import InferOutput, JobError, JobResult, JobState, Tensor
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.job_view import JobReader, job_view, model_of_job_id

@@ -14,9 +14,9 @@ from gateway.validation import infer_task
 from maas import tensors
 from maas.errors import InvalidArgument
 from maas.inference.grpc_service_pb2 import ModelInferRequest
-from maas.queue.v1.queue_pb2 import InferTask, JobState
 from maas.v1.model_service_pb2 import ModelVersion, TensorSpec
 from runtime.architectures import get_architecture
+from runtime.queue.v1.queue_pb2 import InferTask, JobState
 from worker.cache import LoadedModel
 from worker.executor import run_batch
 

@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 
 import worker
-from maas.queue.v1.runner_pb2 import (
+from maas.v1.model_service_pb2 import ModelVersion
+from runtime.artifacts import ArtifactStore
+from runtime.queue.v1.runner_pb2 import (
     RunnerForward,
     RunnerLoad,
     RunnerLoaded,
     RunnerReply,
     RunnerRequest,
 )
-from maas.v1.model_service_pb2 import ModelVersion
-from runtime.artifacts import ArtifactStore
 from worker.sandbox.protocol import ProtocolError, frame, from_tensor, read_frame_async, to_tensor
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Framing of the worker ↔ runner protocol (protos/maas/queue/v1/runner.proto): a 4-byte
+"""Framing of the worker ↔ runner protocol (internal/protos/maas/queue/v1/runner.proto): a 4-byte
 big-endian length, then the serialized message."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import BinaryIO
 import numpy as np
 
 from maas import tensors
-from maas.queue.v1.queue_pb2 import Tensor
+from runtime.queue.v1.queue_pb2 import Tensor
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 1 << 31  # 2 GiB: a frame is one batch's tensors

@@ -24,7 +24,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from maas.queue.v1.runner_pb2 import (
+from runtime.archives import TORCH_EXPORT, TORCHSCRIPT, archive_format, check_code
+from runtime.queue.v1.runner_pb2 import (
     RunnerError,
     RunnerLoad,
     RunnerLoaded,
@@ -32,7 +33,6 @@ from maas.queue.v1.runner_pb2 import (
     RunnerReply,
     RunnerRequest,
 )
-from runtime.archives import TORCH_EXPORT, TORCHSCRIPT, archive_format, check_code
 from worker.sandbox.allowlist import export_violations, torchscript_violations
 from worker.sandbox.confine import confine
 from worker.sandbox.protocol import frame, from_tensor, read_frame, to_tensor

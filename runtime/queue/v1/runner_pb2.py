@@ -22,14 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from maas.queue.v1 import queue_pb2 as maas_dot_queue_dot_v1_dot_queue__pb2
+from runtime.queue.v1 import queue_pb2 as maas_dot_queue_dot_v1_dot_queue__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amaas/queue/v1/runner.proto\x12\rmaas.queue.v1\x1a\x19maas/queue/v1/queue.proto\"s\n\rRunnerRequest\x12)\n\x04load\x18\x01 \x01(\x0b\x32\x19.maas.queue.v1.RunnerLoadH\x00\x12/\n\x07\x66orward\x18\x02 \x01(\x0b\x32\x1c.maas.queue.v1.RunnerForwardH\x00\x42\x06\n\x04kind\"p\n\nRunnerLoad\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\x05\x12\x13\n\x0bverify_only\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rarchive_bytes\x18\x04 \x01(\x03\x12\x16\n\x0e\x61rchive_sha256\x18\x05 \x01(\t\"6\n\rRunnerForward\x12%\n\x06inputs\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\"\xa2\x01\n\x0bRunnerReply\x12-\n\x06loaded\x18\x01 \x01(\x0b\x32\x1b.maas.queue.v1.RunnerLoadedH\x00\x12/\n\x07outputs\x18\x02 \x01(\x0b\x32\x1c.maas.queue.v1.RunnerOutputsH\x00\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1a.maas.queue.v1.RunnerErrorH\x00\x42\x06\n\x04kind\"7\n\x0cRunnerLoaded\x12\x12\n\nviolations\x18\x01 \x03(\t\x12\x13\n\x0b\x63onfinement\x18\x02 \x03(\t\"7\n\rRunnerOutputs\x12&\n\x07outputs\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\"\x1e\n\x0bRunnerError\x12\x0f\n\x07message\x18\x01 \x01(\t\"/\n\rVerifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maas.queue.v1.runner_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runtime.queue.v1.runner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNNERREQUEST']._serialized_start=72
