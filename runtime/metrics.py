@@ -26,7 +26,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from maas.queue.v1.queue_pb2 import JobResult
+from runtime.queue.v1.queue_pb2 import JobResult
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ QUEUE_OLDEST_AGE_SECONDS = Gauge(
     "maas_queue_oldest_age_seconds",
     "Age of the oldest job still in a model's stream (queued or leased); 0 when empty.",
     ["model"])
+WORKERS_WANTED = Gauge(
+    "maas_workers_wanted",
+    "Worker replicas the queues ask for, over every model and priority: one per "
+    "MAAS_MAX_BATCH_SIZE inference jobs queued or leased (rounded up), plus the replicas of "
+    "each queued or running training job (a gang of N asks for N). KEDA's trigger.")
 TRAINING_JOBS = Gauge(
     "maas_training_jobs", "Training jobs by state: queued (not yet leased) or running.",
     ["state"])

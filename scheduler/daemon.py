@@ -24,7 +24,7 @@ from scheduler.artifact_gc import SWEEP_PERIOD_S, ArtifactCollector
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
 from scheduler.queue import JobQueue, ReapCounts, retry_policy
 from scheduler.registry import ModelRegistry
-from scheduler.stats import QueueGauges, observe_stream, stream_stats
+from scheduler.stats import QueueGauges, observe_stream, stream_stats, training_replicas
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Daemon:
                   for m in await self._registry.model_names()]
         queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms,
                        int(self.settings.result_ttl_s * 1000)))
-        gauges = QueueGauges()
+        gauges = QueueGauges(self.settings.max_batch_size)
         for model, lease_ms, ttl_ms in queues:
             stats = await stream_stats(self._redis, model)
             if not stats.has_groups:  # a new model (or a Redis that lost its data)
@@ -71,6 +71,7 @@ class Daemon:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",
                          model, counts.requeued, counts.expired, counts.dead, counts.dropped)
             total += moved
+        gauges.training_workers = await training_replicas(self._redis)
         gauges.export()
         return total
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -86,23 +86,49 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def training_replicas(client: aioredis.Redis, limit: int = 10_000) -> int:
+    """The workers the training jobs in the stream (queued or running) ask for: the sum of
+    their `replicas` (a gang of N needs N workers at once)."""
+    entries = await client.xrange(keys.stream(keys.TRAINING_QUEUE), count=limit)
+    if not entries:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for _, fields in entries:
+        job_id = _s(cast("dict[bytes, bytes]", fields)[b"job"])
+        pipe.hget(keys.job(keys.TRAINING_QUEUE, job_id), "replicas")
+    return sum(max(int(r or 1), 1) for r in await pipe.execute())
+
+
 class QueueGauges:
     """The queue gauges of one pass over every model, by label. Models that share a label
     (every tenant's `digits` when labels hide tenants) add up: depth summed, oldest age the
-    largest, so no tenant's queue overwrites another's."""
+    largest, so no tenant's queue overwrites another's. And the one aggregate autoscalers
+    read: the workers wanted (maas_workers_wanted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch_size: int = 32) -> None:
         self._depth: dict[str, int] = {}
         self._oldest_age_s: dict[str, float] = {}
+        self._batch = max(max_batch_size, 1)
+        self._inference_jobs = 0
+        self.training_workers = 0  # set by the pass: training_replicas()
 
-    def add(self, label: str, stats: StreamStats) -> None:
+    def add(self, label: str, stats: StreamStats, is_training: bool = False) -> None:
         self._depth[label] = self._depth.get(label, 0) + stats.depth
         self._oldest_age_s[label] = max(self._oldest_age_s.get(label, 0.0), stats.oldest_age_s)
+        if not is_training:
+            self._inference_jobs += stats.depth
+
+    @property
+    def workers_wanted(self) -> int:
+        """Every worker serves every model unless pinned, so inference asks for one worker
+        per full batch over all models (at least one while any job waits)."""
+        return -(-self._inference_jobs // self._batch) + self.training_workers
 
     def export(self) -> None:
         for label, depth in self._depth.items():
             metrics.QUEUE_DEPTH.labels(label).set(depth)
             metrics.QUEUE_OLDEST_AGE_SECONDS.labels(label).set(self._oldest_age_s[label])
+        metrics.WORKERS_WANTED.set(self.workers_wanted)
 
 
 def observe_stream(model: str, reaped: ReapCounts, stats: StreamStats,
@@ -113,7 +139,7 @@ def observe_stream(model: str, reaped: ReapCounts, stats: StreamStats,
     metrics.LEASES_RECLAIMED.labels(label).inc(moved)
     metrics.DEAD_LETTERS.labels(label).inc(reaped.dead)
     metrics.JOBS_EXPIRED.labels(label).inc(reaped.expired)
-    gauges.add(label, stats)
+    gauges.add(label, stats, is_training=model == keys.TRAINING_QUEUE)
     if model == keys.TRAINING_QUEUE:
         metrics.TRAINING_JOBS.labels("queued").set(stats.queued)
         metrics.TRAINING_JOBS.labels("running").set(stats.leased)

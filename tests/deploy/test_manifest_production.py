@@ -188,3 +188,35 @@ def test_every_namespaced_object_lands_in_the_namespace(rendered: Rendered) -> N
         if doc["kind"] not in CLUSTER_SCOPED:
             where = f"{rendered.overlay}: {doc['kind']}/{doc['metadata']['name']}"
             assert doc["metadata"].get("namespace") == rendered.namespace, where
+
+
+# Idle RSS of each process, measured with `ps` on the processes of a tests/conftest.py cluster
+# on CPU: gateway ~80 MiB, scheduler ~75 MiB, worker ~380 MiB (torch imported, no model).
+IDLE_MIB = {"gateway": 80, "scheduler": 75, "worker": 380}
+
+
+def test_memory_limits_hold_a_working_process(rendered: Rendered) -> None:
+    """Twice the idle RSS, and for the gateway two messages of MAAS_MAX_MESSAGE_BYTES on top
+    (a request as it arrives and its copy in the job): a lower limit OOM-kills the pod under
+    its first large request (a 16Mi gateway passed every test once)."""
+    for role, idle_mib in IDLE_MIB.items():
+        container = rendered.container(role)
+        resources = container["resources"]
+        limit = quantity_bytes(resources["limits"]["memory"])
+        need = 2 * idle_mib * 2**20
+        if role == "gateway":
+            need += 2 * rendered.settings(role).max_message_bytes
+        assert limit >= need, (f"{rendered.overlay}: {role} memory limit "
+                               f"{resources['limits']['memory']} < {need / 2**20:.0f} MiB")
+        assert quantity_bytes(resources["requests"]["memory"]) <= limit, role
+
+
+def test_a_cuda_worker_runs_a_cuda_image(rendered: Rendered) -> None:
+    """MAAS_WORKER_DEVICE=cuda:N needs a worker image built from a CUDA torch index (tag
+    suffix -cuNNN, README release steps) and a GPU in the pod's limits."""
+    worker = rendered.container("worker")
+    if not rendered.settings("worker").worker_device.startswith("cuda"):
+        return
+    tag = worker["image"].rsplit(":", 1)[-1]
+    assert re.search(r"-cu\d+", tag), f"{rendered.overlay}: cuda worker on image {worker['image']}"
+    assert int(worker["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1

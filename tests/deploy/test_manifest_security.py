@@ -135,22 +135,26 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
                                                  metrics]
     redis = rendered.get("StatefulSet", "maas-redis")["spec"]["template"]["metadata"]["labels"]
     redis_rules = [{
-        "from": [{"podSelector": {"matchLabels": PART_OF}},
-                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}],
+        "from": [{"podSelector": {"matchLabels": PART_OF}}],
         "ports": [{"port": 6379, "protocol": "TCP"}]}]
     if any(p["metadata"]["name"] == "maas-redis-metrics"  # components/monitoring's exporter
            for p in rendered.of_kind("NetworkPolicy")):
         redis_rules.append({**metrics, "ports": [{"port": 9121, "protocol": "TCP"}]})
     assert _ingress_rules(rendered, redis) == redis_rules
+    keda = {"from": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "keda"}}}],
+            "ports": [{"port": rendered.settings("scheduler").metrics_port, "protocol": "TCP"}]}
+    autoscaled = bool(rendered.of_kind("ScaledObject"))  # KEDA reads maas_workers_wanted
     for role in ("scheduler", "worker"):
         labels = rendered.workload(role)["spec"]["template"]["metadata"]["labels"]
-        assert _ingress_rules(rendered, labels) == [metrics], f"{role}: only scrapes"
+        expected = [metrics, keda] if role == "scheduler" and autoscaled else [metrics]
+        assert _ingress_rules(rendered, labels) == expected, f"{role}: only scrapes"
 
 
 def test_redis_is_durable_and_never_evicts(rendered: Rendered) -> None:
     redis = rendered.get("StatefulSet", "maas-redis")
     pod = redis["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
     assert container["image"].startswith("redis:7.2") and "bitnami" not in container["image"]
     (config_volume,) = [v for v in pod["volumes"] if "configMap" in v]
     (conf,) = rendered.get("ConfigMap", config_volume["configMap"]["name"])["data"].values()

@@ -19,8 +19,8 @@ import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
 from kubernetes_validate.utils import latest_version
 
+from runtime import metrics
 from runtime.settings import Settings
-from scheduler import keys
 
 if TYPE_CHECKING:
     from conftest import Rendered
@@ -36,13 +36,11 @@ GPU = "nvidia.com/gpu"
 DRAIN_MARGIN_S = 10
 KEDA_MODELS = {"ScaledObject": keda.ScaledObject, "ScaledJob": keda.ScaledJob,
                "TriggerAuthentication": keda.TriggerAuthentication}
-# redis-streams trigger metadata that KEDA reads (pkg/scalers/redis_streams_scaler.go); the
-# CRD types it as map[string]string, so a misspelt key would otherwise pass unnoticed.
-REDIS_STREAMS_KEYS = {
-    "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv",
-    "usernameFromEnv", "passwordFromEnv", "databaseIndex", "enableTLS", "unsafeSsl",
-    "stream", "consumerGroup", "pendingEntriesCount", "streamLength", "lagCount",
-    "activationLagCount",
+# metrics-api trigger metadata that KEDA reads (pkg/scalers/metrics_api_scaler.go); the CRD
+# types it as map[string]string, so a misspelt key would otherwise pass unnoticed.
+METRICS_API_KEYS = {
+    "url", "format", "valueLocation", "targetValue", "activationTargetValue", "authMode",
+    "method", "unsafeSsl", "aggregateFromKubeServiceEndpoints", "aggregationType",
 }
 
 
@@ -89,8 +87,8 @@ def test_keda_objects_match_their_schema(rendered: Rendered) -> None:
         kept = obj.model_dump(by_alias=True, exclude_unset=True, mode="json")
         assert _unknown_fields(doc, kept) == [], where
         for trigger in doc["spec"].get("triggers", []):
-            assert trigger["type"] == "redis-streams", where
-            assert set(trigger["metadata"]) <= REDIS_STREAMS_KEYS, where
+            assert trigger["type"] == "metrics-api", where
+            assert set(trigger["metadata"]) <= METRICS_API_KEYS, where
 
 
 def test_every_maas_env_name_is_a_setting(rendered: Rendered) -> None:
@@ -228,36 +226,32 @@ def test_each_role_runs_its_entry_point_from_its_image(rendered: Rendered) -> No
     assert "maas-gateway" in images["gateway"] and "maas-worker" in images["worker"]
 
 
-def test_keda_scales_workers_on_the_streams_the_code_writes(rendered: Rendered) -> None:
+def test_keda_scales_workers_on_the_signal_the_schedulers_export(rendered: Rendered) -> None:
     scaled = rendered.of_kind("ScaledObject")
     if rendered.overlay == "gpu":
         assert scaled, "the gpu overlay autoscales workers with KEDA"
-    redis = rendered.get("Service", "maas-redis")
-    (redis_port,) = [p["port"] for p in redis["spec"]["ports"]]
-    url = urlsplit(rendered.settings("worker").redis_url)
-    assert (url.hostname, url.port) == ("maas-redis", redis_port)
     for obj in scaled:
         spec = obj["spec"]
         assert spec["scaleTargetRef"]["name"] == rendered.workload("worker")["metadata"]["name"]
-        modes: dict[str, set[str]] = {}
-        for trigger in spec["triggers"]:
-            meta = trigger["metadata"]
-            assert meta["address"] == f"maas-redis.{rendered.namespace}.svc:{redis_port}"
-            assert meta["databaseIndex"] == url.path.lstrip("/")
-            assert meta["consumerGroup"] == keys.GROUP
-            model = meta["stream"].removeprefix(keys.PREFIX + ":{m:").split("}:stream")[0]
-            assert meta["stream"] in {keys.stream(model, level) for level in keys.LEVELS}
-            mode = "lag" if "lagCount" in meta else "pending"
-            if mode == "lag":
-                assert int(meta["lagCount"]) > 0, "lagCount 0 silently means pending mode"
-                assert "activationLagCount" in meta
-            else:
-                assert "pendingEntriesCount" in meta
-            modes.setdefault(meta["stream"], set()).add(mode)
-            auth = rendered.get("TriggerAuthentication", trigger["authenticationRef"]["name"])
-            assert auth["spec"]["secretTargetRef"] == [
-                {"parameter": "password", "name": "maas-redis", "key": "password"}]
-        # lag alone lets a busy fleet (nothing unread, all leased) scale to zero mid-job.
-        assert all(m == {"lag", "pending"} for m in modes.values()), modes
-        assert keys.stream(keys.TRAINING_QUEUE) in modes, "training jobs need workers too"
-        assert spec.get("minReplicaCount", 0) == 0
+        (trigger,) = spec["triggers"]  # one signal for every model, priority and gang
+        meta = trigger["metadata"]
+        url = urlsplit(meta["url"])
+        assert url.scheme == "http" and url.path == "/metrics"
+        name, namespace, svc = str(url.hostname).split(".")
+        assert (namespace, svc) == (rendered.namespace, "svc")  # KEDA runs in its namespace
+        service = rendered.get("Service", name)
+        (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+        scheduler = rendered.workload("scheduler")
+        assert rendered.selected(service["spec"]["selector"]) == [scheduler]
+        (container,) = scheduler["spec"]["template"]["spec"]["containers"]
+        (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+        assert target["containerPort"] == rendered.settings("scheduler").metrics_port
+        # The gauge the scheduler exports (scheduler/stats.py), read as Prometheus text.
+        assert meta["format"] == "prometheus"
+        assert meta["valueLocation"] == metrics.WORKERS_WANTED._name
+        assert float(meta["targetValue"]) == 1, "the signal counts workers already"
+        assert float(meta["activationTargetValue"]) == 0, "one waiting job wakes a worker"
+        # A cold GPU worker outlasts a deadline: scale-to-zero is an opt-in.
+        assert int(spec.get("minReplicaCount", 0)) >= 1
+        assert int(spec["maxReplicaCount"]) >= int(spec["minReplicaCount"])
+        assert spec["fallback"]["replicas"] >= 1, "schedulers unreachable: keep a worker"

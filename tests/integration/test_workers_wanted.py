@@ -1,0 +1,98 @@
+"""maas_workers_wanted, the one signal KEDA scales workers on (components/keda), from a real
+scheduler pass over a real redis-server: every model and priority counts, a training gang
+of N asks for N workers, and an idle cluster asks for none."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from maas.v1 import training_service_pb2 as pb
+from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
+from runtime.settings import Settings
+from scheduler import keys
+from scheduler.connection import connect
+from scheduler.daemon import Daemon
+from scheduler.queue import JobQueue, new_job_id
+from scheduler.training import TrainingStore
+
+BATCH = 8
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = connect(redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def daemon(redis_url: str, tmp_path: Path) -> AsyncIterator[Daemon]:
+    d = Daemon(Settings(redis_url=redis_url, data_dir=tmp_path / "data", max_batch_size=BATCH))
+    yield d
+    await d.queue.client.aclose()
+
+
+def wanted() -> float | None:
+    return REGISTRY.get_sample_value("maas_workers_wanted")
+
+
+async def submit(queue: JobQueue, model: str, n: int, priority: int = 0) -> None:
+    for _ in range(n):
+        await queue.submit(JobEnvelope(job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER,
+                                       model=model, model_version="1", max_attempts=3,
+                                       priority=priority))
+
+
+async def train(queue: JobQueue, client: aioredis.Redis, replicas: int) -> None:
+    spec = pb.TrainingSpec(model_name="m", architecture="mlp", dataset="digits",
+                           batch_size=32, replicas=replicas)
+    job = pb.TrainingJob(job_id=new_job_id(), spec=spec, state=pb.TrainingJob.QUEUED)
+    await TrainingStore(client, queue).create(job, JobEnvelope(
+        job_id=job.job_id, kind=JobKind.JOB_KIND_TRAIN, model=keys.TRAINING_QUEUE,
+        max_attempts=3, train=TrainTask(spec=spec)))
+
+
+async def test_every_model_priority_and_gang_counts(client: aioredis.Redis,
+                                                    daemon: Daemon) -> None:
+    queue = JobQueue(client, result_ttl_ms=60_000)
+    await client.sadd(keys.models(), "a", "b")  # as registering the two models leaves it
+    for model in ("a", "b"):
+        await queue.ensure_group(model)
+    await queue.ensure_group(keys.TRAINING_QUEUE)
+    await daemon.reap_once()
+    assert wanted() == 0  # idle: nothing asks for a worker
+
+    await submit(queue, "a", 1, priority=3)  # one low-priority job: a worker must wake
+    await daemon.reap_once()
+    assert wanted() == 1
+
+    await submit(queue, "a", 6, priority=1)  # high
+    await submit(queue, "b", 9)  # 16 jobs over two models and three priorities: 2 batches
+    await daemon.reap_once()
+    assert wanted() == 2
+
+    # Leased jobs still need their worker: a claimed batch keeps counting.
+    started = (await queue.claim("w1", "b", BATCH)).runnable
+    assert len(started) == BATCH
+    await daemon.reap_once()
+    assert wanted() == 2
+
+    await train(queue, client, replicas=3)  # a gang of 3 asks for 3 workers at once
+    await train(queue, client, replicas=1)
+    await daemon.reap_once()
+    assert wanted() == 2 + 3 + 1
+
+
+async def test_a_running_gang_still_counts(client: aioredis.Redis, daemon: Daemon) -> None:
+    queue = JobQueue(client, result_ttl_ms=60_000)
+    await queue.ensure_group(keys.TRAINING_QUEUE)
+    await train(queue, client, replicas=2)
+    (delivery,) = await queue.read("w1", [keys.TRAINING_QUEUE], 1, block_ms=None)
+    assert delivery.job_id
+    await daemon.reap_once()
+    assert wanted() == 2  # leased by rank 0: the gang needs both workers until it ends
