@@ -143,10 +143,10 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(
         plane, ModelRepository(registry, queue, artifacts, settings.verify_timeout_s)), server)
     datasets = DatasetStore(redis)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
-                      settings.verify_timeout_s, settings.max_model_bytes,
-                      settings.upload_ttl_s), server)
+    model_service = ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
+                                  settings.verify_timeout_s, settings.max_model_bytes,
+                                  settings.upload_ttl_s)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(model_service, server)
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
                          registry, datasets), server)
@@ -175,6 +175,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     await server.start()
     reader = asyncio.create_task(replies.run(), name="reply-dispatcher")
     sender = asyncio.create_task(submitter.run(), name="submit-coalescer")
+    sweeper = asyncio.create_task(model_service.lifecycle.uploads.sweep_forever(),
+                                  name="upload-sweeper")
     log.info("gateway %s listening on %s:%d (%s, auth %s)", gateway_id, settings.gateway_host,
              bound, "mutual TLS" if settings.tls_client_ca_file else
              "TLS" if credentials is not None else "plaintext", settings.auth)
@@ -184,5 +186,5 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         await server.stop(settings.shutdown_grace_s)
         # Bounded: a reply read cancelled while its connection is still being made may not
         # end at once (redis-py), and a stop must not hang on it.
-        await cancel_and_wait(reader, sender, timeout_s=STOP_TASKS_S)
+        await cancel_and_wait(reader, sender, sweeper, timeout_s=STOP_TASKS_S)
         await redis.aclose()

@@ -10,6 +10,7 @@ stream writes an upload at a time (an exclusive flock on the part).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -135,11 +136,15 @@ class UploadSessions:
         self.part(upload_id).unlink(missing_ok=True)
         self._meta(upload_id).unlink(missing_ok=True)
 
-    def sweep(self) -> int:
-        """Deletes uploads with no new byte for the TTL (at most once per tenth of it); the
-        number deleted. Cheap: one directory listing."""
+    @property
+    def sweep_period_s(self) -> float:
+        return min(self.ttl_s / 10, 60.0)
+
+    def sweep(self, due_only: bool = True) -> int:
+        """Deletes uploads with no new byte for the TTL (with due_only, at most once per
+        sweep period); the number deleted. Cheap: one directory listing."""
         now = time.time()
-        if now - self._swept_at < min(self.ttl_s / 10, 60.0):
+        if due_only and now - self._swept_at < self.sweep_period_s:
             return 0
         self._swept_at = now
         deleted = 0
@@ -153,6 +158,15 @@ class UploadSessions:
             log.info("deleted %d expired upload(s) from %s", deleted, self.directory)
         return deleted
 
+    async def sweep_forever(self) -> None:
+        """Sweeps every sweep period until cancelled: a gateway that receives no new upload
+        still deletes the ones its callers abandoned (the disk is not left to fill)."""
+        while True:
+            await asyncio.sleep(self.sweep_period_s)
+            try:
+                await asyncio.to_thread(self.sweep, False)
+            except OSError as exc:
+                log.warning("cannot sweep the uploads in %s: %s", self.directory, exc)
 
 def check_resume(record: UploadRecord, start: pb.UploadModelStart) -> None:
     """FAILED_PRECONDITION when a resumed start declares another file or model than its

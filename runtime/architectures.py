@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from maas.errors import FieldViolation, InvalidArgument, shown
+from maas.errors import FieldViolation, UnknownArchitecture, shown
 from runtime.architecture_spec import MAX_CONFIG_JSON_BYTES as MAX_CONFIG_JSON_BYTES  # re-exported
 from runtime.architecture_spec import MAX_LIST_LENGTH as MAX_LIST_LENGTH
 from runtime.architecture_spec import MAX_REPORTED as MAX_REPORTED
@@ -109,8 +109,7 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise InvalidArgument(
+        raise UnknownArchitecture(
             f"unknown architecture {shown(name)}; known: {sorted(ARCHITECTURES)}",
-            reason="UNKNOWN_ARCHITECTURE",
             violations=(FieldViolation("architecture", "not a registered architecture"),),
         ) from None

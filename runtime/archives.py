@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from maas.errors import FieldViolation, InvalidArgument, shown
+from maas.errors import FieldViolation, InvalidArchive, InvalidArgument, shown
 from maas.tensors import NUMPY_DTYPES
 from maas.v1.model_service_pb2 import ModelFormat
 from runtime.architectures import TensorSpec
@@ -37,9 +37,9 @@ _EXPORT_CONFIGS = ("data/weights/model_weights_config.json",
 _EXPORT_LEGACY = ("data/weights/model.pt", "data/constants/model.pt")
 
 
-def _bad(why: str, field: str = "archive") -> InvalidArgument:
-    return InvalidArgument(f"{field} is not a usable model archive: {why}",
-                           reason="INVALID_ARCHIVE", violations=(FieldViolation(field, why),))
+def _bad(why: str, field: str = "archive") -> InvalidArchive:
+    return InvalidArchive(f"{field} is not a usable model archive: {why}",
+                          violations=(FieldViolation(field, why),))
 
 
 def _entries(archive: zipfile.ZipFile, field: str) -> dict[str, zipfile.ZipInfo]:

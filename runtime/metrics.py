@@ -74,6 +74,13 @@ TRAINING_FINISHED = Counter(
     "maas_training_jobs_finished",
     "Training job attempts that ended on this worker: SUCCEEDED, FAILED, CANCELLED, "
     "HANDED_BACK (drain), REQUEUED (attempt failed) or LEASE_LOST.", ["state"])
+WORKER_MODEL_MEMORY_BYTES = Gauge(
+    "maas_worker_model_memory_bytes",
+    "Memory the models loaded on this worker use (their weights, as its model cache counts "
+    "them).")
+WORKER_MODEL_MEMORY_BUDGET_BYTES = Gauge(
+    "maas_worker_model_memory_budget_bytes",
+    "This worker's model memory budget (MAAS_WORKER_MODEL_MEMORY_MB); 0 = none.")
 TRAINING_SAMPLES_PER_SECOND = Gauge(
     "maas_training_samples_per_second",
     "Throughput of the training job running on this worker (its latest progress report; "

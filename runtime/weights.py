@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from maas.errors import FieldViolation, InvalidArgument, shown
+from maas.errors import FieldViolation, InvalidWeights, WeightsMismatch, shown
 from runtime.architectures import Architecture, Config
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -41,9 +41,9 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _bad(why: str) -> InvalidArgument:
-    return InvalidArgument(f"weights are not a valid safetensors file: {why}",
-                           reason="INVALID_WEIGHTS", violations=(FieldViolation("weights", why),))
+def _bad(why: str) -> InvalidWeights:
+    return InvalidWeights(f"weights are not a valid safetensors file: {why}",
+                          violations=(FieldViolation("weights", why),))
 
 
 def _entry(name: str, info: object, body_bytes: int) -> TensorEntry:
@@ -108,9 +108,8 @@ def check_weights(arch: Architecture, config: Config, data: bytes | Path) -> Non
                    for name in sorted(set(found) - set(expected))]
     if violations:
         listed = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
-        raise InvalidArgument(
+        raise WeightsMismatch(
             f"weights do not fit architecture {arch.name!r} ({len(violations)} problems: {listed})",
-            reason="WEIGHTS_MISMATCH",
             violations=tuple(violations[:MAX_VIOLATIONS]),
         )
 

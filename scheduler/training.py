@@ -16,8 +16,8 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from maas.errors import (
-    FailedPrecondition,
     IdempotencyKeyReused,
+    JobAlreadyFinished,
     QuotaExceeded,
     QuotaViolation,
     TrainingJobNotFound,
@@ -150,9 +150,8 @@ class TrainingStore:
             raise TrainingJobNotFound(f"no training job {job_id!r}")
         if state not in ("CANCELLED", "CANCELLING"):
             ended = state.removeprefix("ALREADY_")
-            raise FailedPrecondition(f"training job {job_id} already ended ({ended}); "
-                                     "only queued or running jobs can be cancelled",
-                                     reason="JOB_ALREADY_FINISHED")
+            raise JobAlreadyFinished(f"training job {job_id} already ended ({ended}); "
+                                     "only queued or running jobs can be cancelled")
         return await self.get(job_id)
 
     async def update(self, consumer: str, delivery: Delivery, *, record: TrainingJob | None = None,

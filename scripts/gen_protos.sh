@@ -35,6 +35,8 @@ copy maas/v1 maas/v1
 copy maas/queue/v1 runtime/queue/v1
 # The internal stubs import each other by their Python path, not by their proto package.
 sed -i 's/\bmaas\.queue\.v1\( import \|\.[a-z_]*_pb2\b\)/runtime.queue.v1\1/g' runtime/queue/v1/*.py runtime/queue/v1/*.pyi
+# ... and the path grpc names in its version-mismatch message.
+sed -i 's#generated code in maas/queue/v1/#generated code in runtime/queue/v1/#' runtime/queue/v1/*_grpc.py
 # The v2 contract's package `inference` is also defined by tritonclient (with more messages);
 # two different files defining the same symbols cannot share protobuf's default pool, so
 # ours lives in a private pool and `import maas` works next to `import tritonclient.grpc`.

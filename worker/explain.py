@@ -29,7 +29,12 @@ from captum.attr import (
 )
 
 from maas import tensors
-from maas.errors import FailedPrecondition, InvalidArgument, MaasError
+from maas.errors import (
+    InvalidArgument,
+    MaasError,
+    ModelFailed,
+    ModelNotExplainable,
+)
 from maas.v1.inference_service_pb2 import EXPLAIN_METHOD_SALIENCY
 from runtime.logs import log_context
 from runtime.queue.v1.queue_pb2 import (
@@ -83,10 +88,10 @@ def _problem(model: LoadedModel, task: ExplainTask) -> Problem:
     else:
         layer = getattr(model.module, EMBEDDING_MODULE, None)
         if TOKEN_INPUT not in order or not isinstance(layer, torch.nn.Module):
-            raise FailedPrecondition(
+            raise ModelNotExplainable(
                 f"model {model.version.model!r} has integer inputs but no integer input "
                 f"{TOKEN_INPUT!r} read by a submodule {EMBEDDING_MODULE!r}: nothing to "
-                "attribute them through", reason="MODEL_NOT_EXPLAINABLE")
+                "attribute them through")
         chosen = [order.index(TOKEN_INPUT)]
     rest = [i for i in range(len(order)) if i not in chosen]
     baselines = {t.name: _tensor(t, model.device) for t in task.baselines}
@@ -118,9 +123,8 @@ def _targets(p: Problem, task: ExplainTask) -> tuple[torch.Tensor, torch.Tensor]
     with torch.no_grad():
         logits = p.forward(*p.attributed, *p.fixed)
     if logits.dim() != 2:
-        raise FailedPrecondition(f"the model's first output is {list(logits.shape)}; "
-                                 "explanations need logits [batch, classes]",
-                                 reason="MODEL_NOT_EXPLAINABLE")
+        raise ModelNotExplainable(f"the model's first output is {list(logits.shape)}; "
+                                  "explanations need logits [batch, classes]")
     if task.HasField("target"):
         if not 0 <= task.target < logits.shape[1]:
             raise InvalidArgument(f"target {task.target} is not a class of the model "
@@ -192,8 +196,7 @@ def explain_job(model: LoadedModel, started: Started, worker_id: str) -> JobResu
     except Exception as exc:  # the per-job boundary
         with log_context(job_id=job_id, model=model.version.model):
             log.warning("explanation %s failed in %s: %s", job_id, model.version.model, exc)
-        err = exc if isinstance(exc, MaasError) else MaasError(
-            f"the model raised: {exc}", reason="MODEL_FAILED")
+        err = exc if isinstance(exc, MaasError) else ModelFailed(f"the model raised: {exc}")
         result.state = JobState.JOB_STATE_FAILED
         result.error.CopyFrom(JobError(code=err.code.name, reason=err.reason,
                                        message=err.message))

@@ -177,6 +177,8 @@ class Worker:
             await asyncio.sleep(period_s)
 
     def _heartbeat(self) -> WorkerHeartbeat:
+        metrics.WORKER_MODEL_MEMORY_BYTES.set(self.cache.size_bytes)
+        metrics.WORKER_MODEL_MEMORY_BUDGET_BYTES.set(self.cache.budget_bytes)
         return WorkerHeartbeat(
             worker_id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
             device=str(self.cache.device),

@@ -24,7 +24,13 @@ from gateway.observe import observe_infer
 from gateway.replies import ReplyDispatcher
 from gateway.submitter import SubmitCoalescer
 from gateway.validation import check_message_size, infer_task, priority_of
-from maas.errors import DeadlineExceeded, Unavailable, by_code_name
+from maas.errors import (
+    DeadlineExceeded,
+    NoLiveWorker,
+    NoWorkerForModel,
+    QueueUnreachable,
+    by_code_name,
+)
 from maas.inference import grpc_service_pb2 as pb
 from maas.v1.model_service_pb2 import ModelVersion
 from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
@@ -148,20 +154,19 @@ class InferencePlane:
         if not await self._workers.any_seen(within_s) and \
                 not await self._workers.any_seen(within_s, max_age_s=0):  # one just started?
             name = split_model_id(model)[1]
-            raise Unavailable(
+            raise NoLiveWorker(
                 f"no worker has been alive for {within_s:.0f}s to run model {name!r}: start "
                 "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
-                "queues requests instead", reason="NO_LIVE_WORKER", retry_delay_s=2.0)
+                "queues requests instead", retry_delay_s=2.0)
         live = await self._workers.live()
         # No live record while workers were seen lately (a Redis outage lapses them all):
         # nothing is known of what they serve, so the request is queued.
         if live and not any(serves(w.serves, model) for w in live):
             name = split_model_id(model)[1]
-            raise Unavailable(
+            raise NoWorkerForModel(
                 f"no live worker serves model {name!r}: every worker is pinned to other models "
                 "by MAAS_WORKER_MODELS; start a worker whose MAAS_WORKER_MODELS names it (or "
-                "is empty: every model) and retry", reason="NO_WORKER_FOR_MODEL",
-                retry_delay_s=2.0)
+                "is empty: every model) and retry", retry_delay_s=2.0)
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose
@@ -178,10 +183,10 @@ class InferencePlane:
                     result = await future
             except TimeoutError:
                 if not self._replies.is_reading:  # no cancel: it would wait for Redis too
-                    raise Unavailable(
+                    raise QueueUnreachable(
                         f"Redis did not answer within the deadline ({left_s:.3f}s): the queue "
                         "is unreachable; the request will not run after its deadline; retry "
-                        "shortly", reason="QUEUE_UNREACHABLE", retry_delay_s=1.0) from None
+                        "shortly", retry_delay_s=1.0) from None
                 await self._end_queued(envelope, "EXPIRED")
                 raise DeadlineExceeded(
                     f"no result within the deadline ({left_s:.3f}s left at submit); "

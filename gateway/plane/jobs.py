@@ -13,9 +13,9 @@ import time
 from gateway.bounds import check_deadline_ms, check_priority, check_request_id
 from gateway.validation import check_message_size, infer_task
 from maas.errors import (
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    JobAlreadyFinished,
     JobNotFound,
     shown,
 )
@@ -145,6 +145,5 @@ class AsyncJobs:
         await self.view(job_id, tenant)  # NOT_FOUND: no such job, or not the tenant's
         if not await self._queue.cancel(model_of(job_id), job_id):
             view = await self.view(job_id, tenant)
-            raise FailedPrecondition(f"job {job_id} already ended ({view.state_name})",
-                                     reason="JOB_ALREADY_FINISHED")
+            raise JobAlreadyFinished(f"job {job_id} already ended ({view.state_name})")
         return await self.get(job_id, tenant)

@@ -30,7 +30,14 @@ from gateway.uploads import (
     store_artifact,
     weights_plan,
 )
-from maas.errors import FieldViolation, InvalidArgument, MessageTooLarge, ModelNotFound, shown
+from maas.errors import (
+    ArchiveNotAllowed,
+    FieldViolation,
+    InvalidArgument,
+    MessageTooLarge,
+    ModelNotFound,
+    shown,
+)
 from maas.v1 import model_service_pb2 as pb
 from runtime.architectures import TensorSpec
 from runtime.archives import PLATFORMS, archive_format, check_code
@@ -77,9 +84,9 @@ def public_model(model: pb.Model) -> pb.Model:
 def _refused(field: str, violations: list[str]) -> InvalidArgument:
     listed = "; ".join(violations[:MAX_VIOLATIONS_SHOWN])
     more = len(violations) - MAX_VIOLATIONS_SHOWN
-    return InvalidArgument(
+    return ArchiveNotAllowed(
         f"{field}: {listed}{f' (and {more} more)' if more > 0 else ''}; an uploaded model may "
-        "use only pure tensor operators (see README, Security)", reason="ARCHIVE_NOT_ALLOWED",
+        "use only pure tensor operators (see README, Security)",
         violations=tuple(FieldViolation(field, v) for v in violations[:MAX_VIOLATIONS_SHOWN]))
 
 
@@ -105,6 +112,11 @@ class ModelLifecycle:
         self._verify_wait_s = verify_wait_s
         self._max_message_bytes = max_message_bytes
         self._max_model_bytes = max_model_bytes
+
+    @property
+    def uploads(self) -> UploadSessions:
+        """The resumable uploads in progress (the gateway sweeps them: `sweep_forever`)."""
+        return self._uploads
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -81,6 +81,8 @@ def test_gateway_and_worker_count_requests(observed: tuple[Cluster, dict]) -> No
         assert value(worker, f"{histogram}_sum", model="cnn") > 0, histogram
     assert value(worker, "maas_batch_size_count", model="cnn") >= 1
     assert value(worker, "maas_worker_busy_seconds_total") > 0
+    assert value(worker, "maas_worker_model_memory_bytes") > 0  # cnn loaded (heartbeat)
+    assert ("maas_worker_model_memory_budget_bytes", frozenset()) in worker
     assert value(worker, "process_cpu_seconds_total") > 0  # the default collectors too
 
 
@@ -99,6 +101,7 @@ def test_scheduler_exports_queue_depth_and_age(observed: tuple[Cluster, dict]) -
         job.cancel()
     assert value(samples, "maas_training_jobs", state="queued") == 1
     assert value(samples, "maas_training_jobs", state="running") == 0
+    assert value(samples, "maas_workers_wanted") == 1  # KEDA's signal: the queued job's worker
     assert value(samples, "maas_queue_depth", model="_train") == 1
     assert value(samples, "maas_queue_oldest_age_seconds", model="_train") > 0
     assert ("maas_queue_depth", frozenset({("model", "cnn")})) in samples

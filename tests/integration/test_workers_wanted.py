@@ -15,19 +15,11 @@ from maas.v1 import training_service_pb2 as pb
 from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, TrainTask
 from runtime.settings import Settings
 from scheduler import keys
-from scheduler.connection import connect
 from scheduler.daemon import Daemon
 from scheduler.queue import JobQueue, new_job_id
 from scheduler.training import TrainingStore
 
 BATCH = 8
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ and the sweep, and what a failed write means to the caller."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import time
@@ -14,6 +15,7 @@ import pytest
 from gateway.upload_sessions import UploadSessions, check_resume, storage_error
 from maas.errors import FailedPrecondition, NotFound, QuotaExceeded, Unavailable
 from maas.v1 import model_service_pb2 as pb
+from runtime.cancel import cancel_and_wait
 
 START = pb.UploadModelStart(model=pb.RegisterModelRequest(name="m", architecture="mlp"),
                             size_bytes=10, sha256="a" * 64)
@@ -68,3 +70,23 @@ def test_expired_uploads_are_swept(tmp_path: Path) -> None:
         [f"{fresh.upload_id}.part", f"{fresh.upload_id}.json"])
     with pytest.raises(NotFound):
         sessions.get("a", old.upload_id)
+
+
+async def test_an_idle_gateway_still_sweeps_abandoned_uploads(tmp_path: Path) -> None:
+    """No new upload arrives (the only other time a sweep runs): the periodic sweep deletes
+    the abandoned one within a sweep period (ttl/10, at most a minute)."""
+    sessions = UploadSessions(tmp_path, ttl_s=1.0)
+    abandoned = sessions.create("a", START)
+    abandoned.part.write_bytes(b"12345")
+    sweeper = asyncio.create_task(sessions.sweep_forever())
+    try:
+        deadline = time.monotonic() + 5
+        while left(tmp_path):
+            assert time.monotonic() < deadline, "the abandoned upload was never swept"
+            await asyncio.sleep(0.05)
+    finally:
+        await cancel_and_wait(sweeper)
+
+
+def left(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
