@@ -37,23 +37,6 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
-# MAAS_TEST_SLOT_CHECKED=1: every redis-server of the tests is a one-node Redis Cluster that
-# owns all 16384 slots. Clients talk to it as to one Redis, and Redis itself refuses what a
-# Cluster would: a script whose keys are in several slots, or that touches an undeclared key
-# of another slot (issue #15's first check).
-SLOT_CHECKED = os.environ.get("MAAS_TEST_SLOT_CHECKED") == "1"
-
-
-def own_every_slot(client: redis.Redis) -> None:
-    if int(client.info("cluster").get("cluster_enabled", 0)) and \
-            client.cluster("info").get("cluster_slots_assigned") != 16384:
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-    deadline = time.monotonic() + 10
-    while client.cluster("info").get("cluster_state") != "ok":
-        assert time.monotonic() < deadline, "the one-node cluster did not come up"
-        time.sleep(0.05)
-
-
 def start_redis_server(directory: Path, port: int | None = None,
                        appendonly: bool = False) -> RedisServer:
     binary = shutil.which("redis-server")
@@ -61,19 +44,16 @@ def start_redis_server(directory: Path, port: int | None = None,
         pytest.fail("redis-server is not on PATH; install it (apt-get install redis-server)")
     port = port or free_port()
     directory.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--save", "", "--appendonly", "yes" if appendonly else "no",
-            "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
-    if SLOT_CHECKED:
-        argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "yes" if appendonly else "no",
+         "--appendfsync", "always", "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer(f"redis://127.0.0.1:{port}/0", port, proc, directory)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             if server.client().ping():
-                if SLOT_CHECKED:
-                    own_every_slot(server.client())
                 return server
         except redis.ConnectionError:
             time.sleep(0.05)
