@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conftest import K8S, REPO, Rendered, render
+from prometheus_client.metrics import MetricWrapperBase
 
 from runtime import metrics
 
@@ -50,8 +51,9 @@ ENDPOINT_KEYS = {"port", "portNumber", "targetPort", "path", "scheme", "interval
                  "filterRunning", "tlsConfig", "basicAuth", "authorization", "oauth2",
                  "bearerTokenSecret", "proxyUrl"}
 SEVERITIES = {"info", "warning", "critical"}
-ALERTS = {"MaasQueueAgeHigh", "MaasNoLiveWorker", "MaasDeadLettersGrowing",
-          "MaasWorkerLostLeases", "MaasRedisMemoryNearMax", "MaasKedaScalerErrors"}
+ALERTS = {"MaasQueueAgeHigh", "MaasNoLiveWorker", "MaasWorkersWantedUnmet",
+          "MaasDeadLettersGrowing", "MaasWorkerLostLeases", "MaasRedisMemoryNearMax",
+          "MaasKedaScalerErrors"}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -98,6 +100,11 @@ def test_maas_metrics_are_all_in_runtime_metrics() -> None:
         assert not defines or path.name == "metrics.py", f"{path}: defines {defines}"
     assert {"maas_worker_lost_leases_total", "maas_queue_depth",
             "maas_dead_letters_total"} <= metrics.exposed_names()
+    # ... and `metrics.ALL` lists every metric the module defines (a new one left out of it
+    # would make a rule reading it look misspelt, or a misspelt one look exported).
+    defined = {id(v) for v in vars(metrics).values()
+               if isinstance(v, MetricWrapperBase)}
+    assert defined == {id(m) for m in metrics.ALL}
 
 
 def test_every_rule_reads_exported_metrics(rendered: Rendered) -> None:
