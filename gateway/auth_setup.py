@@ -19,6 +19,7 @@ async def build_auth(settings: Settings, store: KeyStore,
                      limiter: RateLimiter | None) -> Admission:
     """The admission these settings ask for (open when auth is off and no rate limit: every
     caller is ANONYMOUS then); bootstraps MAAS_ADMIN_KEY_FILE's key first."""
+    await store.adopt_untagged()  # keys an older gateway stored under untagged names
     if settings.admin_key_file:
         await bootstrap_admin_key(settings.admin_key_file, store)
     if not settings.is_auth_on:

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import enum
 import hmac
+import logging
 import time
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from maas.api_keys import key_id_of, key_sha256, new_api_key
 from maas.errors import ApiKeyNotFound
 from maas.v1.key_service_pb2 import ApiKey
 from scheduler import keys
 from scheduler.scripts import register
+
+log = logging.getLogger(__name__)
 
 
 class Bootstrap(enum.Enum):
@@ -35,6 +39,33 @@ class KeyStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._bootstrap = register(client, "admin_bootstrap")
+
+    async def adopt_untagged(self) -> int:
+        """Moves the keys this store wrote before its hash tag (keys.AUTH_TAG) to their
+        tagged names, so keys made by an older gateway keep working; the number moved. Run at
+        every gateway start: keys an older gateway made during a rolling upgrade are adopted
+        by the next start. Key hashes and the bootstrap marker are renamed unless the tagged
+        name exists (RENAMENX); the set of ids is merged. On a Redis Cluster there are none
+        to move (the untagged names never worked there), and nothing cross-slot is sent."""
+        untagged_ids = f"{keys.PREFIX}:apikeys"
+        ids = [k.decode() for k in cast("set[bytes]", await self._redis.smembers(untagged_ids))]
+        moved = 0
+        for old, new in keys.untagged_auth_keys(ids).items():
+            if old == untagged_ids:
+                continue
+            try:
+                moved += bool(await self._redis.renamenx(old, new))
+            except ResponseError:  # no such key: adopted meanwhile, or never there
+                continue
+        if ids:  # one Redis (not a cluster): the two sets may share a MULTI
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.sunionstore(keys.api_keys(), [keys.api_keys(), untagged_ids])
+                pipe.delete(untagged_ids)
+                await pipe.execute()
+            moved += 1
+        if moved:
+            log.info("moved %d API-key store keys to their {auth}-tagged names", moved)
+        return moved
 
     async def create(self, tenant: str, scopes: tuple[str, ...],
                      description: str = "") -> tuple[str, ApiKey]:

@@ -192,16 +192,29 @@ def datasets() -> str:
     return f"{PREFIX}:datasets"
 
 
+# The API-key store shares one hash tag: ADMIN_BOOTSTRAP and the store's MULTIs touch a
+# key's hash, the set of ids and the bootstrap marker together, which a Redis Cluster allows
+# only within one slot. Before the tag they were named without it (LEGACY_AUTH_KEYS);
+# KeyStore.adopt_untagged renames those at a gateway's start.
+AUTH_TAG = f"{PREFIX}:{{auth}}"
+
+
 def api_key(key_id: str) -> str:
-    return f"{PREFIX}:apikey:{key_id}"
+    return f"{AUTH_TAG}:apikey:{key_id}"
 
 
 def api_keys() -> str:
-    return f"{PREFIX}:apikeys"
+    return f"{AUTH_TAG}:apikeys"
 
 
 def admin_bootstrap() -> str:
-    return f"{PREFIX}:admin:bootstrap"
+    return f"{AUTH_TAG}:admin:bootstrap"
+
+
+def untagged_auth_keys(key_ids: list[str]) -> dict[str, str]:
+    """The names the key store had before AUTH_TAG -> its names now."""
+    return {f"{PREFIX}:apikeys": api_keys(), f"{PREFIX}:admin:bootstrap": admin_bootstrap(),
+            **{f"{PREFIX}:apikey:{k}": api_key(k) for k in key_ids}}
 
 
 def rate_bucket(tenant: str) -> str:

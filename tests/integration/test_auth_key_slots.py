@@ -1,0 +1,144 @@
+"""The API-key store on a Redis Cluster's terms (issue #15): its keys share the `{auth}` hash
+tag, so ADMIN_BOOTSTRAP and the store's MULTIs stay in one slot; keys an older gateway stored
+under untagged names are adopted at start and keep working.
+
+The cluster is one redis-server with cluster mode on that owns every slot, and the scripts
+are loaded with a `#!lua` shebang: Redis itself then refuses what a cluster refuses — keys
+of several slots in one script or MULTI (CROSSSLOT), or an undeclared key of another slot."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from maas.api_keys import key_id_of, key_sha256, new_api_key
+from maas.cli.ports import free_port
+from maas.v1.key_service_pb2 import ApiKey
+from scheduler import keys, scripts
+from scheduler.auth import Bootstrap, KeyStore
+from scheduler.connection import connect
+
+ADMIN = ("admin", "infer")
+
+
+def _start_cluster_node(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server in cluster mode that owns every slot; a new port when one is taken."""
+    for _ in range(3):
+        port = free_port()
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+             "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+                    while client.cluster("info")["cluster_state"] != "ok":
+                        assert time.monotonic() < deadline, "the one-node cluster did not form"
+                        time.sleep(0.05)
+                    return proc, port
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        proc.kill()
+        proc.wait(10)
+    pytest.fail("redis-server in cluster mode did not start")
+
+
+@pytest.fixture
+def one_node_cluster(tmp_path: Path) -> Iterator[str]:
+    proc, port = _start_cluster_node(tmp_path)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def slot_checked_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts loaded with a shebang: Redis (>= 7) checks their undeclared keys' slots."""
+    source = scripts._source
+    monkeypatch.setattr(scripts, "_source", lambda name: "#!lua\n" + source(name))
+
+
+@pytest.fixture
+async def cluster_client(one_node_cluster: str,
+                         slot_checked_scripts: None) -> AsyncIterator[aioredis.Redis]:
+    c = connect(one_node_cluster)
+    yield c
+    await c.aclose()
+
+
+def test_the_store_keys_share_one_slot() -> None:
+    slots = {key_slot(k.encode()) for k in (
+        keys.api_key("a" * 16), keys.api_key("b" * 16), keys.api_keys(),
+        keys.admin_bootstrap())}
+    assert len(slots) == 1
+
+
+async def test_bootstrap_install_and_revoke_on_a_cluster(cluster_client: aioredis.Redis) -> None:
+    store = KeyStore(cluster_client)
+    admin_key = new_api_key()
+    assert await store.bootstrap_admin(admin_key, "admin", ADMIN) == Bootstrap.INSTALLED
+    assert await store.bootstrap_admin(admin_key, "admin", ADMIN) == Bootstrap.ACTIVE
+    key, record = await store.create("acme", ("infer",))
+    assert (await store.lookup(key)) == record
+    assert {k.key_id for k in await store.list()} == {key_id_of(admin_key), record.key_id}
+    await store.revoke(record.key_id)
+    assert await store.lookup(key) is None
+    assert await store.adopt_untagged() == 0  # nothing untagged, nothing cross-slot sent
+
+
+def _store_untagged(client: redis.Redis, api_key: str, tenant: str, bootstrap: bool) -> str:
+    """What a gateway before the `{auth}` tag wrote for a key."""
+    key_id = key_id_of(api_key)
+    assert key_id is not None
+    client.hset(f"{keys.PREFIX}:apikey:{key_id}", mapping={
+        "sha256": key_sha256(api_key),
+        "record": ApiKey(key_id=key_id, tenant=tenant, scopes=["infer"]).SerializeToString()})
+    client.sadd(f"{keys.PREFIX}:apikeys", key_id)
+    if bootstrap:
+        client.set(f"{keys.PREFIX}:admin:bootstrap", key_id)
+    return key_id
+
+
+async def test_keys_of_an_older_gateway_are_adopted(redis_url: str) -> None:
+    sync = redis.Redis.from_url(redis_url)
+    old_admin, old_tenant = new_api_key(), new_api_key()
+    admin_id = _store_untagged(sync, old_admin, "admin", bootstrap=True)
+    _store_untagged(sync, old_tenant, "acme", bootstrap=False)
+    client = connect(redis_url)
+    try:
+        store = KeyStore(client)
+        assert await store.lookup(old_tenant) is None  # before: under names it no longer reads
+        assert await store.adopt_untagged() == 4  # two hashes, the marker, the set
+        assert (await store.lookup(old_tenant)).tenant == "acme"  # type: ignore[union-attr]
+        assert (await store.lookup(old_admin)) is not None
+        # The bootstrap happened before: the admin key file's key is not installed again.
+        assert await store.bootstrap_admin(new_api_key(), "admin", ADMIN) == Bootstrap.REFUSED
+        assert sync.get(keys.admin_bootstrap()) == admin_id.encode()
+        assert not sync.keys(f"{keys.PREFIX}:apikey*") and not sync.exists(
+            f"{keys.PREFIX}:admin:bootstrap")
+        # A rolling upgrade: an older gateway stores one more key; the next start merges it.
+        newer, later = await store.create("globex", ("infer",))
+        late = new_api_key()
+        _store_untagged(sync, late, "initech", bootstrap=False)
+        assert await store.adopt_untagged() == 2
+        assert {k.tenant for k in await store.list()} == {"admin", "acme", "globex", "initech"}
+        assert (await store.lookup(newer)) == later
+        assert await store.adopt_untagged() == 0
+    finally:
+        await client.aclose()
+        sync.close()
