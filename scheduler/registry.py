@@ -75,6 +75,11 @@ class ModelRegistry(Aliases):
         False (an archive being verified becomes latest when it passes)."""
         key = keys.model_record(version.model)
         number = await self._redis.hincrby(key, "next", 1)
+        # Listed before its version exists (the artifact GC reads the list: a version it
+        # cannot see would lose its artifacts), and apart from the MULTI below: the list is
+        # in another slot of a Redis Cluster. A crash in between leaves a listed model whose
+        # record holds no version yet, as a crash after HINCRBY always could.
+        await self._redis.sadd(keys.models(), version.model)
         stored = ModelVersion()
         stored.CopyFrom(version)
         stored.version = str(number)
@@ -86,7 +91,6 @@ class ModelRegistry(Aliases):
                 pipe.eval("local cur = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0') "
                           "if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], "
                           "'latest', ARGV[1]) end return 1", 1, key, number)
-            pipe.sadd(keys.models(), version.model)
             await pipe.execute()
         self._versions[(stored.model, stored.version)] = (time.monotonic(), stored)
         if is_latest:

@@ -1,6 +1,7 @@
-"""The API-key store on a Redis Cluster's terms (issue #15): its keys share the `{auth}` hash
-tag, so ADMIN_BOOTSTRAP and the store's MULTIs stay in one slot; keys an older gateway stored
-under untagged names are adopted at start and keep working.
+"""What already keeps to a Redis Cluster's terms (issue #15). The API-key store: its keys
+share the `{auth}` hash tag, so ADMIN_BOOTSTRAP and the store's MULTIs stay in one slot; keys
+an older gateway stored under untagged names are adopted at start and keep working. The model
+registry: a version's MULTI touches only its model's record (the model list apart).
 
 The cluster is one redis-server with cluster mode on that owns every slot, and the scripts
 are loaded with a `#!lua` shebang: Redis itself then refuses what a cluster refuses — keys
@@ -21,9 +22,11 @@ from redis.crc import key_slot
 from maas.api_keys import key_id_of, key_sha256, new_api_key
 from maas.cli.ports import free_port
 from maas.v1.key_service_pb2 import ApiKey
+from maas.v1.model_service_pb2 import ModelVersion
 from scheduler import keys, scripts
 from scheduler.auth import Bootstrap, KeyStore
 from scheduler.connection import connect
+from scheduler.registry import ModelRegistry
 
 ADMIN = ("admin", "infer")
 
@@ -142,3 +145,16 @@ async def test_keys_of_an_older_gateway_are_adopted(redis_url: str) -> None:
     finally:
         await client.aclose()
         sync.close()
+
+
+async def test_registering_versions_on_a_cluster(cluster_client: aioredis.Redis) -> None:
+    registry = ModelRegistry(cluster_client)
+    for _ in range(2):
+        await registry.add_version(ModelVersion(model="m", architecture="mlp",
+                                                weights_sha256="a" * 64))
+    await registry.add_version(ModelVersion(model="m", architecture="mlp",
+                                            weights_sha256="b" * 64), is_latest=False)
+    model = await registry.get_model("m")
+    assert [v.version for v in model.versions] == ["1", "2", "3"]
+    assert model.latest_version == "2"
+    assert await registry.model_names() == ["m"]
