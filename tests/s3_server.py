@@ -13,9 +13,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
 from maas.cli.up import free_port
@@ -56,3 +58,12 @@ def start_s3_server(log_dir: Path) -> S3Server:
     proc.kill()
     pytest.fail(f"moto's S3 server did not start on port {port}: see {log_dir / 'moto.log'}")
 
+
+
+def serving_bucket(tmp_path_factory: pytest.TempPathFactory, bucket: str) -> Iterator[S3Server]:
+    """A module fixture's body: a server with `bucket` created, stopped at the end."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                 aws_access_key_id="k", aws_secret_access_key="s").create_bucket(Bucket=bucket)
+    yield server
+    server.stop()

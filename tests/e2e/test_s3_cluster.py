@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 import maas
 from runtime.architectures import get_architecture
 from tests.conftest import Cluster, start_cluster, stop_cluster
-from tests.s3_server import S3Server, start_s3_server
+from tests.s3_server import S3Server, serving_bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 BUCKET = "maas-e2e"
@@ -26,11 +26,7 @@ BUCKET = "maas-e2e"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3_server(tmp_path_factory.mktemp("s3"))
-    boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                 aws_access_key_id="k", aws_secret_access_key="s").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from serving_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import redis.asyncio as aioredis
 
@@ -19,7 +18,7 @@ from runtime.artifact_s3 import S3ArtifactStore, s3_client
 from runtime.artifacts import ArtifactStore
 from scheduler.artifact_gc import ArtifactCollector
 from scheduler.registry import ModelRegistry
-from tests.s3_server import S3Server, start_s3_server
+from tests.s3_server import S3Server, serving_bucket
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,11 +29,7 @@ LATER_S = 3600.0  # "now" for the collector: every artifact is past its grace pe
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3_server(tmp_path_factory.mktemp("s3"))
-    boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                 aws_access_key_id="k", aws_secret_access_key="s").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from serving_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture(params=["local", "s3"])

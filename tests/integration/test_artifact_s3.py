@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from maas.cli.up import free_port
@@ -17,19 +16,14 @@ from maas.errors import Unavailable
 from runtime.artifact_s3 import S3ArtifactStore, s3_client
 from runtime.artifacts import artifact_store
 from runtime.settings import Settings
-from tests.s3_server import S3Server, start_s3_server
+from tests.s3_server import S3Server, serving_bucket
 
 BUCKET = "maas-test"
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3_server(tmp_path_factory.mktemp("s3"))
-    client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                          aws_access_key_id="k", aws_secret_access_key="s")
-    client.create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+    yield from serving_bucket(tmp_path_factory, BUCKET)
 
 
 @pytest.fixture
