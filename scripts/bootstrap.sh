@@ -23,6 +23,20 @@ if ! command -v kubectl >/dev/null 2>&1; then
   command -v kubectl >/dev/null 2>&1 || echo "bootstrap: kubectl is missing; tests/deploy will fail until it is installed (it renders deploy/k8s offline)" >&2
 fi
 
+# promtool checks and unit-tests the PrometheusRules (tests/deploy/test_promtool.py). Debian's
+# prometheus package holds it; only the binary is taken (no daemon installed), as any user.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x .tools/bin/promtool ] &&
+   command -v apt-get >/dev/null 2>&1; then
+  scratch=$(mktemp -d)
+  if (cd "$scratch" && apt-get download -qq prometheus >/dev/null 2>&1 &&
+      dpkg-deb -x prometheus_*.deb root); then
+    mkdir -p .tools/bin && cp "$scratch/root/usr/bin/promtool" .tools/bin/promtool
+  else
+    echo "bootstrap: promtool is missing (apt-get download prometheus failed); tests/deploy/test_promtool.py will fail until it is on PATH" >&2
+  fi
+  rm -rf "$scratch"
+fi
+
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   for candidate in python3.11 python3.12 python3; do
