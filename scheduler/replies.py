@@ -1,4 +1,5 @@
-"""The per-gateway reply stream: workers and queue scripts write outcomes, one gateway reads."""
+"""A gateway's reply streams, one per model it waits on: workers and queue scripts write
+outcomes in the model's slot, one gateway reads."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ def _decode(fields: Fields) -> Reply:
 
 
 class ReplyStream:
-    """Reads one gateway's reply stream in order, from where it last stopped."""
+    """Reads one gateway's reply stream of one model in order, from where it last stopped."""
 
-    def __init__(self, client: aioredis.Redis, gateway_id: str) -> None:
+    def __init__(self, client: aioredis.Redis, gateway_id: str, model: str) -> None:
         self._redis = client
-        self.key = keys.reply_stream(gateway_id)
+        self.key = keys.reply_stream(model, gateway_id)
         self._last_id = "0-0"
 
     async def read(self, block_ms: int, count: int = 1024) -> list[Reply]:

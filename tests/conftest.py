@@ -24,6 +24,7 @@ from maas.cli.up import (
     wait_ready,
 )
 from scheduler.connection import connect
+from tests.cluster_node import check_slots, start_cluster_node
 
 
 @dataclass
@@ -84,6 +85,33 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     c = connect(redis_url)
     yield c
     await c.aclose()
+
+
+@pytest.fixture(scope="session")
+def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A one-node Redis Cluster (tests/cluster_node.py); its URL."""
+    proc, port = start_cluster_node(tmp_path_factory.mktemp("cluster-node"))
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def slot_checked_url(cluster_node: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The one-node cluster, emptied, with slot-checked scripts for this test."""
+    server_client = redis.Redis.from_url(cluster_node)
+    server_client.flushall()
+    server_client.close()
+    check_slots(monkeypatch)
+    return cluster_node
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """A test that asks for it runs twice: on a plain Redis, and on the slot-checked one-node
+    Redis Cluster (what a cluster refuses fails there)."""
+    return str(request.getfixturevalue("redis_url" if request.param == "redis"
+                                       else "slot_checked_url"))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from gateway.bounds import MAX_REQUEST_ID_BYTES, check_request_id
 from gateway.observe import observe_infer
+from gateway.plane.model_config import model_config
 from gateway.replies import ReplyDispatcher
 from gateway.submitter import SubmitCoalescer
 from gateway.validation import check_message_size, infer_task, priority_of
@@ -70,14 +71,13 @@ class Caller:
 
 class InferencePlane:
     def __init__(self, settings: Settings, submitter: SubmitCoalescer, registry: ModelRegistry,
-                 workers: WorkerDirectory, replies: ReplyDispatcher, reply_key: str) -> None:
+                 workers: WorkerDirectory, replies: ReplyDispatcher) -> None:
         self._settings = settings
         self._submitter = submitter
         self._queue = submitter.queue
         self._registry = registry
         self._workers = workers
         self._replies = replies
-        self._reply_key = reply_key
         self._cancelling = asyncio.Semaphore(MAX_CONCURRENT_CANCELS)
         self.is_ready = True  # False once the gateway drains: ServerReady, ModelReady
 
@@ -92,7 +92,7 @@ class InferencePlane:
                                                            request.model_version)
             await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
             call.resolved(version)
-            await self._require_live_worker(version.model)
+            await self.require_live_worker(version.model)
             envelope = self.envelope(version, caller, _INFER, priority_of(request))
             infer_task(request, version, max_elements=settings.max_tensor_elements,
                        into=envelope.infer)
@@ -116,7 +116,7 @@ class InferencePlane:
     async def run_job(self, envelope: JobEnvelope) -> JobResult:
         """Runs a job built elsewhere (Explain) as an inference runs: the reply comes to this
         gateway; deadline, cancellation and errors as in `infer`."""
-        await self._require_live_worker(envelope.model)
+        await self.require_live_worker(envelope.model)
         return await self._run(envelope)
 
     async def model_ready(self, tenant: str, name: str, version: str = "") -> bool:
@@ -143,7 +143,14 @@ class InferencePlane:
                      for t in version.outputs],
         )
 
-    async def _require_live_worker(self, model: str) -> None:
+    async def model_config(self, request: pb.ModelConfigRequest,
+                           tenant: str) -> pb.ModelConfigResponse:
+        """Triton's ModelConfig of the version the caller names (NOT_FOUND as metadata)."""
+        version = await self._registry.resolve_visible(tenant, request.name, request.version)
+        return pb.ModelConfigResponse(config=model_config(
+            request.name, version, version.platform or PLATFORM, self._settings.max_batch_size))
+
+    async def require_live_worker(self, model: str) -> None:
         """UNAVAILABLE + retry delay when no worker has been alive for a while, or when live
         workers are there but none serves the model (MAAS_WORKER_MODELS pins them elsewhere)
         (MAAS_REQUIRE_LIVE_WORKER=on): a synchronous caller would only wait out its deadline.
@@ -173,8 +180,8 @@ class InferencePlane:
         caller is gone (deadline, cancellation) and that has not started never runs.
         The answer comes just before the caller's deadline: DEADLINE_EXCEEDED, or
         UNAVAILABLE when it is Redis that did not answer (an outage)."""
-        envelope.reply_to = self._reply_key
-        future = self._replies.expect(envelope.job_id)
+        envelope.reply_to = self._replies.reply_key(envelope.model)
+        future = self._replies.expect(envelope.job_id, envelope.model)
         left_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
         try:
             try:
@@ -182,7 +189,8 @@ class InferencePlane:
                     await self._submitter.submit(envelope)  # raises a refusal (QueueFull)
                     result = await future
             except TimeoutError:
-                if not self._replies.is_reading:  # no cancel: it would wait for Redis too
+                # No cancel when Redis is away: it would wait for Redis too.
+                if not self._replies.is_reading(envelope.model):
                     raise QueueUnreachable(
                         f"Redis did not answer within the deadline ({left_s:.3f}s): the queue "
                         "is unreachable; the request will not run after its deadline; retry "

@@ -557,7 +557,7 @@ def outcomes(cluster: Cluster, job_id: str) -> list[dict[Any, Any]]:
     """The replies any gateway's reply stream holds for a job."""
     client = cluster.redis.client()
     try:
-        return [fields for stream in client.scan_iter(match=keys.reply_stream("*"))
+        return [fields for stream in client.scan_iter(match=keys.reply_stream("*", "*"))
                 for _, fields in client.xrange(stream) if fields[b"job"] == job_id.encode()]
     finally:
         client.close()

@@ -84,23 +84,26 @@ def test_maas_up_serves_restarts_and_stops_cleanly(tmp_path: Path) -> None:
     out = Output(proc)
     try:
         assert out.wait_for("maas ready:", 120).strip() == f"maas ready: gateway 127.0.0.1:{port}"
+        console = out.wait_for("maas console: http://127.0.0.1:", 5).split()[-1]
+        with urllib.request.urlopen(f"{console}models", timeout=10) as page:
+            assert b"cnn" in page.read()  # the web console, a client of the gateway
         out.wait_for("demo: cnn", 60)
         target = f"127.0.0.1:{port}"
         result = cli(target, "infer", "cnn", "--input", "input=random")
         assert result["outputs"]["output"]["shape"] == [1, 10]
         model = cli(target, "models", "get", "cnn")
         assert len(model["versions"][0]["weights_sha256"]) == 64
-        # redis, scheduler, gateway and two workers, each its own process.
+        # redis, scheduler, gateway, two workers and the console, each its own process.
         kids = children_of(proc.pid)
-        assert len(kids) == 5
+        assert len(kids) == 6
         worker_pid = next(p for p in kids
                           if b"worker-1" in Path(f"/proc/{p}/cmdline").read_bytes())
         os.kill(worker_pid, signal.SIGKILL)
         out.wait_for("worker-1 exited with -9; restarting", 30)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(children_of(proc.pid)) < 5:
+        while time.monotonic() < deadline and len(children_of(proc.pid)) < 6:
             time.sleep(0.2)
-        assert len(children_of(proc.pid)) == 5
+        assert len(children_of(proc.pid)) == 6
         assert cli(target, "infer", "mlp")["outputs"]["output"]["shape"] == [1, 10]
         kids = children_of(proc.pid)
     finally:
@@ -125,7 +128,7 @@ def reply_streams(out: Output, data_dir: Path) -> list[bytes]:
     password = (data_dir / "redis.password").read_text().strip()
     client = redis.Redis.from_url(url.replace("****", password))
     try:
-        return list(client.scan_iter(match=reply_stream("*")))
+        return list(client.scan_iter(match=reply_stream("*", "*")))
     finally:
         client.close()
 
@@ -144,7 +147,7 @@ def test_maas_up_runs_several_gateways_on_one_port(tmp_path: Path) -> None:
         ports = out.wait_for("[maas] /metrics ports:", 1)
         assert f"gateway-1 {base + 1}, gateway-2 {base + 2}, worker-1 {base + 3}" in ports
         kids = children_of(proc.pid)
-        assert len(kids) == 5  # redis, scheduler, two gateways, a worker
+        assert len(kids) == 6  # redis, scheduler, two gateways, a worker, the console
         request = v2.ModelInferRequest(model_name="cnn")
         request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
         request.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())

@@ -63,7 +63,7 @@ def _replies(r: redis.Redis) -> tuple[Counter[str], dict[str, bytes]]:
     """How many outcomes each job id has on the reply streams, and each one's last state."""
     seen: Counter[str] = Counter()
     states: dict[str, bytes] = {}
-    for stream in r.scan_iter(match=keys.reply_stream("*")):
+    for stream in r.scan_iter(match=keys.reply_stream("*", "*")):
         for _, fields in r.xrange(stream):
             job_id = fields[b"job"].decode()
             seen[job_id] += 1

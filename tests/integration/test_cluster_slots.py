@@ -4,15 +4,13 @@ an older gateway stored under untagged names are adopted at start and keep worki
 registry: a version's MULTI touches only its model's record (the model list apart).
 
 The cluster is one redis-server with cluster mode on that owns every slot, and the scripts
-are loaded with a `#!lua` shebang: Redis itself then refuses what a cluster refuses — keys
-of several slots in one script or MULTI (CROSSSLOT), or an undeclared key of another slot."""
+are loaded with a `#!lua` shebang (tests/cluster_node.py): Redis itself then refuses what a
+cluster refuses — keys of several slots in one script or MULTI (CROSSSLOT), or an undeclared
+key of another slot. The queue's own tests (test_queue.py, test_queue_lean.py) run on it too."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -20,10 +18,9 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from maas.api_keys import key_id_of, key_sha256, new_api_key
-from maas.cli.ports import free_port
 from maas.v1.key_service_pb2 import ApiKey
 from maas.v1.model_service_pb2 import ModelVersion
-from scheduler import keys, scripts
+from scheduler import keys
 from scheduler.auth import Bootstrap, KeyStore
 from scheduler.connection import connect
 from scheduler.registry import ModelRegistry
@@ -31,55 +28,9 @@ from scheduler.registry import ModelRegistry
 ADMIN = ("admin", "infer")
 
 
-def _start_cluster_node(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A redis-server in cluster mode that owns every slot; a new port when one is taken."""
-    for _ in range(3):
-        port = free_port()
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-             "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
-             "--cluster-config-file", f"nodes-{port}.conf"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-                    while client.cluster("info")["cluster_state"] != "ok":
-                        assert time.monotonic() < deadline, "the one-node cluster did not form"
-                        time.sleep(0.05)
-                    return proc, port
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-        finally:
-            client.close()
-        proc.kill()
-        proc.wait(10)
-    pytest.fail("redis-server in cluster mode did not start")
-
-
 @pytest.fixture
-def one_node_cluster(tmp_path: Path) -> Iterator[str]:
-    proc, port = _start_cluster_node(tmp_path)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture
-def slot_checked_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scripts loaded with a shebang: Redis (>= 7) checks their undeclared keys' slots."""
-    source = scripts._source
-    monkeypatch.setattr(scripts, "_source", lambda name: "#!lua\n" + source(name))
-
-
-@pytest.fixture
-async def cluster_client(one_node_cluster: str,
-                         slot_checked_scripts: None) -> AsyncIterator[aioredis.Redis]:
-    c = connect(one_node_cluster)
+async def cluster_client(slot_checked_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = connect(slot_checked_url)
     yield c
     await c.aclose()
 

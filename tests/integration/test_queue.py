@@ -22,8 +22,9 @@ LEASE_MS = 200
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(redis_url)
+async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """Every test here runs on a plain Redis and on a slot-checked Redis Cluster (#15)."""
+    c = connect(any_redis_url)
     yield c
     await c.aclose()
 
@@ -66,7 +67,7 @@ async def test_submit_is_idempotent_per_key(queue: JobQueue) -> None:
 
 
 async def test_full_cycle_replies_once(queue: JobQueue, client: aioredis.Redis) -> None:
-    replies = ReplyStream(client, "gw-1")
+    replies = ReplyStream(client, "gw-1", MODEL)
     job = envelope(reply_to=replies.key)
     await queue.submit(job)
     [delivery] = await take(queue, "w1")
@@ -129,7 +130,7 @@ async def test_a_reclaimed_delivery_cannot_start(queue: JobQueue) -> None:
 
 
 async def test_dead_letter_after_max_attempts(queue: JobQueue, client: aioredis.Redis) -> None:
-    replies = ReplyStream(client, "gw-dlq")
+    replies = ReplyStream(client, "gw-dlq", MODEL)
     job = envelope(max_attempts=2, reply_to=replies.key)
     await queue.submit(job)
     for attempt in (1, 2):  # each attempt's worker dies: the lease expires
@@ -149,7 +150,7 @@ async def test_dead_letter_after_max_attempts(queue: JobQueue, client: aioredis.
 
 
 async def test_job_past_its_deadline_never_runs(queue: JobQueue, client: aioredis.Redis) -> None:
-    replies = ReplyStream(client, "gw-exp")
+    replies = ReplyStream(client, "gw-exp", MODEL)
     job = envelope(deadline_ms=int(time.time() * 1000) + 50, reply_to=replies.key)
     await queue.submit(job)
     await asyncio.sleep(0.1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +14,7 @@ import redis.asyncio as aioredis
 from maas.errors import QueueFull
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
+from scheduler.connection import connect
 from scheduler.queue import (
     Delivery,
     JobQueue,
@@ -29,6 +31,14 @@ LEASE_MS = 200
 
 
 @pytest.fixture
+async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """Every test here runs on a plain Redis and on a slot-checked Redis Cluster (#15)."""
+    c = connect(any_redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
 async def queue(client: aioredis.Redis) -> JobQueue:
     q = JobQueue(client, result_ttl_ms=60_000, retry=RetryPolicy(backoff_ms=0, backoff_max_ms=0))
     await q.ensure_group(MODEL)
@@ -37,7 +47,7 @@ async def queue(client: aioredis.Redis) -> JobQueue:
 
 @pytest.fixture
 def replies(client: aioredis.Redis) -> ReplyStream:
-    return ReplyStream(client, "gw-lean")
+    return ReplyStream(client, "gw-lean", MODEL)
 
 
 def envelope(replies: ReplyStream, *, deadline_ms: int = 0, max_attempts: int = 3,

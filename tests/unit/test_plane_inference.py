@@ -75,29 +75,21 @@ async def rig_of(redis_url: str, **settings: object) -> AsyncIterator[Rig]:
     registry = ModelRegistry(redis)
     await registry.add_version(model_version())
     await queue.ensure_group(MODEL)
-    stream = ReplyStream(redis, "gw-plane")
-    replies, submitter, workers = ReplyDispatcher(stream), SubmitCoalescer(queue), \
-        WorkerDirectory(redis)
+    replies = ReplyDispatcher(lambda model: ReplyStream(redis, "gw-plane", model))
+    submitter, workers = SubmitCoalescer(queue), WorkerDirectory(redis)
     values: dict[str, object] = {"require_live_worker": "off", **settings}
     plane = InferencePlane(Settings(redis_url=redis_url, **values),  # type: ignore[arg-type]
-                           submitter, registry, workers, replies, stream.key)
+                           submitter, registry, workers, replies)
     try:
         async with asyncio.TaskGroup() as running:
             loops = [running.create_task(replies.run()), running.create_task(submitter.run())]
-            # Cancelled while it connects, redis-py's first XREAD can hang: start once the
-            # reader waits on its stream.
-            await until(lambda: _is_blocked(redis))
             try:
-                yield Rig(plane, queue, registry, workers, redis, stream.key)
+                yield Rig(plane, queue, registry, workers, redis, replies.reply_key(MODEL))
             finally:
                 for loop in loops:
                     loop.cancel()
     finally:
         await redis.aclose()
-
-
-async def _is_blocked(redis: aioredis.Redis) -> bool:
-    return int((await redis.info("clients"))["blocked_clients"]) > 0
 
 
 @pytest.fixture
