@@ -58,6 +58,9 @@ class Architecture:
     constraints: Callable[[Config], list[FieldViolation]] = lambda c: []
     # Problems of input values the shapes cannot show (token ids, lengths), for the gateway.
     check_inputs: InputCheck = lambda c, arrays: []
+    # Trained on next-token prediction (a dataset's labels are prompt lengths, not classes);
+    # its output is the next token's logits over the vocabulary.
+    is_generative: bool = False
 
     def param_count(self, config: Config) -> int:
         """How many parameters `build` makes, without torch: the gateway bounds training jobs

@@ -4,7 +4,7 @@ The gateway validates requests and weights against an architecture without impor
 torch; the worker calls `build` (which imports torch) to get the module. This module holds
 the registry and `mlp` and `cnn`; the `Architecture` record and config checks are in
 runtime/architecture_spec.py, `rnn` and `transformer` in runtime/sequence_architectures.py
-(their names re-exported here).
+(their names re-exported here), the generative `gpt` in runtime/gpt_architecture.py.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from runtime.architecture_spec import InputCheck as InputCheck
 from runtime.architecture_spec import InputProblem as InputProblem
 from runtime.architecture_spec import Shapes as Shapes
 from runtime.architecture_spec import TensorSpec as TensorSpec
+from runtime.gpt_architecture import GPT_ARCHITECTURE
 from runtime.sequence_architectures import MAX_POSITION_TABLE as MAX_POSITION_TABLE
 from runtime.sequence_architectures import RNN, TRANSFORMER
 
@@ -100,6 +101,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         RNN,
         TRANSFORMER,
+        GPT_ARCHITECTURE,
     )
 }
 

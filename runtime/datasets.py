@@ -4,8 +4,10 @@ first lengths[i] of them real, the rest padding (without `lengths` every token i
 
 Uploaded datasets arrive as .npz (loaded with allow_pickle=False) or safetensors bytes and
 are validated here; every problem is an INVALID_ARGUMENT naming the field. Built in:
-`digits` (ships with scikit-learn), and the generated sequence tasks `parity` and
-`majority` (runtime/sequence_data.py). numpy only: no torch, so the gateway can validate too.
+`digits` (ships with scikit-learn), the generated sequence tasks `parity` and
+`majority`, and `addition` for the generative `gpt` (runtime/sequence_data.py). For a
+generative architecture a sample's label is its prompt length: the tokens after it are the
+targets of next-token prediction. numpy only: no torch, so the gateway can validate too.
 Files are read in runtime/dataset_files.py.
 """
 
@@ -26,7 +28,7 @@ from runtime.dataset_files import invalid_dataset, npz_arrays, safetensors_array
 MAX_DATASET_BYTES = 512 * 1024 * 1024
 # Class ids: an architecture has at most MAX_WIDTH classes (its num_classes is a width).
 MAX_CLASSES = MAX_WIDTH
-BUILTIN_DATASETS = ("digits", "parity", "majority")
+BUILTIN_DATASETS = ("digits", "parity", "majority", "addition")
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -112,7 +114,7 @@ def load_safetensors_bytes(data: bytes, name: str = "uploaded",
 
 def builtin_dataset(name: str) -> Dataset:
     """A dataset that ships with maas; `digits`: 1,797 8x8 images in [0, 1], 10 classes;
-    `parity`, `majority`: generated token sequences (see runtime/sequence_data.py)."""
+    `parity`, `majority`, `addition`: generated token sequences (runtime/sequence_data.py)."""
     if name not in BUILTIN_DATASETS:
         raise invalid_dataset("dataset", f"unknown built-in dataset {name!r}; known: "
                                          f"{list(BUILTIN_DATASETS)}")
@@ -133,6 +135,19 @@ def check_labels(dataset: Dataset, num_classes: int) -> None:
     top = int(dataset.labels.max())
     if top >= num_classes:
         raise invalid_dataset("labels", f"class id {top} is out of range for {num_classes} classes")
+
+
+def check_prompts(dataset: Dataset) -> None:
+    """INVALID_ARGUMENT on `labels` unless each is a prompt length with a token after it:
+    1 <= labels[i] < lengths[i] (every token is real without lengths). For `gpt`."""
+    steps = dataset.features.shape[1] if dataset.features.ndim == 2 else 0
+    lengths = dataset.lengths if dataset.lengths is not None else np.full_like(dataset.labels,
+                                                                               steps)
+    bad = np.flatnonzero((dataset.labels < 1) | (dataset.labels >= lengths))
+    if len(bad):
+        raise invalid_dataset("labels", f"a generative model's labels are prompt lengths, each "
+                              f"1..length-1 (at least one token to predict); sample {bad[0]} has "
+                              f"{dataset.labels[bad[0]]} for length {lengths[bad[0]]}")
 
 
 def present(dataset: Dataset, input_shape: Sequence[int]) -> Dataset:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 MAX_POSITION_TABLE = 1 << 24
 
 
-def _sequence_inputs(c: Config) -> list[TensorSpec]:
+def sequence_inputs(c: Config) -> list[TensorSpec]:
     return [TensorSpec("tokens", "INT64", (-1, -1)), TensorSpec("lengths", "INT64", (-1,))]
 
 
@@ -102,7 +102,7 @@ def _build_transformer(c: Config) -> torch.nn.Module:
                                  c["ff"], c["max_len"], c["num_classes"])
 
 
-def _check_sequences(c: Config, arrays: Mapping[str, np.ndarray]) -> list[InputProblem]:
+def check_sequences(c: Config, arrays: Mapping[str, np.ndarray]) -> list[InputProblem]:
     """lengths: one per row, each 1..T; token ids in [0, vocab_size); T <= max_len."""
     tokens, lengths = arrays["tokens"], arrays["lengths"]
     batch, steps = tokens.shape
@@ -129,13 +129,13 @@ RNN = Architecture(
                 "final hidden state → logits [B, num_classes]",
     defaults={"cell": "lstm", "vocab_size": 32, "embed_dim": 32, "hidden": 64,
               "layers": 1, "num_classes": 2},
-    inputs=_sequence_inputs,
+    inputs=sequence_inputs,
     outputs=_sequence_logits,
     param_shapes=_rnn_param_shapes,
     build=_build_rnn,
     count_params=_rnn_param_count,
     choices={"cell": ("lstm", "gru")},
-    check_inputs=_check_sequences,
+    check_inputs=check_sequences,
 )
 
 TRANSFORMER = Architecture(
@@ -145,11 +145,11 @@ TRANSFORMER = Architecture(
                 "masked mean → logits [B, num_classes]",
     defaults={"vocab_size": 32, "d_model": 32, "heads": 4, "layers": 2, "ff": 64,
               "max_len": 64, "num_classes": 4},
-    inputs=_sequence_inputs,
+    inputs=sequence_inputs,
     outputs=_sequence_logits,
     param_shapes=_transformer_param_shapes,
     build=_build_transformer,
     count_params=_transformer_param_count,
     constraints=_transformer_constraints,
-    check_inputs=_check_sequences,
+    check_inputs=check_sequences,
 )

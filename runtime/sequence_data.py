@@ -1,10 +1,12 @@
 """The built-in sequence datasets: generated from a fixed seed (no downloads, same bytes on
 every machine), each a task a model has to learn from the order or the counts of tokens.
 
-Every generator returns (tokens [N, T] int64, lengths [N] int64, labels [N] int64); token 0
-is padding only (it never occurs inside a sequence), row i's real tokens are its first
-lengths[i]. The accuracy targets are what `rnn` / `transformer` reach in a few seconds on
-2 CPU cores (docs/training.md "Architectures and datasets"; tests/e2e/test_sequence_models.py).
+Every generator returns (tokens [N, T] int64, lengths [N] int64, labels [N] int64); row i's
+real tokens are its first lengths[i]. In `parity` and `majority` token 0 is padding only (it
+never occurs inside a sequence) and labels are classes; `addition` is byte text for the
+generative `gpt` (padding PAD, labels the prompt lengths). The accuracy targets are what the
+models reach in a few seconds or minutes on 2 CPU cores (docs/training.md "Architectures and
+datasets"; tests/e2e/test_sequence_models.py, tests/e2e/test_gpt_addition.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from runtime import gpt_tokens
+
 IntArray = npt.NDArray[np.int64]
 Sequences = tuple[IntArray, IntArray, IntArray]
 
 PARITY_SAMPLES, PARITY_STEPS, PARITY_MIN_LENGTH = 2000, 20, 1
 MAJORITY_SAMPLES, MAJORITY_STEPS, MAJORITY_MIN_LENGTH = 2000, 32, 8
 MAJORITY_VOCAB, MAJORITY_CLASSES = 16, 4
+ADDITION_LIMIT = 100  # addends are 0..ADDITION_LIMIT-1
 _SEED = 20240806  # fixed: the built-in datasets never change (their sha256 is published)
 
 
@@ -67,4 +72,26 @@ def majority() -> Sequences:
     return tokens, np.concatenate(lengths_kept)[:MAJORITY_SAMPLES], counts.argmax(axis=1)
 
 
-GENERATORS: dict[str, Callable[[], Sequences]] = {"parity": parity, "majority": majority}
+def addition() -> Sequences:
+    """Every sum a+b=c of a, b in 0..99 (10,000 rows, in a fixed shuffled order), as byte
+    tokens (runtime/gpt_tokens.py): BOS "17+25=" "42" EOS, padded to 11 with PAD. Label: the
+    prompt's length (BOS through "="); a `gpt` learns to generate the rest, and is scored by
+    the exact match of its greedy answer on held-out sums it never saw."""
+    pairs = np.random.default_rng(_SEED + 2).permutation(ADDITION_LIMIT * ADDITION_LIMIT)
+    rows = [_addition_row(int(p) // ADDITION_LIMIT, int(p) % ADDITION_LIMIT) for p in pairs]
+    steps = max(len(tokens) for tokens, _ in rows)
+    tokens = np.full((len(rows), steps), gpt_tokens.PAD, dtype=np.int64)
+    for i, (row, _) in enumerate(rows):
+        tokens[i, : len(row)] = row
+    lengths = np.array([len(row) for row, _ in rows], dtype=np.int64)
+    return tokens, lengths, np.array([prompt for _, prompt in rows], dtype=np.int64)
+
+
+def _addition_row(a: int, b: int) -> tuple[list[int], int]:
+    """(BOS prompt answer EOS, the prompt's length with BOS)."""
+    prompt = [gpt_tokens.BOS, *gpt_tokens.encode(f"{a}+{b}=")]
+    return [*prompt, *gpt_tokens.encode(str(a + b)), gpt_tokens.EOS], len(prompt)
+
+
+GENERATORS: dict[str, Callable[[], Sequences]] = {"parity": parity, "majority": majority,
+                                                  "addition": addition}

@@ -33,7 +33,11 @@ BUILTIN = {"digits": pb.Dataset(
         sha256="7ba7adfbc8ffb02eb1b99273bdcd70bd99a57a51373e260ff02b2f95d766d41e"),
     "majority": pb.Dataset(
         name="majority", num_samples=2000, feature_shape=[32], num_classes=4, format="builtin",
-        sha256="0b872f0549829cb370bea95cf3443cedf4940921c80b499083f973f31631ccc5")}
+        sha256="0b872f0549829cb370bea95cf3443cedf4940921c80b499083f973f31631ccc5"),
+    # labels: prompt lengths (a gpt's targets are the tokens after them); num_classes = max + 1
+    "addition": pb.Dataset(
+        name="addition", num_samples=10000, feature_shape=[11], num_classes=8, format="builtin",
+        sha256="78e6386dca02d7b3b531e3aae88fdb26dbcd8406e1304d8fe8bfc0da4851e2f4")}
 
 
 def _bad(field: str, why: str) -> InvalidArgument:

@@ -74,6 +74,16 @@ def _parsed(spec: pb.TrainingSpec) -> TrainingSpec:
         raise _prefixed(err) from None
 
 
+def _check_prompts(dataset: str, num_classes: int, steps: int) -> None:
+    """A generative model's labels are prompt lengths: each must leave a token to predict
+    (the worker checks each row against its own length)."""
+    if num_classes > steps:
+        raise InvalidArgument(
+            f"dataset {dataset!r} has labels up to {num_classes - 1}; a generative model reads "
+            f"them as prompt lengths, which must be below the {steps} tokens of a sample",
+            violations=(FieldViolation("spec.dataset.labels", "prompt length out of range"),))
+
+
 class SpecChecks:
     """What a spec needs from this cluster: its size limits, the dataset, the base model."""
 
@@ -131,6 +141,9 @@ class SpecChecks:
             datasets.present(probe, arch.inputs(spec.config)[0].shape)
         except InvalidArgument as err:
             raise _prefixed(err) from None
+        if arch.is_generative:
+            _check_prompts(spec.dataset, record.num_classes, int(record.feature_shape[-1]))
+            return record.sha256
         classes = arch.outputs(spec.config)[0].shape[-1]
         if record.num_classes > classes:
             raise InvalidArgument(

@@ -143,7 +143,8 @@ def test_datasets_and_training_jobs_are_per_tenant(gateway: Gateway, tmp_path: P
     with gateway.client(globex) as client:
         with pytest.raises(maas.NotFound):
             client.get_dataset("mine")
-        assert [d.name for d in client.list_datasets()] == ["digits", "majority", "parity"]
+        assert [d.name for d in client.list_datasets()] == ["addition", "digits", "majority",
+                                                            "parity"]
         with pytest.raises(maas.InvalidArgument, match="unknown dataset"):
             client.train({**DIGITS_SPEC, "model_name": "x", "dataset": "mine"})
         with pytest.raises(maas.NotFound):

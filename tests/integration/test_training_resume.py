@@ -31,6 +31,13 @@ MLP_SPEC: dict[str, Any] = {"architecture": "mlp", "dataset": "digits", "optimiz
                             "lr": 0.003, "batch_size": 64, "epochs": 3, "keep": "best",
                             "checkpoint_every": 7, "config": {"hidden": [32]}}
 
+# A small gpt on next-token addition: greedy exact match is its val_accuracy.
+GPT_SPEC: dict[str, Any] = {"architecture": "gpt", "dataset": "addition", "optimizer": "adamw",
+                            "lr": 0.003, "batch_size": 32, "epochs": 2, "keep": "best",
+                            "validation_fraction": 0.9, "checkpoint_every": 7,
+                            "config": {"d_model": 16, "heads": 2, "layers": 1, "ff": 32,
+                                       "max_len": 12}}
+
 
 class Crash(Exception):
     """Stands in for the process dying between checkpoints."""
@@ -136,6 +143,20 @@ def test_adam_keep_best_resumes_across_epochs(digits: Dataset, tmp_path: Path) -
     resumed = _train(MLP_SPEC, digits, out)
     assert resumed.sha256 == reference.sha256
     assert resumed.best_epoch == reference.best_epoch
+    assert resumed.history == reference.history
+
+
+def test_gpt_next_token_training_resumes_bit_exactly(tmp_path: Path) -> None:
+    addition = builtin_dataset("addition")
+    reference = _train(GPT_SPEC, addition, tmp_path / "reference")
+    assert reference.epochs == 2 and reference.steps == 64
+    assert set(reference.history[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy"}
+    out = tmp_path / "resumed"
+    with pytest.raises(Crash):  # dies in epoch 2, after the checkpoint at step 35
+        _train(GPT_SPEC, addition, out, should_stop=_stop_after(40, crash=True))
+    assert _train(GPT_SPEC, addition, out, should_stop=_stop_after(9)).status == "CANCELLED"
+    resumed = _train(GPT_SPEC, addition, out)
+    assert resumed.sha256 == reference.sha256
     assert resumed.history == reference.history
 
 

@@ -133,7 +133,7 @@ def test_unknown_architecture() -> None:
 
 
 def test_registry_names_are_their_keys() -> None:
-    assert sorted(ARCHITECTURES) == ["cnn", "mlp", "rnn", "transformer"]
+    assert sorted(ARCHITECTURES) == ["cnn", "gpt", "mlp", "rnn", "transformer"]
     assert all(a.name == key and a.description for key, a in ARCHITECTURES.items())
 
 
@@ -256,7 +256,10 @@ def test_sequence_input_checks() -> None:
 
 PARAM_COUNT_CONFIGS = [*CONFIGS, *SEQUENCE_CONFIGS,
                        ("rnn", {"cell": "gru", "layers": 4, "hidden": 3, "embed_dim": 5}),
-                       ("transformer", {"d_model": 8, "heads": 2, "layers": 3, "ff": 5})]
+                       ("transformer", {"d_model": 8, "heads": 2, "layers": 3, "ff": 5}),
+                       ("gpt", {}),
+                       ("gpt", {"vocab_size": 300, "d_model": 12, "heads": 3, "layers": 3,
+                                "ff": 7, "max_len": 9})]
 
 
 @pytest.mark.parametrize(("name", "config"), PARAM_COUNT_CONFIGS, ids=[

@@ -199,7 +199,7 @@ def test_sha256_covers_content_not_name() -> None:
 
 # --- the built-in sequence datasets, and sequences with lengths ---------------------------
 
-@pytest.mark.parametrize("name", ["digits", "parity", "majority"])
+@pytest.mark.parametrize("name", ["digits", "parity", "majority", "addition"])
 def test_builtin_facts_the_gateway_publishes(name: str) -> None:
     from gateway.datasets import BUILTIN
 

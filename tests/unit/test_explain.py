@@ -103,7 +103,7 @@ def test_integrated_gradients_is_complete(name: str) -> None:
     np.testing.assert_allclose(out.convergence_deltas, attribution_sums(out) - difference,
                                atol=1e-4)
     [attribution] = out.attributions
-    if name in ("rnn", "transformer"):  # one value per token, summed over the embedding
+    if name in ("rnn", "transformer", "gpt"):  # one value per token, summed over the embedding
         assert (attribution.name, list(attribution.shape)) == ("tokens", [ROWS, 10])
     else:
         assert (attribution.name, list(attribution.shape)) == ("input", list(x["input"].shape))

@@ -137,3 +137,20 @@ async def test_a_tenant_over_its_training_quota_is_refused(client: aioredis.Redi
     with pytest.raises(QuotaExceeded, match="MAAS_TENANT_MAX_TRAINING=1"):
         await plane.create(create(), tenant="acme")
     await plane.create(create(), tenant="other")
+
+
+async def test_gpt_trains_on_addition_and_its_prompts_must_fit(client: aioredis.Redis,
+                                                                plane: Training) -> None:
+    """A generative model's labels are prompt lengths: below a sample's token count."""
+    job = await plane.create(create(architecture="gpt", dataset="addition"), tenant="acme")
+    assert job.spec.architecture == "gpt" and job.dataset_sha256
+    record = dpb.Dataset(name="long-prompts", sha256="cd" * 32, num_samples=4,
+                         feature_shape=[6], num_classes=7, format="npz")
+    await DatasetStore(client).put(record, "acme")
+    for spec, field in (({"dataset": "long-prompts"}, "spec.dataset.labels"),
+                        ({"dataset": "digits"}, "spec.dataset"),
+                        ({"config_json": '{"vocab_size": 100}'}, "spec.config.vocab_size")):
+        with pytest.raises(InvalidArgument) as caught:
+            await plane.create(create(**{"architecture": "gpt", "dataset": "addition", **spec}),
+                               tenant="acme")
+        assert caught.value.violations[0].field == field, caught.value

@@ -25,7 +25,8 @@ CONFIG = {"vocab_size": 10, "max_len": 16, "num_classes": 3}
 
 def version_of(name: str) -> ModelVersion:
     arch = get_architecture(name)
-    config = arch.resolve_config(CONFIG if name == "transformer" else {"vocab_size": 10})
+    config = arch.resolve_config({"transformer": CONFIG, "gpt": {"max_len": 16}}.get(
+        name, {"vocab_size": 10}))
     return ModelVersion(
         model=name, version="1", architecture=name, config_json=json.dumps(config),
         inputs=[TensorSpec(name=s.name, datatype=s.datatype, shape=s.shape)
@@ -81,7 +82,7 @@ def _task(tokens: np.ndarray, lengths: np.ndarray) -> InferTask:
     return infer_task(request(tokens, lengths.tolist()), TRANSFORMER)
 
 
-@pytest.mark.parametrize("name", ["rnn", "transformer"])
+@pytest.mark.parametrize("name", ["rnn", "transformer", "gpt"])
 def test_a_batch_of_different_lengths_gives_each_job_its_own_logits(name: str) -> None:
     version = version_of(name)
     arch = get_architecture(name)

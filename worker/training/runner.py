@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from runtime.architectures import get_architecture
-from runtime.datasets import Dataset, check_labels, dataset_sha256, present
+from runtime.datasets import Dataset, check_labels, check_prompts, dataset_sha256, present
 from runtime.training_spec import TrainingSpec
 from worker.training.checkpoint import load_checkpoint
 from worker.training.determinism import configure_determinism, pick_device
@@ -53,7 +53,10 @@ def run_training(
     spec = spec.with_config_resolved()
     arch = get_architecture(spec.architecture)
     data = present(dataset, arch.inputs(spec.config)[0].shape)
-    check_labels(data, arch.outputs(spec.config)[0].shape[-1])
+    if arch.is_generative:  # labels are prompt lengths
+        check_prompts(data)
+    else:
+        check_labels(data, arch.outputs(spec.config)[0].shape[-1])
     target = pick_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_deterministic = torch.are_deterministic_algorithms_enabled()

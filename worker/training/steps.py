@@ -16,7 +16,6 @@ from typing import Any
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 
 from maas.errors import FieldViolation, InvalidArgument
 from runtime.architectures import get_architecture
@@ -34,12 +33,12 @@ from worker.training.checkpoint import (
 from worker.training.determinism import epoch_seed
 from worker.training.distributed import Replica
 from worker.training.inputs import model_inputs, select
+from worker.training.objectives import objective_for
 
 logger = logging.getLogger(__name__)
 
 FINAL_WEIGHTS = "final.safetensors"
 PROGRESS_EVERY_STEPS = 10
-_EVAL_BATCH = 1024
 
 Event = dict[str, Any]
 
@@ -103,7 +102,9 @@ class Trainer:
         by_epochs = spec.epochs * self.steps_per_epoch if spec.epochs > 0 else 0
         self.total_steps = min(s for s in (by_epochs, spec.max_steps) if s) if (
             by_epochs or spec.max_steps) else 0
-        self.model = get_architecture(spec.architecture).build(spec.config).to(device)
+        architecture = get_architecture(spec.architecture)
+        self.objective = objective_for(architecture)  # classes, or next tokens (gpt)
+        self.model = architecture.build(spec.config).to(device)
         self.net: torch.nn.Module = self.model  # what trains: DDP around it with replicas
         self.optimizer = build_optimizer(spec, self.model)
         self.loop = LoopState()
@@ -166,7 +167,8 @@ class Trainer:
         if self.replica.is_distributed:
             batch_loss = self._replica_backward(idx)
         else:
-            loss = F.cross_entropy(self.model(*select(self.train_x, idx)), self.train_y[idx])
+            loss = self.objective.loss(self.model, select(self.train_x, idx),
+                                       self.train_y[idx], "mean")
             loss.backward()  # type: ignore[no-untyped-call]
             batch_loss = float(loss.item()) * len(idx)
         self.optimizer.step()
@@ -187,8 +189,8 @@ class Trainer:
         DDP averages gradients over ranks, so the rank's loss sum is scaled by
         world_size / len(idx): the average is then the global batch's mean, as one replica."""
         part = self.replica.shard(idx)
-        loss_sum = F.cross_entropy(self.net(*select(self.train_x, part)), self.train_y[part],
-                                   reduction="sum")
+        loss_sum = self.objective.loss(self.net, select(self.train_x, part), self.train_y[part],
+                                       "sum")
         (loss_sum * (self.replica.world_size / len(idx))).backward()  # type: ignore[no-untyped-call]
         total, self._is_stop_agreed = self.replica.reduce_step(float(loss_sum.item()),
                                                                self.should_stop())
@@ -231,19 +233,13 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         """val_loss and val_accuracy over the validation split (empty when there is none)."""
-        n = len(self.val_y)
-        if n == 0:
+        if len(self.val_y) == 0:
             return {}
         self.model.eval()
-        loss_sum, correct = 0.0, 0
         with torch.inference_mode():
-            for begin in range(0, n, _EVAL_BATCH):
-                logits = self.model(*select(self.val_x, slice(begin, begin + _EVAL_BATCH)))
-                targets = self.val_y[begin : begin + _EVAL_BATCH]
-                loss_sum += float(F.cross_entropy(logits, targets, reduction="sum").item())
-                correct += int((logits.argmax(dim=1) == targets).sum().item())
+            metrics = self.objective.evaluate(self.model, self.val_x, self.val_y)
         self.model.train()
-        return {"val_loss": loss_sum / n, "val_accuracy": correct / n}
+        return metrics
 
     def _checkpoint(self) -> None:
         if not self.replica.is_leader:
