@@ -1,5 +1,8 @@
 """Resumable model uploads: the records that let a broken UploadModel stream continue.
 
+With a local artifact store they are files, below; with object storage they live in the
+bucket (gateway/upload_sessions_s3.py, same contract), so any gateway resumes them.
+
 An upload `<id>` is two files under `<artifacts>/uploads/`: `<id>.part`, the bytes received
 so far (its size is the offset to resume at), and `<id>.json`, who owns it and the start
 (UploadModelStart, as protobuf JSON) it was created with. Both live until the version is
@@ -22,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -38,6 +41,11 @@ from maas.errors import (
     Unavailable,
 )
 from maas.v1 import model_service_pb2 as pb
+from runtime.artifacts import ArtifactStore
+
+if TYPE_CHECKING:
+    from gateway.upload_sessions_s3 import S3UploadSessions
+    from scheduler.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,34 @@ def storage_error(exc: OSError, directory: Path) -> MaasError:
             quota_violations=(QuotaViolation(str(directory), "no space left on device"),))
     return Unavailable(f"the artifact directory {directory} failed a write "
                        f"({exc.strerror or exc}); try again", retry_delay_s=BUSY_RETRY_S)
+
+
+def resumable_uploads(store: ArtifactStore, queue: JobQueue, ttl_s: float
+                      ) -> UploadSessions | S3UploadSessions:
+    """Where resumable uploads live: beside a local store (the directory every gateway
+    shares), or in the bucket of an object store, so that any gateway resumes them."""
+    if type(store) is ArtifactStore:
+        return UploadSessions(store.upload_path("-").parent, ttl_s)
+    from gateway.upload_sessions_s3 import S3UploadSessions  # boto3: object storage only
+    from scheduler.upload_leases import UploadLeases
+
+    return S3UploadSessions(store, UploadLeases(queue.client), ttl_s)
+
+
+def check_upload_id(upload_id: str, field: str) -> None:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise InvalidArgument(f"{field} must be an id from CreateModelUpload (32 hex "
+                              "digits)", violations=(FieldViolation(field, "malformed"),))
+
+
+def not_known(upload_id: str, ttl_s: float) -> NotFound:
+    return NotFound(f"upload {upload_id} is not known: never created, already registered, "
+                    f"discarded, or expired (MAAS_UPLOAD_TTL_S={ttl_s:g})")
+
+
+def busy(upload_id: str, retry_delay_s: float = BUSY_RETRY_S) -> Unavailable:
+    return Unavailable(f"upload {upload_id} is still receiving on another stream; retry in "
+                       "a moment", retry_delay_s=retry_delay_s)
 
 
 @dataclass(frozen=True)
@@ -111,13 +147,19 @@ class UploadSessions:
             raise storage_error(exc, self.directory) from None
         return record
 
+    async def open(self, tenant: str, start: pb.UploadModelStart) -> pb.ModelUpload:
+        """CreateModelUpload: a new upload of `start` (checked by the caller)."""
+        return self.create(tenant, start).view(self.ttl_s)
+
+    async def describe(self, tenant: str, upload_id: str) -> pb.ModelUpload:
+        """GetModelUpload: where the caller's upload stands."""
+        self.sweep()
+        return self.get(tenant, upload_id).view(self.ttl_s)
+
     def get(self, tenant: str, upload_id: str, field: str = "upload_id") -> UploadRecord:
         """The caller's live upload; NOT_FOUND for an unknown, expired or foreign id."""
-        if not _UPLOAD_ID.fullmatch(upload_id):
-            raise InvalidArgument(f"{field} must be an id from CreateModelUpload (32 hex "
-                                  "digits)", violations=(FieldViolation(field, "malformed"),))
-        gone = NotFound(f"upload {upload_id} is not known: never created, already registered, "
-                        f"discarded, or expired (MAAS_UPLOAD_TTL_S={self.ttl_s:g})")
+        check_upload_id(upload_id, field)
+        gone = not_known(upload_id, self.ttl_s)
         part = self.part(upload_id)
         try:
             meta = json.loads(self._meta(upload_id).read_text())
@@ -169,18 +211,22 @@ class UploadSessions:
                 log.warning("cannot sweep the uploads in %s: %s", self.directory, exc)
 
 def check_resume(record: UploadRecord, start: pb.UploadModelStart) -> None:
+    check_bound(record.start, record.upload_id, record.received_bytes(), start)
+
+
+def check_bound(bound: pb.UploadModelStart, upload_id: str, received: int,
+                start: pb.UploadModelStart) -> None:
     """FAILED_PRECONDITION when a resumed start declares another file or model than its
-    upload, or continues at another offset than the bytes received."""
+    upload (`bound`), or continues at another offset than the bytes received."""
     for name in BOUND_FIELDS:
-        if getattr(start, name) != getattr(record.start, name):
+        if getattr(start, name) != getattr(bound, name):
             raise FailedPrecondition(
-                f"start.{name} differs from what upload {record.upload_id} was created with; "
+                f"start.{name} differs from what upload {upload_id} was created with; "
                 "a resumed upload sends the same start",
                 violations=(FieldViolation(f"start.{name}", "differs from the upload's"),))
-    received = record.received_bytes()
     if start.offset != received:
         raise FailedPrecondition(
-            f"start.offset is {start.offset}; upload {record.upload_id} holds {received} "
+            f"start.offset is {start.offset}; upload {upload_id} holds {received} "
             f"bytes: continue at offset {received}",
             violations=(FieldViolation("start.offset", f"must be {received}"),))
 
@@ -193,6 +239,5 @@ def exclusive(part: Path, upload_id: str) -> Iterator[BinaryIO]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Unavailable(f"upload {upload_id} is still receiving on another stream; "
-                              "retry in a moment", retry_delay_s=BUSY_RETRY_S) from None
+            raise busy(upload_id) from None
         yield f

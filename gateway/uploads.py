@@ -6,7 +6,8 @@ size and sha256 match what its first message declared, and its content passed th
 of its kind, is it moved under its sha256 and the version registered. Whatever fails on the
 way deletes the file: nothing half-registered is ever visible. A resumable upload
 (gateway/upload_sessions.py) keeps its file across broken streams, until it is registered,
-fails its checks or expires.
+fails its checks or expires; with object storage it is kept in the bucket instead, as S3
+multipart parts any gateway may continue (gateway/upload_sessions_s3.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -36,6 +37,9 @@ from scheduler import keys
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_model_name
 
+if TYPE_CHECKING:
+    from gateway.upload_sessions_s3 import S3UploadSessions
+
 MIB = 1 << 20
 MAX_CHUNK_BYTES = 4 * MIB
 DOWNLOAD_CHUNK_BYTES = 1 * MIB
@@ -44,6 +48,14 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def _invalid(field: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"{field} {why}", violations=(FieldViolation(field, why),))
+
+
+class ChunkSink(Protocol):
+    """Where `write_chunks` appends: a file, or the object store's part writer."""
+
+    def write(self, chunk: bytes, /) -> object: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -156,9 +168,9 @@ def check_start(start: pb.UploadModelStart, max_bytes: int) -> None:
                               f"MAAS_MAX_MODEL_BYTES={max_bytes}")
 
 
-async def _write_chunks(requests: AsyncIterator[pb.UploadModelRequest],
-                        start: pb.UploadModelStart, f: BinaryIO, digest: Any,
-                        received: int) -> int:
+async def write_chunks(requests: AsyncIterator[pb.UploadModelRequest],
+                       start: pb.UploadModelStart, f: ChunkSink, digest: Any,
+                       received: int) -> int:
     """Appends the chunks to `f` (holding `received` bytes hashed into `digest`), checking
     order and sizes before each write; the bytes held at the end."""
     async for message in _messages(requests):
@@ -176,7 +188,7 @@ async def _write_chunks(requests: AsyncIterator[pb.UploadModelRequest],
     return received
 
 
-def _check_complete(start: pb.UploadModelStart, received: int) -> None:
+def check_complete(start: pb.UploadModelStart, received: int) -> None:
     if received != start.size_bytes:
         resume = f"; resume at offset {received}" if start.upload_id else ""
         raise _invalid("start.size_bytes", f"declared {start.size_bytes} bytes; the stream "
@@ -202,8 +214,8 @@ async def _one_shot(requests: AsyncIterator[pb.UploadModelRequest], start: pb.Up
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         with path.open("wb") as f:
-            _check_complete(start, await _write_chunks(requests, start, f, digest, 0))
-        _check_sha256(start, digest)
+            check_complete(start, await write_chunks(requests, start, f, digest, 0))
+        check_sha256(start, digest.hexdigest())
         yield path
     except OSError as exc:
         raise storage_error(exc, path.parent) from None
@@ -211,8 +223,8 @@ async def _one_shot(requests: AsyncIterator[pb.UploadModelRequest], start: pb.Up
         path.unlink(missing_ok=True)
 
 
-def _check_sha256(start: pb.UploadModelStart, digest: Any) -> None:
-    if digest.hexdigest() != start.sha256:
+def check_sha256(start: pb.UploadModelStart, hexdigest: str) -> None:
+    if hexdigest != start.sha256:
         raise _invalid("start.sha256", "does not match the bytes received")
 
 
@@ -226,10 +238,10 @@ async def _resumed(requests: AsyncIterator[pb.UploadModelRequest], start: pb.Upl
         with exclusive(record.part, record.upload_id) as f:
             check_resume(record, start)
             digest = await asyncio.to_thread(_prefix_digest, record.part)
-            _check_complete(start, await _write_chunks(requests, start, f, digest,
-                                                       start.offset))
+            check_complete(start, await write_chunks(requests, start, f, digest,
+                                                      start.offset))
             try:
-                _check_sha256(start, digest)
+                check_sha256(start, digest.hexdigest())
                 yield record.part
             except InvalidArgument:
                 sessions.discard(record.upload_id)
@@ -241,18 +253,23 @@ async def _resumed(requests: AsyncIterator[pb.UploadModelRequest], start: pb.Upl
 
 @contextlib.asynccontextmanager
 async def received(requests: AsyncIterator[pb.UploadModelRequest], start: pb.UploadModelStart,
-                   store: ArtifactStore, max_bytes: int, sessions: UploadSessions
-                   ) -> AsyncIterator[Path]:
+                   store: ArtifactStore, max_bytes: int,
+                   sessions: UploadSessions | S3UploadSessions) -> AsyncIterator[Path]:
     """The upload's checked file for the block (which moves it into the store). A one-shot
     upload's file is deleted when it is still there afterwards, whatever happened; a
     resumable one (start.upload_id) outlives a broken stream."""
     check_start(start, max_bytes)
-    sessions.sweep()
+    local = sessions if isinstance(sessions, UploadSessions) else sessions.local
+    local.sweep()
     if not start.upload_id:
         async with _one_shot(requests, start, store) as path:
             yield path
         return
-    async with _resumed(requests, start, sessions, caller().tenant) as path:
+    if isinstance(sessions, UploadSessions):
+        async with _resumed(requests, start, sessions, caller().tenant) as path:
+            yield path
+        return
+    async with sessions.receive(requests, start, caller().tenant) as path:
         yield path
 
 

@@ -15,10 +15,11 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.auth import caller, require
 from gateway.bounds import page_size
-from gateway.upload_sessions import UploadSessions
+from gateway.upload_sessions import UploadSessions, resumable_uploads
 from gateway.uploads import (
     ArchivePlan,
     add_weights_version,
@@ -48,6 +49,9 @@ from scheduler import keys
 from scheduler.artifact_gc import ArtifactCollector
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_alias, check_model_name
+
+if TYPE_CHECKING:
+    from gateway.upload_sessions_s3 import S3UploadSessions
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +109,9 @@ class ModelLifecycle:
                  max_model_bytes: int = Settings.max_model_bytes,
                  upload_ttl_s: float = Settings.upload_ttl_s) -> None:
         self._registry = registry
-        self._uploads = UploadSessions(store.upload_path("-").parent, upload_ttl_s)
-        self._uploads.sweep()  # what a gateway that stopped left behind
+        self._uploads = resumable_uploads(store, queue, upload_ttl_s)
+        if isinstance(self._uploads, UploadSessions):
+            self._uploads.sweep()  # what a gateway that stopped left behind
         self._queue = queue
         self._store = store
         self._verify_wait_s = verify_wait_s
@@ -114,7 +119,7 @@ class ModelLifecycle:
         self._max_model_bytes = max_model_bytes
 
     @property
-    def uploads(self) -> UploadSessions:
+    def uploads(self) -> UploadSessions | S3UploadSessions:
         """The resumable uploads in progress (the gateway sweeps them: `sweep_forever`)."""
         return self._uploads
 
@@ -192,14 +197,12 @@ class ModelLifecycle:
         else:
             weights_plan(start.model)
         check_start(start, self._max_model_bytes)
-        record = self._uploads.create(caller().tenant, start)
-        return record.view(self._uploads.ttl_s)
+        return await self._uploads.open(caller().tenant, start)
 
     async def get_upload(self, upload_id: str) -> pb.ModelUpload:
         """Where the caller's upload stands: bytes received, expiry."""
         require("train", "uploading a model")
-        self._uploads.sweep()
-        return self._uploads.get(caller().tenant, upload_id).view(self._uploads.ttl_s)
+        return await self._uploads.describe(caller().tenant, upload_id)
 
     async def add_archive_version(self, model_id: str, data: bytes | Path,
                                   inputs: list[TensorSpec], outputs: list[TensorSpec],
