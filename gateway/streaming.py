@@ -9,6 +9,9 @@ error is the one `gateway.errors.classify` decides, as for any call.
 - Backpressure: at most `max_in_flight` requests are in flight (queued, running, or answered
   but not yet written); beyond it the stream is not read, so HTTP/2 flow control slows the
   client down.
+- Decoupled models (`decoupled`): a request the function takes (a generation: gateway/
+  decoupled.py) is answered by many responses, written as they come; it holds its place
+  among the `max_in_flight` until its last one is written.
 - Client half-close: the requests in flight are answered, then the stream ends (OK).
 - Client cancel (or the stream's deadline): every request in flight is cancelled; queued
   jobs end CANCELLED (or EXPIRED) and never run.
@@ -42,6 +45,11 @@ MAX_IN_FLIGHT = 128
 
 InferOne = Callable[[pb.ModelInferRequest, grpc.aio.ServicerContext],
                     Awaitable[pb.ModelInferResponse]]
+# The responses of a request answered by a decoupled model, or None for any other request.
+InferMany = Callable[[pb.ModelInferRequest, grpc.aio.ServicerContext],
+                     AsyncIterator[pb.ModelInferResponse] | None]
+# An answer to write, and whether it is its request's last (then its place is freed).
+Answer = tuple[pb.ModelStreamInferResponse | None, bool]
 
 
 def error_message(err: MaasError, request_id: str) -> str:
@@ -58,15 +66,17 @@ class InferStream:
 
     def __init__(self, requests: AsyncIterator[pb.ModelInferRequest],
                  context: grpc.aio.ServicerContext, infer: InferOne,
-                 max_in_flight: int = MAX_IN_FLIGHT, guard: CallGuard = UNGUARDED) -> None:
+                 max_in_flight: int = MAX_IN_FLIGHT, guard: CallGuard = UNGUARDED,
+                 decoupled: InferMany | None = None) -> None:
         self._requests = requests
         self._context = context
         self._infer = infer
+        self._decoupled = decoupled
         self._guard = guard
         self._slots = asyncio.Semaphore(max_in_flight)
         # Answers, then None once every request is answered (or the reader failed, or was
         # cancelled because the key was revoked).
-        self._out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        self._out: asyncio.Queue[Answer | None] = asyncio.Queue()
         self._revoked: Unauthenticated | None = None
 
     async def responses(self) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
@@ -75,9 +85,12 @@ class InferStream:
         # The call's end (cancel, deadline, finish) stops the reader and every request.
         self._context.add_done_callback(lambda _: reader.cancel())
         try:
-            while (answer := await self._out.get()) is not None:
-                yield answer
-                self._slots.release()  # written: one more request may be read
+            while (item := await self._out.get()) is not None:
+                answer, is_last = item
+                if answer is not None:
+                    yield answer
+                if is_last:
+                    self._slots.release()  # answered: one more request may be read
         finally:
             await cancel_and_wait(watcher, reader)
             for task in (watcher, reader):
@@ -118,8 +131,15 @@ class InferStream:
         try:
             if not is_first:  # the stream's own admission paid for its first request
                 await self._guard.take()
-            answer = pb.ModelStreamInferResponse(
-                infer_response=await self._infer(request, self._context))
+            many = self._decoupled(request, self._context) if self._decoupled else None
+            if many is None:
+                answer: pb.ModelStreamInferResponse | None = pb.ModelStreamInferResponse(
+                    infer_response=await self._infer(request, self._context))
+            else:
+                async for response in many:
+                    self._out.put_nowait(
+                        (pb.ModelStreamInferResponse(infer_response=response), False))
+                answer = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the boundary of one request: answered in-band
@@ -130,12 +150,12 @@ class InferStream:
                 infer_response=pb.ModelInferResponse(
                     id=request.id, model_name=request.model_name,
                     model_version=request.model_version))
-        self._out.put_nowait(answer)
+        self._out.put_nowait((answer, True))
 
 
 def stream_infer(requests: AsyncIterator[pb.ModelInferRequest],
                  context: grpc.aio.ServicerContext, infer: InferOne,
-                 guard: CallGuard = UNGUARDED,
+                 guard: CallGuard = UNGUARDED, decoupled: InferMany | None = None,
                  ) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     """The responses of one ModelStreamInfer call (see the module docstring)."""
-    return InferStream(requests, context, infer, guard=guard).responses()
+    return InferStream(requests, context, infer, guard=guard, decoupled=decoupled).responses()

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from maas.inference.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
+from maas.v1.generation_service_pb2_grpc import GenerationServiceStub
 from maas.v1.inference_service_pb2_grpc import InferenceServiceStub
 from maas.v1.key_service_pb2_grpc import KeyServiceStub
 from maas.v1.model_service_pb2_grpc import ModelServiceStub
@@ -30,7 +31,8 @@ from maas.v1.training_service_pb2_grpc import TrainingServiceStub
 T = TypeVar("T")
 
 # The stubs of ServiceStubs, by the name an action gives (`_v2`, `_models`, ...).
-Service = Literal["v2", "models", "training", "datasets", "jobs", "queue", "keys"]
+Service = Literal["v2", "models", "training", "datasets", "jobs", "queue", "keys",
+                  "generation"]
 # A call's timeout_s: None is the client's timeout_s; NO_DEADLINE is none at all.
 NO_DEADLINE = float("inf")
 
@@ -90,6 +92,7 @@ class ServiceStubs:
         self._jobs = InferenceServiceStub(channel)
         self._queue = QueueServiceStub(channel)
         self._keys = KeyServiceStub(channel)
+        self._generation = GenerationServiceStub(channel)
 
     def _rpc(self, call: Unary | Stream) -> Any:
         """The stub's callable of a call."""

@@ -21,6 +21,7 @@ $PY -m grpc_tools.protoc \
   maas/v1/inference_service.proto \
   maas/v1/queue_service.proto \
   maas/v1/errors.proto \
+  maas/v1/generation_service.proto \
   maas/queue/v1/queue.proto \
   maas/queue/v1/runner.proto
 # copy GENERATED_DIR PACKAGE_DIR: replaces the stubs of one package.

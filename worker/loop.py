@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from maas.errors import MaasError
+from maas.v1.model_service_pb2 import ModelVersion
 from runtime import metrics
 from runtime.artifacts import artifact_store
 from runtime.cancel import cancel_and_wait
@@ -28,11 +29,13 @@ from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
+from scheduler.generation import GenerationEvents
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry, is_archive
 from scheduler.workers import WorkerDirectory, serves
 from worker.batches import BatchRunner, Versions
 from worker.cache import ModelCache, pick_device
+from worker.generation_runner import GenerationSlots
 from worker.sandbox.pool import RunnerLimits, RunnerPool
 from worker.sandboxed import ArchiveVerifier, preload_runners
 from worker.training_slot import TrainingSlot
@@ -71,6 +74,11 @@ class Worker:
                                       self._inflight[keys.TRAINING_QUEUE])
         self._batches = BatchRunner(self.id, self.queue, self._registry, self.cache,
                                     self._runners, settings.quarantine_after, self._inflight)
+        # Generation jobs: continuous batching, up to max_batch_size sequences per model.
+        events = GenerationEvents(self._redis, int(settings.infer_result_ttl_s * 1000))
+        self._generation = GenerationSlots(
+            self.id, self.queue, events, self.cache, self._batches.torch, self._inflight,
+            settings.max_batch_size)
         self._stopping = asyncio.Event()
         # Set when the model list stops being empty, and by stop(): what an idle worker
         # without models waits for (no polling).
@@ -108,6 +116,7 @@ class Worker:
                 self._spawn = tasks.create_task
                 await self._claim_loop()
                 await asyncio.gather(*self._sandboxed.values())
+                await self._generation.drain()  # their leases renewed meanwhile
                 await verifying
                 if training is not None:
                     await training  # drains: the job is checkpointed and handed back
@@ -199,9 +208,9 @@ class Worker:
                 busy = False
                 # Only hot models are claimed at once (_note_load); the others wake the
                 # worker through the blocking read below.
-                for model in [m for m in self._models
-                              if m in self._hot and m not in self._sandboxed]:
-                    started = await self._claim(model, self.settings.max_batch_size)
+                for model in [m for m in self._models if m in self._hot and self._is_free(m)]:
+                    started = await self._claim(model, min(self.settings.max_batch_size,
+                                                           self._generation.room(model)))
                     busy = busy or bool(started)
                     self._note_load(model, len(started))
                     if started:
@@ -222,10 +231,13 @@ class Worker:
 
     async def _wait_for_work(self) -> None:
         """Blocks until any model's stream has entries, then starts what it read."""
-        free = [m for m in self._models if m not in self._sandboxed]
+        free = [m for m in self._models if self._is_free(m)]
         if not free:  # every model waits for its runner: wait for the first to finish
-            await asyncio.wait(list(self._sandboxed.values()), timeout=0.5,
-                               return_when=asyncio.FIRST_COMPLETED)
+            if self._sandboxed:
+                await asyncio.wait(list(self._sandboxed.values()), timeout=0.5,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            else:  # generation batches full: a slot frees within a decoding step or so
+                await asyncio.sleep(0.01)
             return
         # While runners compute, look again soon: their models come back when they finish.
         deliveries = await self.queue.read(self.id, free, self.settings.max_batch_size,
@@ -242,6 +254,11 @@ class Worker:
                 self._inflight[model].difference_update(batch)
             self._inflight[model].update(s.delivery for s in runnable)
             await self._dispatch(model, await self._top_up(model, runnable))
+
+    def _is_free(self, model: str) -> bool:
+        """Whether to read the model's jobs now: not while its archive's runner computes a
+        batch, nor while its generation batch is full."""
+        return model not in self._sandboxed and self._generation.room(model) > 0
 
     def _note_load(self, model: str, jobs: int) -> None:
         """Whether to CLAIM the model again at once (one round trip for read + start) or
@@ -273,10 +290,24 @@ class Worker:
         """Runs a batch: in place, or, when an archive's runner computes it, in a task of
         its own, so that the worker goes on serving other models meanwhile."""
         versions = await self._batches.versions(model, batch)
+        batch = self._offer_generations(batch, versions)
+        if not batch:
+            return
         if not self._batches.is_sandboxed(versions):
             await self._batches.process(model, batch, versions)
             return
         self._sandboxed[model] = self._spawn(self._process_apart(model, batch, versions))
+
+    def _offer_generations(self, batch: Sequence[Started], versions: Versions) -> list[Started]:
+        """Hands the batch's generation jobs of servable versions to their runners (they
+        run beside the claim loop); returns the others."""
+        servable = {v: r for v, r in versions.items() if isinstance(r, ModelVersion)}
+        generating = [s for s in batch if s.envelope.HasField("generate")
+                      and s.envelope.model_version in servable]
+        if generating:
+            self._generation.offer(generating, servable, self._spawn)
+        ids = {s.delivery.job_id for s in generating}
+        return [s for s in batch if s.delivery.job_id not in ids]
 
     async def _process_apart(self, model: str, batch: Sequence[Started],
                              versions: Versions) -> None:

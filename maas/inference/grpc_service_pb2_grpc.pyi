@@ -61,6 +61,10 @@ class GRPCInferenceServiceStub:
     """Loads (or reloads) a model; with a `file:` parameter, from uploaded bytes."""
     RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelUnloadRequest, _grpc_service_pb2.RepositoryModelUnloadResponse]
     """Unloads a model: it stops being ready until it is loaded again."""
+    ModelConfig: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelConfigRequest, _grpc_service_pb2.ModelConfigResponse]
+    """Triton's model-configuration extension: a model's configuration (its
+    tensors, batching and whether it is decoupled).
+    """
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -89,6 +93,10 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     """Loads (or reloads) a model; with a `file:` parameter, from uploaded bytes."""
     RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelUnloadRequest, _grpc_service_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
     """Unloads a model: it stops being ready until it is loaded again."""
+    ModelConfig: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelConfigRequest, _grpc_service_pb2.ModelConfigResponse]  # type: ignore[assignment]
+    """Triton's model-configuration extension: a model's configuration (its
+    tensors, batching and whether it is decoupled).
+    """
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """The v2 inference service."""
@@ -174,5 +182,15 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_grpc_service_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryModelUnloadResponse]]:
         """Unloads a model: it stops being ready until it is loaded again."""
+
+    @_abc_1.abstractmethod
+    def ModelConfig(
+        self,
+        request: _grpc_service_pb2.ModelConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_service_pb2.ModelConfigResponse, _abc.Awaitable[_grpc_service_pb2.ModelConfigResponse]]:
+        """Triton's model-configuration extension: a model's configuration (its
+        tensors, batching and whether it is decoupled).
+        """
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -275,5 +275,5 @@ def test_fuzzed_rpc(fuzzed: Fuzzed, rpc: str) -> None:
 def test_every_service_is_fuzzed() -> None:
     services = {name.split(".")[0] for name in METHODS}
     assert services >= {"DatasetService", "InferenceService", "KeyService", "ModelService",
-                        "QueueService", "TrainingService"}
+                        "QueueService", "TrainingService", "GenerationService"}
     assert len(METHODS) >= 25

@@ -82,4 +82,4 @@ def test_server_metadata_lists_the_documented_extensions(target: str) -> None:
                            (ROOT / "docs/inference.md").read_text(), re.S)
     assert documented is not None
     assert list(reply.extensions) == re.findall(r"`([a-z_()]+)`", documented.group(1))
-    assert list(reply.extensions) == ["model_repository"]
+    assert list(reply.extensions) == ["model_repository", "model_configuration"]

@@ -17,6 +17,7 @@ from gateway.reflection import third_party_files
 from maas.inference import grpc_service_pb2
 from maas.v1 import (
     dataset_service_pb2,
+    generation_service_pb2,
     inference_service_pb2,
     key_service_pb2,
     model_service_pb2,
@@ -54,7 +55,7 @@ def third_party(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("module", [grpc_service_pb2, model_service_pb2,
                                     training_service_pb2, dataset_service_pb2,
                                     inference_service_pb2, key_service_pb2,
-                                    queue_service_pb2])
+                                    queue_service_pb2, generation_service_pb2])
 def test_public_descriptor_names_are_paths_under_protos(module: ModuleType) -> None:
     assert (ROOT / "protos" / module.DESCRIPTOR.name).is_file()
 

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from maas.v1 import generation_service_pb2 as maas_dot_v1_dot_generation__service__pb2
 from maas.v1 import inference_service_pb2 as maas_dot_v1_dot_inference__service__pb2
 from maas.v1 import training_service_pb2 as maas_dot_v1_dot_training__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19maas/queue/v1/queue.proto\x12\rmaas.queue.v1\x1a\x1fmaas/v1/inference_service.proto\x1a\x1emaas/v1/training_service.proto\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"\\\n\tInferTask\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06inputs\x18\x02 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12\x14\n\x0coutput_names\x18\x03 \x03(\t\"0\n\tTrainTask\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.maas.v1.TrainingSpec\"\xb7\x01\n\x0b\x45xplainTask\x12%\n\x06inputs\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12&\n\x06method\x18\x02 \x01(\x0e\x32\x16.maas.v1.ExplainMethod\x12\x13\n\x06target\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12(\n\tbaselines\x18\x04 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12\x0f\n\x07n_steps\x18\x05 \x01(\x05\x42\t\n\x07_target\"\x9d\x04\n\x0bJobEnvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.maas.queue.v1.JobKind\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\t \x01(\x03\x12\x17\n\x0f\x65nqueue_unix_ms\x18\n \x01(\x03\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\r\x12\x43\n\rtrace_context\x18\x0c \x03(\x0b\x32,.maas.queue.v1.JobEnvelope.TraceContextEntry\x12\x15\n\rresult_ttl_ms\x18\r \x01(\x03\x12)\n\x05infer\x18\x14 \x01(\x0b\x32\x18.maas.queue.v1.InferTaskH\x00\x12)\n\x05train\x18\x15 \x01(\x0b\x32\x18.maas.queue.v1.TrainTaskH\x00\x12-\n\x07\x65xplain\x18\x16 \x01(\x0b\x32\x1a.maas.queue.v1.ExplainTaskH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04task\"9\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x0bInferOutput\x12&\n\x07outputs\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\"\x9b\x01\n\rExplainOutput\x12+\n\x0c\x61ttributions\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12\x0f\n\x07targets\x18\x02 \x03(\x03\x12\x1a\n\x12\x63onvergence_deltas\x18\x03 \x03(\x01\x12\x16\n\x0etarget_outputs\x18\x04 \x03(\x01\x12\x18\n\x10\x62\x61seline_outputs\x18\x05 \x03(\x01\"\xb1\x02\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.maas.queue.v1.JobState\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.maas.queue.v1.JobError\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\x10\n\x08queue_us\x18\x07 \x01(\x03\x12\x12\n\ncompute_us\x18\x08 \x01(\x03\x12+\n\x05infer\x18\n \x01(\x0b\x32\x1a.maas.queue.v1.InferOutputH\x00\x12/\n\x07\x65xplain\x18\x0b \x01(\x0b\x32\x1c.maas.queue.v1.ExplainOutputH\x00\x42\x08\n\x06output\"\x80\x02\n\x0fWorkerHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x17\n\x0fstarted_unix_ms\x18\x06 \x01(\x03\x12\x14\n\x0csent_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x04\x12\x0c\n\x04jobs\x18\t \x01(\x04\x12\x0e\n\x06serves\x18\n \x03(\t\x12\x1a\n\x12model_memory_bytes\x18\x0b \x01(\x04\x12!\n\x19model_memory_budget_bytes\x18\x0c \x01(\x04*a\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_KIND_INFER\x10\x01\x12\x12\n\x0eJOB_KIND_TRAIN\x10\x02\x12\x14\n\x10JOB_KIND_EXPLAIN\x10\x03*\xce\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x15\n\x11JOB_STATE_EXPIRED\x10\x06\x12\x1b\n\x17JOB_STATE_DEAD_LETTERED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19maas/queue/v1/queue.proto\x12\rmaas.queue.v1\x1a maas/v1/generation_service.proto\x1a\x1fmaas/v1/inference_service.proto\x1a\x1emaas/v1/training_service.proto\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"\\\n\tInferTask\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x06inputs\x18\x02 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12\x14\n\x0coutput_names\x18\x03 \x03(\t\"0\n\tTrainTask\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.maas.v1.TrainingSpec\"\xb7\x01\n\x0b\x45xplainTask\x12%\n\x06inputs\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12&\n\x06method\x18\x02 \x01(\x0e\x32\x16.maas.v1.ExplainMethod\x12\x13\n\x06target\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12(\n\tbaselines\x18\x04 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12\x0f\n\x07n_steps\x18\x05 \x01(\x05\x42\t\n\x07_target\"\xaa\x01\n\x0cGenerateTask\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x02\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\r\n\x05top_p\x18\x06 \x01(\x02\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x13\n\x0b\x65nd_unix_ms\x18\t \x01(\x03\"\xce\x04\n\x0bJobEnvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.maas.queue.v1.JobKind\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\x12\x10\n\x08reply_to\x18\x08 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\t \x01(\x03\x12\x17\n\x0f\x65nqueue_unix_ms\x18\n \x01(\x03\x12\x14\n\x0cmax_attempts\x18\x0b \x01(\r\x12\x43\n\rtrace_context\x18\x0c \x03(\x0b\x32,.maas.queue.v1.JobEnvelope.TraceContextEntry\x12\x15\n\rresult_ttl_ms\x18\r \x01(\x03\x12)\n\x05infer\x18\x14 \x01(\x0b\x32\x18.maas.queue.v1.InferTaskH\x00\x12)\n\x05train\x18\x15 \x01(\x0b\x32\x18.maas.queue.v1.TrainTaskH\x00\x12-\n\x07\x65xplain\x18\x16 \x01(\x0b\x32\x1a.maas.queue.v1.ExplainTaskH\x00\x12/\n\x08generate\x18\x17 \x01(\x0b\x32\x1b.maas.queue.v1.GenerateTaskH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04task\"9\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x0bInferOutput\x12&\n\x07outputs\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\"\x9b\x01\n\rExplainOutput\x12+\n\x0c\x61ttributions\x18\x01 \x03(\x0b\x32\x15.maas.queue.v1.Tensor\x12\x0f\n\x07targets\x18\x02 \x03(\x03\x12\x1a\n\x12\x63onvergence_deltas\x18\x03 \x03(\x01\x12\x16\n\x0etarget_outputs\x18\x04 \x03(\x01\x12\x18\n\x10\x62\x61seline_outputs\x18\x05 \x03(\x01\"\x84\x01\n\x0eGenerateOutput\x12\x11\n\ttoken_ids\x18\x01 \x03(\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12,\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x15.maas.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x0c\n\x04stop\x18\x05 \x01(\t\"c\n\x0fGenerationEvent\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x11\n\ttoken_ids\x18\x03 \x03(\x03\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07is_last\x18\x05 \x01(\x08\"\xe4\x02\n\tJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.maas.queue.v1.JobState\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.maas.queue.v1.JobError\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x12\n\nbatch_size\x18\x06 \x01(\r\x12\x10\n\x08queue_us\x18\x07 \x01(\x03\x12\x12\n\ncompute_us\x18\x08 \x01(\x03\x12+\n\x05infer\x18\n \x01(\x0b\x32\x1a.maas.queue.v1.InferOutputH\x00\x12/\n\x07\x65xplain\x18\x0b \x01(\x0b\x32\x1c.maas.queue.v1.ExplainOutputH\x00\x12\x31\n\x08generate\x18\x0c \x01(\x0b\x32\x1d.maas.queue.v1.GenerateOutputH\x00\x42\x08\n\x06output\"\x80\x02\n\x0fWorkerHeartbeat\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0e\n\x06models\x18\x05 \x03(\t\x12\x17\n\x0fstarted_unix_ms\x18\x06 \x01(\x03\x12\x14\n\x0csent_unix_ms\x18\x07 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x04\x12\x0c\n\x04jobs\x18\t \x01(\x04\x12\x0e\n\x06serves\x18\n \x03(\t\x12\x1a\n\x12model_memory_bytes\x18\x0b \x01(\x04\x12!\n\x19model_memory_budget_bytes\x18\x0c \x01(\x04*x\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_KIND_INFER\x10\x01\x12\x12\n\x0eJOB_KIND_TRAIN\x10\x02\x12\x14\n\x10JOB_KIND_EXPLAIN\x10\x03\x12\x15\n\x11JOB_KIND_GENERATE\x10\x04*\xce\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x15\n\x11JOB_STATE_EXPIRED\x10\x06\x12\x1b\n\x17JOB_STATE_DEAD_LETTERED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +36,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBENVELOPE_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_JOBENVELOPE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_JOBKIND']._serialized_start=1892
-  _globals['_JOBKIND']._serialized_end=1989
-  _globals['_JOBSTATE']._serialized_start=1992
-  _globals['_JOBSTATE']._serialized_end=2198
-  _globals['_TENSOR']._serialized_start=109
-  _globals['_TENSOR']._serialized_end=177
-  _globals['_INFERTASK']._serialized_start=179
-  _globals['_INFERTASK']._serialized_end=271
-  _globals['_TRAINTASK']._serialized_start=273
-  _globals['_TRAINTASK']._serialized_end=321
-  _globals['_EXPLAINTASK']._serialized_start=324
-  _globals['_EXPLAINTASK']._serialized_end=507
-  _globals['_JOBENVELOPE']._serialized_start=510
-  _globals['_JOBENVELOPE']._serialized_end=1051
-  _globals['_JOBENVELOPE_TRACECONTEXTENTRY']._serialized_start=992
-  _globals['_JOBENVELOPE_TRACECONTEXTENTRY']._serialized_end=1043
-  _globals['_JOBERROR']._serialized_start=1053
-  _globals['_JOBERROR']._serialized_end=1110
-  _globals['_INFEROUTPUT']._serialized_start=1112
-  _globals['_INFEROUTPUT']._serialized_end=1165
-  _globals['_EXPLAINOUTPUT']._serialized_start=1168
-  _globals['_EXPLAINOUTPUT']._serialized_end=1323
-  _globals['_JOBRESULT']._serialized_start=1326
-  _globals['_JOBRESULT']._serialized_end=1631
-  _globals['_WORKERHEARTBEAT']._serialized_start=1634
-  _globals['_WORKERHEARTBEAT']._serialized_end=1890
+  _globals['_JOBKIND']._serialized_start=2435
+  _globals['_JOBKIND']._serialized_end=2555
+  _globals['_JOBSTATE']._serialized_start=2558
+  _globals['_JOBSTATE']._serialized_end=2764
+  _globals['_TENSOR']._serialized_start=143
+  _globals['_TENSOR']._serialized_end=211
+  _globals['_INFERTASK']._serialized_start=213
+  _globals['_INFERTASK']._serialized_end=305
+  _globals['_TRAINTASK']._serialized_start=307
+  _globals['_TRAINTASK']._serialized_end=355
+  _globals['_EXPLAINTASK']._serialized_start=358
+  _globals['_EXPLAINTASK']._serialized_end=541
+  _globals['_GENERATETASK']._serialized_start=544
+  _globals['_GENERATETASK']._serialized_end=714
+  _globals['_JOBENVELOPE']._serialized_start=717
+  _globals['_JOBENVELOPE']._serialized_end=1307
+  _globals['_JOBENVELOPE_TRACECONTEXTENTRY']._serialized_start=1248
+  _globals['_JOBENVELOPE_TRACECONTEXTENTRY']._serialized_end=1299
+  _globals['_JOBERROR']._serialized_start=1309
+  _globals['_JOBERROR']._serialized_end=1366
+  _globals['_INFEROUTPUT']._serialized_start=1368
+  _globals['_INFEROUTPUT']._serialized_end=1421
+  _globals['_EXPLAINOUTPUT']._serialized_start=1424
+  _globals['_EXPLAINOUTPUT']._serialized_end=1579
+  _globals['_GENERATEOUTPUT']._serialized_start=1582
+  _globals['_GENERATEOUTPUT']._serialized_end=1714
+  _globals['_GENERATIONEVENT']._serialized_start=1716
+  _globals['_GENERATIONEVENT']._serialized_end=1815
+  _globals['_JOBRESULT']._serialized_start=1818
+  _globals['_JOBRESULT']._serialized_end=2174
+  _globals['_WORKERHEARTBEAT']._serialized_start=2177
+  _globals['_WORKERHEARTBEAT']._serialized_end=2433
 # @@protoc_insertion_point(module_scope)

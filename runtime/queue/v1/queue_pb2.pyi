@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from maas.v1 import generation_service_pb2 as _generation_service_pb2
 from maas.v1 import inference_service_pb2 as _inference_service_pb2
 from maas.v1 import training_service_pb2 as _training_service_pb2
 import builtins as _builtins
@@ -34,6 +35,7 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     JOB_KIND_INFER: _JobKind.ValueType  # 1
     JOB_KIND_TRAIN: _JobKind.ValueType  # 2
     JOB_KIND_EXPLAIN: _JobKind.ValueType  # 3
+    JOB_KIND_GENERATE: _JobKind.ValueType  # 4
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
     """What kind of work a job is."""
@@ -42,6 +44,7 @@ JOB_KIND_UNSPECIFIED: JobKind.ValueType  # 0
 JOB_KIND_INFER: JobKind.ValueType  # 1
 JOB_KIND_TRAIN: JobKind.ValueType  # 2
 JOB_KIND_EXPLAIN: JobKind.ValueType  # 3
+JOB_KIND_GENERATE: JobKind.ValueType  # 4
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
 
 class _JobState:
@@ -205,6 +208,68 @@ class ExplainTask(_message.Message):
 Global___ExplainTask: _TypeAlias = ExplainTask  # noqa: Y015
 
 @_typing.final
+class GenerateTask(_message.Message):
+    """The work of one generation job (maas.v1.GenerationService.Generate, or a
+    decoupled ModelStreamInfer request): validated, defaults filled in.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    END_UNIX_MS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The caller's request id (v2 `id`), echoed in its responses."""
+    prompt: _builtins.str
+    """The prompt, UTF-8; the worker turns it into the model's tokens."""
+    max_tokens: _builtins.int
+    """Most tokens to generate (>= 1)."""
+    temperature: _builtins.float
+    """0 = greedy."""
+    top_k: _builtins.int
+    """0 = no limit."""
+    top_p: _builtins.float
+    """In (0, 1]."""
+    seed: _builtins.int
+    """The seed of the request's own generator (the gateway draws one when the
+    caller set none, so that a retried job makes the same tokens).
+    """
+    end_unix_ms: _builtins.int
+    """When the worker ends the generation with FINISH_REASON_DEADLINE (Unix ms,
+    a little before the job's deadline so the caller still reads it); 0 = none.
+    """
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stop strings."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        prompt: _builtins.str = ...,
+        max_tokens: _builtins.int = ...,
+        temperature: _builtins.float = ...,
+        top_k: _builtins.int = ...,
+        top_p: _builtins.float = ...,
+        seed: _builtins.int = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
+        end_unix_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_unix_ms", b"end_unix_ms", "max_tokens", b"max_tokens", "prompt", b"prompt", "request_id", b"request_id", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateTask: _TypeAlias = GenerateTask  # noqa: Y015
+
+@_typing.final
 class JobEnvelope(_message.Message):
     """One queued job; stored once in the job hash, never copied into the stream."""
 
@@ -246,6 +311,7 @@ class JobEnvelope(_message.Message):
     INFER_FIELD_NUMBER: _builtins.int
     TRAIN_FIELD_NUMBER: _builtins.int
     EXPLAIN_FIELD_NUMBER: _builtins.int
+    GENERATE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     kind: Global___JobKind.ValueType
     model: _builtins.str
@@ -275,6 +341,8 @@ class JobEnvelope(_message.Message):
     def train(self) -> Global___TrainTask: ...
     @_builtins.property
     def explain(self) -> Global___ExplainTask: ...
+    @_builtins.property
+    def generate(self) -> Global___GenerateTask: ...
     def __init__(
         self,
         *,
@@ -294,12 +362,13 @@ class JobEnvelope(_message.Message):
         infer: Global___InferTask | None = ...,
         train: Global___TrainTask | None = ...,
         explain: Global___ExplainTask | None = ...,
+        generate: Global___GenerateTask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["explain", b"explain", "infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explain", b"explain", "generate", b"generate", "infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "explain", b"explain", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "explain", b"explain", "generate", b"generate", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train", "explain"]  # noqa: Y015
+    _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train", "explain", "generate"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_task) -> _WhichOneofReturnType_task | None: ...
 
@@ -395,6 +464,89 @@ class ExplainOutput(_message.Message):
 Global___ExplainOutput: _TypeAlias = ExplainOutput  # noqa: Y015
 
 @_typing.final
+class GenerateOutput(_message.Message):
+    """The outcome of a generation job: every token, so that a caller who missed
+    some events still gets each token exactly once (by index).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_IDS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The text of the whole generation (a stop string and what follows cut off)."""
+    finish_reason: _generation_service_pb2.FinishReason.ValueType
+    prompt_tokens: _builtins.int
+    """Tokens of the prompt, the start token included."""
+    stop: _builtins.str
+    """The stop string that ended it."""
+    @_builtins.property
+    def token_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Every generated token, in order."""
+
+    def __init__(
+        self,
+        *,
+        token_ids: _abc.Iterable[_builtins.int] | None = ...,
+        text: _builtins.str = ...,
+        finish_reason: _generation_service_pb2.FinishReason.ValueType = ...,
+        prompt_tokens: _builtins.int = ...,
+        stop: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "prompt_tokens", b"prompt_tokens", "stop", b"stop", "text", b"text", "token_ids", b"token_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateOutput: _TypeAlias = GenerateOutput  # noqa: Y015
+
+@_typing.final
+class GenerationEvent(_message.Message):
+    """One decoding step of one generation job, an entry of the job's event stream
+    (keys.generation_events): the worker writes one per sequence per step.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    TOKEN_IDS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IS_LAST_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt (fencing token) of the worker that made it."""
+    index: _builtins.int
+    """The position of token_ids[0] among the generated tokens."""
+    text: _builtins.str
+    """Their text (empty while held back: see GenerateResponse.text)."""
+    is_last: _builtins.bool
+    """The generation ended with this step: the fenced COMPLETE follows."""
+    @_builtins.property
+    def token_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The new token(s)."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        index: _builtins.int = ...,
+        token_ids: _abc.Iterable[_builtins.int] | None = ...,
+        text: _builtins.str = ...,
+        is_last: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "index", b"index", "is_last", b"is_last", "text", b"text", "token_ids", b"token_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerationEvent: _TypeAlias = GenerationEvent  # noqa: Y015
+
+@_typing.final
 class JobResult(_message.Message):
     """The one visible outcome of a job, written by the fenced complete script."""
 
@@ -410,6 +562,7 @@ class JobResult(_message.Message):
     COMPUTE_US_FIELD_NUMBER: _builtins.int
     INFER_FIELD_NUMBER: _builtins.int
     EXPLAIN_FIELD_NUMBER: _builtins.int
+    GENERATE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     worker_id: _builtins.str
@@ -426,6 +579,8 @@ class JobResult(_message.Message):
     def infer(self) -> Global___InferOutput: ...
     @_builtins.property
     def explain(self) -> Global___ExplainOutput: ...
+    @_builtins.property
+    def generate(self) -> Global___GenerateOutput: ...
     def __init__(
         self,
         *,
@@ -439,12 +594,13 @@ class JobResult(_message.Message):
         compute_us: _builtins.int = ...,
         infer: Global___InferOutput | None = ...,
         explain: Global___ExplainOutput | None = ...,
+        generate: Global___GenerateOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "explain", b"explain", "infer", b"infer", "output", b"output"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "explain", b"explain", "generate", b"generate", "infer", b"infer", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_size", b"batch_size", "compute_us", b"compute_us", "error", b"error", "explain", b"explain", "infer", b"infer", "job_id", b"job_id", "output", b"output", "queue_us", b"queue_us", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_size", b"batch_size", "compute_us", b"compute_us", "error", b"error", "explain", b"explain", "generate", b"generate", "infer", b"infer", "job_id", b"job_id", "output", b"output", "queue_us", b"queue_us", "state", b"state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_output: _TypeAlias = _typing.Literal["infer", "explain"]  # noqa: Y015
+    _WhichOneofReturnType_output: _TypeAlias = _typing.Literal["infer", "explain", "generate"]  # noqa: Y015
     _WhichOneofArgType_output: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_output) -> _WhichOneofReturnType_output | None: ...
 
