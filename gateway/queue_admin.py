@@ -1,10 +1,13 @@
-"""maas.v1.QueueService: inspect and re-drive a model's dead letters; list the live workers."""
+"""maas.v1.QueueService: inspect and re-drive a model's dead letters; list the live workers;
+the queue statistics of the caller's models (the work is QueueStatsView's,
+gateway/plane/queues.py)."""
 
 from __future__ import annotations
 
 import grpc
 
 from gateway.bounds import page_size
+from gateway.plane.queues import QueueStatsView
 from maas.v1 import queue_service_pb2 as pb
 from maas.v1.queue_service_pb2_grpc import QueueServiceServicer
 from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
@@ -21,6 +24,7 @@ class QueueAdminServicer(QueueServiceServicer):
         self._queue = queue
         self._registry = registry
         self._workers = workers
+        self._stats = QueueStatsView(queue, registry, workers)
 
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListDeadLettersResponse:
@@ -46,6 +50,12 @@ class QueueAdminServicer(QueueServiceServicer):
         live = await self._workers.live(max_age_s=0)
         return pb.ListWorkersResponse(
             workers=[_worker(w) for w in sorted(live, key=lambda w: w.worker_id)])
+
+    async def GetQueueStats(self, request: pb.GetQueueStatsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetQueueStatsResponse:
+        models, token = await self._stats.stats(request.model, request.page_size,
+                                                request.page_token)
+        return pb.GetQueueStatsResponse(models=models, next_page_token=token)
 
 
 def _worker(beat: WorkerHeartbeat) -> pb.Worker:

@@ -101,10 +101,9 @@ class _ApiKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
     intercept_stream_unary = intercept_stream_stream = _call
 
 
-class _AsyncApiKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-                   grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-                   grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    """The same for an asyncio channel."""
+class _AsyncApiKey:
+    """The same for an asyncio channel. grpc.aio files an interceptor under the first call
+    kind it implements only, so each kind has its own class (`_async_api_key`)."""
 
     def __init__(self, api_key: str) -> None:
         self._header = ("authorization", f"Bearer {api_key}")
@@ -115,8 +114,27 @@ class _AsyncApiKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamCli
                                              d.wait_for_ready)
         return await continuation(details, request)
 
-    intercept_unary_unary = intercept_unary_stream = _call
-    intercept_stream_unary = intercept_stream_stream = _call
+
+class _AsyncUnaryUnaryKey(_AsyncApiKey, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    intercept_unary_unary = _AsyncApiKey._call
+
+
+class _AsyncUnaryStreamKey(_AsyncApiKey, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    intercept_unary_stream = _AsyncApiKey._call
+
+
+class _AsyncStreamUnaryKey(_AsyncApiKey, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    intercept_stream_unary = _AsyncApiKey._call
+
+
+class _AsyncStreamStreamKey(_AsyncApiKey, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    intercept_stream_stream = _AsyncApiKey._call
+
+
+def _async_api_key(api_key: str) -> list[_AsyncApiKey]:
+    """Interceptors that add the key to every call of an asyncio channel, streams included."""
+    return [kind(api_key) for kind in (_AsyncUnaryUnaryKey, _AsyncUnaryStreamKey,
+                                       _AsyncStreamUnaryKey, _AsyncStreamStreamKey)]
 
 
 class PlaintextKeyWarning(UserWarning):
@@ -186,7 +204,7 @@ def open_channel(target: str, options: list[tuple[str, Any]], api_key: str | Non
 def open_aio_channel(target: str, options: list[tuple[str, Any]], api_key: str | None,
                      creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
     warn_plaintext_key(target, api_key, creds)
-    interceptors = [_AsyncApiKey(api_key)] if api_key else None
+    interceptors = _async_api_key(api_key) if api_key else None
     if creds is not None:
         return grpc.aio.secure_channel(target, creds, options, interceptors=interceptors)
     return grpc.aio.insecure_channel(target, options, interceptors=interceptors)

@@ -1,5 +1,5 @@
 """QueueAdmin: operators' and inspectors' side of the queue: consumer groups, dead letters
-and redrive, a job's raw hash, a tenant's queued count."""
+and redrive, a job's raw hash, a tenant's queued count, a model's statistics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 from scheduler import keys
 from scheduler.job_types import DeadLetter
 from scheduler.queue_core import QueueCore, _s
+from scheduler.queue_stats import QueueStats, read_queue_stats
 from scheduler.redis_types import Entry, Fields
 
 
@@ -59,3 +60,7 @@ class QueueAdmin(QueueCore):
         """Jobs of a tenant waiting on a model (stream entries not yet delivered + backlog)."""
         ready, backlog = await self._redis.hmget(keys.share(model, tenant), "ready", "backlog")
         return int(ready or 0) + int(backlog or 0)
+
+    async def stats(self, model: str, tenant: str) -> QueueStats:
+        """What the model's queue holds by priority, with `tenant`'s backlog (read-only)."""
+        return await read_queue_stats(self._redis, model, tenant)

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmaas/v1/queue_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\nDeadLetter\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nredrivable\x18\x05 \x01(\x08\":\n\x16ListDeadLettersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"D\n\x17ListDeadLettersResponse\x12)\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x13.maas.v1.DeadLetter\";\n\x19RedriveDeadLettersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"-\n\x1aRedriveDeadLettersResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"\x9f\x02\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0e\n\x06serves\x18\x04 \x03(\t\x12\x0e\n\x06loaded\x18\x05 \x03(\t\x12\x1a\n\x12model_memory_bytes\x18\x06 \x01(\x04\x12!\n\x19model_memory_budget_bytes\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x04\x12\x0c\n\x04jobs\x18\t \x01(\x04\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListWorkersRequest\"7\n\x13ListWorkersResponse\x12 \n\x07workers\x18\x01 \x03(\x0b\x32\x0f.maas.v1.Worker2\x93\x02\n\x0cQueueService\x12V\n\x0fListDeadLetters\x12\x1f.maas.v1.ListDeadLettersRequest\x1a .maas.v1.ListDeadLettersResponse\"\x00\x12_\n\x12RedriveDeadLetters\x12\".maas.v1.RedriveDeadLettersRequest\x1a#.maas.v1.RedriveDeadLettersResponse\"\x00\x12J\n\x0bListWorkers\x12\x1b.maas.v1.ListWorkersRequest\x1a\x1c.maas.v1.ListWorkersResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmaas/v1/queue_service.proto\x12\x07maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\nDeadLetter\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nredrivable\x18\x05 \x01(\x08\":\n\x16ListDeadLettersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"D\n\x17ListDeadLettersResponse\x12)\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x13.maas.v1.DeadLetter\";\n\x19RedriveDeadLettersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"-\n\x1aRedriveDeadLettersResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\"\x9f\x02\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0e\n\x06serves\x18\x04 \x03(\t\x12\x0e\n\x06loaded\x18\x05 \x03(\t\x12\x1a\n\x12model_memory_bytes\x18\x06 \x01(\x04\x12!\n\x19model_memory_budget_bytes\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x04\x12\x0c\n\x04jobs\x18\t \x01(\x04\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListWorkersRequest\"7\n\x13ListWorkersResponse\x12 \n\x07workers\x18\x01 \x03(\x0b\x32\x0f.maas.v1.Worker\"L\n\x14GetQueueStatsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x15GetQueueStatsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.maas.v1.ModelQueueStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe4\x01\n\x0fModelQueueStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\x02 \x01(\x08\x12/\n\npriorities\x18\x03 \x03(\x0b\x32\x1b.maas.v1.PriorityQueueStats\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x04 \x01(\x04\x12\x0f\n\x07\x64\x65layed\x18\x05 \x01(\x04\x12\x17\n\x0fserving_workers\x18\x06 \x01(\r\x12\x12\n\nworker_ids\x18\x07 \x03(\t\x12-\n\tread_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x01\n\x12PriorityQueueStats\x12(\n\x08priority\x18\x01 \x01(\x0e\x32\x16.maas.v1.QueuePriority\x12\x0f\n\x07waiting\x18\x02 \x01(\x04\x12\x0e\n\x06leased\x18\x03 \x01(\x04\x12\x1a\n\x12oldest_age_seconds\x18\x04 \x01(\x01\x12\x17\n\x0f\x64\x65livered_total\x18\x05 \x01(\x04\x12\x16\n\x0etenant_backlog\x18\x06 \x01(\x04*{\n\rQueuePriority\x12\x1e\n\x1aQUEUE_PRIORITY_UNSPECIFIED\x10\x00\x12\x17\n\x13QUEUE_PRIORITY_HIGH\x10\x01\x12\x19\n\x15QUEUE_PRIORITY_NORMAL\x10\x02\x12\x16\n\x12QUEUE_PRIORITY_LOW\x10\x03\x32\xe5\x02\n\x0cQueueService\x12V\n\x0fListDeadLetters\x12\x1f.maas.v1.ListDeadLettersRequest\x1a .maas.v1.ListDeadLettersResponse\"\x00\x12_\n\x12RedriveDeadLetters\x12\".maas.v1.RedriveDeadLettersRequest\x1a#.maas.v1.RedriveDeadLettersResponse\"\x00\x12J\n\x0bListWorkers\x12\x1b.maas.v1.ListWorkersRequest\x1a\x1c.maas.v1.ListWorkersResponse\"\x00\x12P\n\rGetQueueStats\x12\x1d.maas.v1.GetQueueStatsRequest\x1a\x1e.maas.v1.GetQueueStatsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'maas.v1.queue_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_QUEUEPRIORITY']._serialized_start=1382
+  _globals['_QUEUEPRIORITY']._serialized_end=1505
   _globals['_DEADLETTER']._serialized_start=73
   _globals['_DEADLETTER']._serialized_end=197
   _globals['_LISTDEADLETTERSREQUEST']._serialized_start=199
@@ -48,6 +50,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWORKERSREQUEST']._serialized_end=747
   _globals['_LISTWORKERSRESPONSE']._serialized_start=749
   _globals['_LISTWORKERSRESPONSE']._serialized_end=804
-  _globals['_QUEUESERVICE']._serialized_start=807
-  _globals['_QUEUESERVICE']._serialized_end=1082
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=806
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=882
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=884
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=974
+  _globals['_MODELQUEUESTATS']._serialized_start=977
+  _globals['_MODELQUEUESTATS']._serialized_end=1205
+  _globals['_PRIORITYQUEUESTATS']._serialized_start=1208
+  _globals['_PRIORITYQUEUESTATS']._serialized_end=1380
+  _globals['_QUEUESERVICE']._serialized_start=1508
+  _globals['_QUEUESERVICE']._serialized_end=1865
 # @@protoc_insertion_point(module_scope)

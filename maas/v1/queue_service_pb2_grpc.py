@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class QueueServiceStub:
-    """Admin operations on a model's queue.
+    """A model's queue: statistics for the teams that call the model; dead letters and workers
+    for operators (admin).
     """
 
     def __init__(self, channel):
@@ -50,10 +51,16 @@ class QueueServiceStub:
                 request_serializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.GetQueueStats = channel.unary_unary(
+                '/maas.v1.QueueService/GetQueueStats',
+                request_serializer=maas_dot_v1_dot_queue__service__pb2.GetQueueStatsRequest.SerializeToString,
+                response_deserializer=maas_dot_v1_dot_queue__service__pb2.GetQueueStatsResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
-    """Admin operations on a model's queue.
+    """A model's queue: statistics for the teams that call the model; dead letters and workers
+    for operators (admin).
     """
 
     def ListDeadLetters(self, request, context):
@@ -78,6 +85,17 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQueueStats(self, request, context):
+        """Statistics of the queues of the models the caller may see, a page of models at a time:
+        per priority the jobs waiting and leased, the oldest one's age and a delivery counter
+        (throughput is the difference of two reads), dead letters and the live workers serving
+        each. Needs the `infer` scope, not `admin`: a tenant's key sees its own models and the
+        shared ones (any other model is NOT_FOUND), an admin key every model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +114,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     request_deserializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersRequest.FromString,
                     response_serializer=maas_dot_v1_dot_queue__service__pb2.ListWorkersResponse.SerializeToString,
             ),
+            'GetQueueStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueStats,
+                    request_deserializer=maas_dot_v1_dot_queue__service__pb2.GetQueueStatsRequest.FromString,
+                    response_serializer=maas_dot_v1_dot_queue__service__pb2.GetQueueStatsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'maas.v1.QueueService', rpc_method_handlers)
@@ -105,7 +128,8 @@ def add_QueueServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueueService:
-    """Admin operations on a model's queue.
+    """A model's queue: statistics for the teams that call the model; dead letters and workers
+    for operators (admin).
     """
 
     @staticmethod
@@ -179,6 +203,33 @@ class QueueService:
             '/maas.v1.QueueService/ListWorkers',
             maas_dot_v1_dot_queue__service__pb2.ListWorkersRequest.SerializeToString,
             maas_dot_v1_dot_queue__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maas.v1.QueueService/GetQueueStats',
+            maas_dot_v1_dot_queue__service__pb2.GetQueueStatsRequest.SerializeToString,
+            maas_dot_v1_dot_queue__service__pb2.GetQueueStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

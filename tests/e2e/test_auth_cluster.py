@@ -65,11 +65,17 @@ def test_tritonclient_with_headers(secured: Cluster) -> None:
     client.close()
 
 
-async def test_async_client_sends_the_key(secured: Cluster) -> None:
+async def test_async_client_sends_the_key(secured: Cluster, tmp_path: Path) -> None:
     x = np.random.default_rng(2).random((1, 64), dtype=np.float32)
+    arch = get_architecture("mlp")
+    weights = save(arch.build(arch.resolve_config(None)).state_dict())
     async with maas.AsyncClient(secured.target, api_key=tenant_key(secured, "acme")) as client:
         out = await client.infer("mlp", {"input": x})
+        # Streams too, both ways (grpc.aio files an interceptor under one call kind only).
+        uploaded = await client.register_model("async-mlp", "mlp", weights)
+        downloaded = await client.download_model("async-mlp", tmp_path)
     assert np.abs(out["output"] - run_reference(reference_model("mlp"), x)).max() <= 1e-5
+    assert downloaded.weights_sha256 == uploaded.weights_sha256
     async with maas.AsyncClient(secured.target, api_key="") as anonymous:
         with pytest.raises(maas.Unauthenticated):
             await anonymous.infer("mlp", {"input": x})

@@ -52,6 +52,8 @@ def test_every_served_method_has_a_scope() -> None:
     assert scope_of("/maas.v1.TrainingService/CreateTrainingJob") == "train"
     assert scope_of("/maas.v1.DatasetService/UploadDataset") == "train"
     assert scope_of("/maas.v1.KeyService/CreateKey") == "admin"
+    assert scope_of("/maas.v1.QueueService/ListDeadLetters") == "admin"
+    assert scope_of("/maas.v1.QueueService/GetQueueStats") == "infer"  # own models only
     assert scope_of("/grpc.health.v1.Health/Check") is None
     assert scope_of("/maas.v9.Unknown/Anything") == "admin"  # closed by default
     assert "grpc.health.v1.Health" in OPEN_SERVICES
