@@ -20,6 +20,7 @@ COPY runtime/ runtime/
 COPY scheduler/ scheduler/
 COPY gateway/ gateway/
 COPY worker/ worker/
+COPY console/ console/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- virtual environments -----------------------------------------------------------------

@@ -45,7 +45,7 @@ buf-breaking:
 	$(BUF) breaking protos --against protos/contract/protos-v1.0.0.binpb
 
 lint: setup
-	$(VENV)/bin/ruff check maas runtime gateway scheduler worker tests bench
+	$(VENV)/bin/ruff check maas runtime gateway scheduler worker console tests bench
 
 typecheck: setup
 	$(VENV)/bin/mypy

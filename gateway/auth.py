@@ -51,17 +51,21 @@ OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.Ser
 SERVICE_SCOPES = {
     "inference.GRPCInferenceService": "infer",
     "maas.v1.InferenceService": "infer",
+    "maas.v1.GenerationService": "infer",
     "maas.v1.ModelService": "infer",
     "maas.v1.TrainingService": "train",
     "maas.v1.DatasetService": "train",
     "maas.v1.KeyService": "admin",
     "maas.v1.QueueService": "admin",  # dead letters of any model: operators only
 }
-# Methods that need more than their service: registering weights makes a model.
+# Methods that need another scope than their service's: registering weights makes a model.
 METHOD_SCOPES = {"/maas.v1.ModelService/RegisterModel": "train",
                  "/maas.v1.ModelService/UploadModel": "train",
                  "/maas.v1.ModelService/CreateModelUpload": "train",
-                 "/maas.v1.ModelService/GetModelUpload": "train"}
+                 "/maas.v1.ModelService/GetModelUpload": "train",
+                 # ... or less: the team that calls a model sees its queue (only the models
+                 # the key's tenant sees, gateway/plane/queues.py).
+                 "/maas.v1.QueueService/GetQueueStats": "infer"}
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ from gateway.datasets import DatasetServicer
 from gateway.drain import DrainInterceptor, drain
 from gateway.errors import ErrorInterceptor
 from gateway.explain import Explainer
+from gateway.generation import GenerationServicer
 from gateway.health import GatewayHealth
 from gateway.inference import InferenceServicer
 from gateway.jobs import JobServicer
 from gateway.keys import KeyServicer
 from gateway.models import ModelServicer
 from gateway.plane.datasets import Datasets
+from gateway.plane.generation import GenerationPlane
 from gateway.plane.inference import InferencePlane
 from gateway.queue_admin import QueueAdminServicer
 from gateway.reflection import enable_reflection, reflection_pool
@@ -35,6 +37,8 @@ from maas.v1 import (
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     errors_pb2,
+    generation_service_pb2,
+    generation_service_pb2_grpc,
     inference_service_pb2,
     inference_service_pb2_grpc,
     key_service_pb2,
@@ -52,6 +56,7 @@ from runtime.settings import Settings
 from scheduler.auth import KeyStore, RateLimiter
 from scheduler.connection import check_durability, connect
 from scheduler.datasets import DatasetStore
+from scheduler.generation import GenerationEvents
 from scheduler.queue import JobQueue, tenant_policy
 from scheduler.registry import ModelRegistry
 from scheduler.replies import ReplyStream
@@ -68,6 +73,7 @@ SERVICES = (
     inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
     key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    generation_service_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
 )
 
 
@@ -125,11 +131,12 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
                      max_depth=settings.max_queue_depth, tenants=tenant_policy(settings))
     registry = ModelRegistry(redis)
-    stream = ReplyStream(redis, gateway_id)
-    replies = ReplyDispatcher(stream)
+    replies = ReplyDispatcher(lambda model: ReplyStream(redis, gateway_id, model))
     submitter = SubmitCoalescer(queue)
     workers = WorkerDirectory(redis)
-    plane = InferencePlane(settings, submitter, registry, workers, replies, stream.key)
+    plane = InferencePlane(settings, submitter, registry, workers, replies)
+    generation = GenerationPlane(plane, queue, registry, replies, GenerationEvents(
+        redis, int(settings.infer_result_ttl_s * 1000)))
     artifacts = artifact_store(settings)
     key_store = KeyStore(redis)
     limiter = (RateLimiter(redis, settings.tenant_rate_per_s) if settings.tenant_rate_per_s
@@ -141,7 +148,10 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         options=grpc_options(settings.max_message_bytes,
                              settings.max_connection_age_s))
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(
-        plane, ModelRepository(registry, queue, artifacts, settings.verify_timeout_s)), server)
+        plane, ModelRepository(registry, queue, artifacts, settings.verify_timeout_s),
+        generation), server)
+    generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(
+        GenerationServicer(generation), server)
     datasets = DatasetStore(redis)
     model_service = ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
                                   settings.verify_timeout_s, settings.max_model_bytes,
@@ -167,7 +177,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
          training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
          inference_service_pb2.DESCRIPTOR, queue_service_pb2.DESCRIPTOR,
-         key_service_pb2.DESCRIPTOR, errors_pb2.DESCRIPTOR)))
+         key_service_pb2.DESCRIPTOR, errors_pb2.DESCRIPTOR,
+         generation_service_pb2.DESCRIPTOR)))
     address = f"{settings.gateway_host}:{settings.gateway_port if port is None else port}"
     credentials = server_credentials(settings)
     bound = (server.add_secure_port(address, credentials) if credentials is not None

@@ -24,6 +24,8 @@ from maas import training_client as training
 from maas.calls import NO_DEADLINE, Consume, Operation, ServiceStubs, Sleep, Stream, Unary
 from maas.errors import MaasError
 from maas.explanation import Explanation
+from maas.generation import GenerationChunk
+from maas.generation import generate as generate_call
 from maas.inference import grpc_service_pb2 as v2
 from maas.messages import TensorSpecs
 from maas.model_files import Progress
@@ -41,7 +43,7 @@ from maas.v1 import inference_service_pb2 as ipb
 from maas.v1 import key_service_pb2 as kpb
 from maas.v1 import model_service_pb2 as mpb
 from maas.v1 import training_service_pb2 as tpb
-from maas.v1.queue_service_pb2 import DeadLetter, Worker
+from maas.v1.queue_service_pb2 import DeadLetter, ModelQueueStats, Worker
 
 T = TypeVar("T")
 
@@ -114,6 +116,10 @@ class AsyncClient(ServiceStubs):
     async def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
         return await self._run(ops.model_metadata(model, version))
 
+    async def model_config(self, model: str, version: str = "") -> v2.ModelConfig:
+        """Triton's configuration of a model (see Client.model_config)."""
+        return await self._run(ops.model_config(model, version))
+
     async def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
                      outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
                      deadline_s: float | None = None) -> ipb.InferenceJob:
@@ -135,6 +141,17 @@ class AsyncClient(ServiceStubs):
                       timeout_s: float | None = None) -> Explanation:
         return await self._run(ops.explain(model, inputs, version, method, target, baselines,
                                            n_steps, timeout_s))
+
+    async def generate(self, model: str, prompt: str, *, max_tokens: int = 16,
+                       temperature: float = 0.0, top_k: int = 0, top_p: float | None = None,
+                       seed: int | None = None, stop: Sequence[str] = (), version: str = "",
+                       priority: int = 0, request_id: str = "",
+                       timeout_s: float | None = None) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self._stream(generate_call(
+                model, prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                top_p=top_p, seed=seed, stop=stop, version=version, priority=priority,
+                request_id=request_id, timeout_s=timeout_s)):
+            yield chunk
 
     async def is_ready(self) -> bool:
         return await self._run(ops.is_ready())
@@ -176,6 +193,9 @@ class AsyncClient(ServiceStubs):
 
     async def workers(self) -> list[Worker]:
         return await self._run(ops.workers())
+
+    async def queue_stats(self, model: str | None = None) -> list[ModelQueueStats]:
+        return await self._run(ops.queue_stats(model))
 
     async def redrive(self, model: str, job_ids: Sequence[str] = ()) -> list[str]:
         return await self._run(ops.redrive(model, job_ids))

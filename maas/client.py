@@ -29,6 +29,8 @@ from maas.async_client import AsyncClient as AsyncClient  # re-exported for call
 from maas.calls import NO_DEADLINE, Consume, Operation, ServiceStubs, Sleep, Stream, Unary
 from maas.errors import MaasError
 from maas.explanation import Explanation
+from maas.generation import GenerationChunk
+from maas.generation import generate as generate_call
 from maas.inference import grpc_service_pb2 as v2
 from maas.messages import TensorSpecs as TensorSpecs  # re-exported for callers
 from maas.messages import archive_request as archive_request
@@ -47,7 +49,7 @@ from maas.v1 import inference_service_pb2 as ipb
 from maas.v1 import key_service_pb2 as kpb
 from maas.v1 import model_service_pb2 as mpb
 from maas.v1 import training_service_pb2 as tpb
-from maas.v1.queue_service_pb2 import DeadLetter, Worker
+from maas.v1.queue_service_pb2 import DeadLetter, ModelQueueStats, Worker
 
 T = TypeVar("T")
 
@@ -125,6 +127,11 @@ class Client(ServiceStubs):
     def model_metadata(self, model: str, version: str = "") -> v2.ModelMetadataResponse:
         return self._run(ops.model_metadata(model, version))
 
+    def model_config(self, model: str, version: str = "") -> v2.ModelConfig:
+        """Triton's configuration of a model: tensors, max_batch_size, and whether it is
+        decoupled (a generative model, served token by token)."""
+        return self._run(ops.model_config(model, version))
+
     def submit(self, model: str, inputs: Mapping[str, Any], *, version: str = "",
                outputs: Sequence[str] = (), priority: int = 0, request_id: str = "",
                deadline_s: float | None = None) -> ipb.InferenceJob:
@@ -151,6 +158,20 @@ class Client(ServiceStubs):
         method "ig" (Integrated Gradients, baselines default to zeros) or "saliency"."""
         return self._run(ops.explain(model, inputs, version, method, target, baselines,
                                      n_steps, timeout_s))
+
+    def generate(self, model: str, prompt: str, *, max_tokens: int = 16,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float | None = None,
+                 seed: int | None = None, stop: Sequence[str] = (), version: str = "",
+                 priority: int = 0, request_id: str = "",
+                 timeout_s: float | None = None) -> Iterator[GenerationChunk]:
+        """Continues `prompt` with a generative model, yielding each token as it is made
+        (`.text`, `.token_ids`); the last chunk has `.finish_reason` ("length", "stop",
+        "eos", "deadline"). temperature 0 is greedy; a seed makes sampling reproducible;
+        leaving the loop early cancels the generation. docs/generation.md."""
+        yield from self._stream(generate_call(
+            model, prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+            top_p=top_p, seed=seed, stop=stop, version=version, priority=priority,
+            request_id=request_id, timeout_s=timeout_s))
 
     def is_ready(self) -> bool:
         return self._run(ops.is_ready())
@@ -205,6 +226,11 @@ class Client(ServiceStubs):
     def workers(self) -> list[Worker]:
         """The live workers: what each serves, has loaded, and its models' memory (admin)."""
         return self._run(ops.workers())
+
+    def queue_stats(self, model: str | None = None) -> list[ModelQueueStats]:
+        """Per model the key sees (or just `model`): jobs waiting and leased by priority, the
+        oldest one's age, `delivered_total` (jobs/s from two reads), dead letters, workers."""
+        return self._run(ops.queue_stats(model))
 
     def redrive(self, model: str, job_ids: Sequence[str] = ()) -> list[str]:
         """Queues dead-lettered jobs again; all of the model's when job_ids is empty (admin)."""

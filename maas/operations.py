@@ -60,6 +60,11 @@ def model_metadata(model: str, version: str) -> Operation[v2.ModelMetadataRespon
     return reply  # type: ignore[no-any-return]
 
 
+def model_config(model: str, version: str) -> Operation[v2.ModelConfig]:
+    reply = yield Unary("v2", "ModelConfig", v2.ModelConfigRequest(name=model, version=version))
+    return reply.config  # type: ignore[no-any-return]
+
+
 def is_ready() -> Operation[bool]:
     reply = yield Unary("v2", "ServerReady", v2.ServerReadyRequest())
     return bool(reply.ready)
@@ -194,6 +199,19 @@ def dead_letters(model: str) -> Operation[list[qpb.DeadLetter]]:
 def workers() -> Operation[list[qpb.Worker]]:
     reply = yield Unary("queue", "ListWorkers", qpb.ListWorkersRequest())
     return list(reply.workers)
+
+
+def queue_stats(model: str | None) -> Operation[list[qpb.ModelQueueStats]]:
+    """The queue statistics of one model, or every page of them (every model the key sees)."""
+    found: list[qpb.ModelQueueStats] = []
+    token = ""
+    while True:
+        page = yield Unary("queue", "GetQueueStats",
+                           qpb.GetQueueStatsRequest(model=model or "", page_token=token))
+        found += page.models
+        token = page.next_page_token
+        if not token:
+            return found
 
 
 def redrive(model: str, job_ids: Sequence[str]) -> Operation[list[str]]:

@@ -18,8 +18,9 @@ lives in the slot the script declared. `queue_keys` is the block of one model's 
 templates that the prelude's `queue_keys(i)` reads. One key name is data, not a template: a
 job's `reply_to`, the reply stream (`reply_stream`) the gateway named at submit (in the job
 hash, or in a lean job's stream entry), which COMPLETE, START, CLAIM, REAP and TRAIN_START
-write to; it lives in another slot than the model's (issue 15 gives the reply path across
-slots its own design).
+write to. A gateway keeps one reply stream per model it waits on, under that model's hash
+tag, so the script that ends a job writes its reply in the slot it declared: the reply is
+part of the same atomic step as the outcome, on one Redis and on a Cluster alike.
 
 Key (type) — writer — TTL:
 - maas:{m:M}:stream[:high|:low] (STREAM) — SUBMIT and SUBMIT_LEAN add by priority (a lean
@@ -45,8 +46,11 @@ Key (type) — writer — TTL:
 - maas:verify (STREAM) — the gateway adds a VerifyRequest per archive version it registers;
   workers read it in group `verifiers` (scheduler/verification.py), XACK + XDEL when the
   verdict is stored in the version — MAXLEN ~ 10000
-- maas:reply:GATEWAY (STREAM) — COMPLETE/START/CLAIM/REAP/TRAIN_START; read by one gateway —
-  1 h, MAXLEN ~ 10000
+- maas:{m:M}:reply:GATEWAY (STREAM) — COMPLETE/START/CLAIM/REAP/TRAIN_START; read by one
+  gateway (its reader of model M) — 1 h, MAXLEN ~ 10000
+- maas:{m:M}:gen:ID (STREAM) — the token events of one generation job (GenerationEvent,
+  field `ev`): the worker XADDs one per sequence per decoding step, the gateway tails it —
+  PEXPIRE result TTL at each write, MAXLEN ~ 5000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
 - maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
 - maas:{m:_train}:active:TENANT (SET) — TRAIN_CREATE, when the tenant has a training quota:
@@ -68,6 +72,9 @@ Key (type) — writer — TTL:
 - maas:worker:ID (STRING) — worker heartbeat (WorkerHeartbeat) — 3 heartbeat periods
 - maas:workers (ZSET) — worker heartbeat: worker id → when its record expires (Unix ms);
   readers drop the expired — none
+- maas:upload:ID (STRING) — UploadLeases (scheduler/upload_leases.py): the random token of
+  the stream writing resumable upload ID to the object store; SET NX, renewed while it
+  receives, released by UPLOAD_LEASE — PX lease (30 s)
 """
 
 from __future__ import annotations
@@ -155,8 +162,10 @@ def models() -> str:
     return f"{PREFIX}:models"
 
 
-def reply_stream(gateway_id: str) -> str:
-    return f"{PREFIX}:reply:{gateway_id}"
+def reply_stream(model: str, gateway_id: str) -> str:
+    """Where the jobs of `model` that gateway `gateway_id` waits on are answered: in the
+    model's slot, beside the job the answering script ends."""
+    return f"{model_tag(model)}:reply:{gateway_id}"
 
 
 def worker(worker_id: str) -> str:
@@ -165,6 +174,11 @@ def worker(worker_id: str) -> str:
 
 def workers_index() -> str:
     return f"{PREFIX}:workers"
+
+
+def generation_events(model: str, job_id: str) -> str:
+    """The token events of one generation job, in its model's slot."""
+    return f"{model_tag(model)}:gen:{job_id}"
 
 
 def training_events(job_id: str) -> str:
@@ -219,3 +233,7 @@ def untagged_auth_keys(key_ids: list[str]) -> dict[str, str]:
 
 def rate_bucket(tenant: str) -> str:
     return f"{PREFIX}:rate:{tenant}"
+
+
+def upload_lease(upload_id: str) -> str:
+    return f"{PREFIX}:upload:{upload_id}"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what maas needs, idempotently: redis-server (apt-get when root), a virtual
+# Installs what maas needs, idempotently: redis-server, chromium and chromium-driver (the
+# console's browser tests) with apt-get when root, a virtual
 # environment in .venv with torch 2.13.0 first (the CPU wheel on this kind of machine), then
 # the project with its server, worker and dev extras. Re-runs are quick: a stamp records what
 # was installed.
@@ -13,6 +14,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
   else
     echo "bootstrap: redis-server is missing; install it: sudo apt-get install -y redis-server" >&2
     exit 1
+  fi
+fi
+
+# The console's browser tests (tests/e2e/test_console_browser.py) drive Debian's chromium
+# through its chromium-driver with Selenium; nothing is downloaded when they run.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing chromium and chromium-driver with apt-get"
+    # apt-get update only when the package lists are too old to install them.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 ||
+      { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+  else
+    echo "bootstrap: chromium or chromedriver is missing; tests/e2e/test_console_browser.py will fail until: sudo apt-get install -y chromium chromium-driver" >&2
   fi
 fi
 

@@ -10,7 +10,19 @@ import argparse
 import logging
 import sys
 
-from maas.cli import commands, explain, keys, models, server_parts, training, up, workers
+from maas.cli import (
+    commands,
+    console,
+    explain,
+    generate,
+    keys,
+    models,
+    queues,
+    server_parts,
+    training,
+    up,
+    workers,
+)
 from maas.errors import MaasError
 
 
@@ -33,10 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_parser(sub)
     commands.add_parsers(sub)
     explain.add_parsers(sub)
+    generate.add_parsers(sub)
     models.add_parsers(sub.choices["models"])  # lifecycle: upload, alias, delete-version
     training.add_parsers(sub)
     keys.add_parsers(sub)
     workers.add_parsers(sub)
+    queues.add_parsers(sub)
+    console.add_parsers(sub)
     for name, text in (("gateway", "run a gateway process"),
                        ("scheduler", "run the scheduler daemon"),
                        ("worker", "run a worker process")):

@@ -19,10 +19,12 @@ EXTRA_MODULES: dict[str, dict[str, str]] = {
                "grpc_reflection": "grpcio-reflection"},
     "worker": {"torch": "torch", "safetensors": "safetensors", "sklearn": "scikit-learn",
                "captum": "captum"},
+    "console": {"starlette": "starlette", "jinja2": "jinja2", "uvicorn": "uvicorn"},
 }
 # The extras each server-only command needs: `maas up` runs every service and the demo.
 COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
-    "up": ("server", "worker"),
+    "up": ("server", "worker"),  # server brings the console's extra
+    "console": ("console",),
     "gateway": ("server",),
     "scheduler": ("server",),
     "worker": ("server", "worker"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from maas.api_keys import ensure_key_file
 from maas.cli.cluster import LocalCluster as LocalCluster  # re-exported for callers
 from maas.cli.cluster import Service as Service
+from maas.cli.console import DEFAULT_PORT as CONSOLE_PORT
 from maas.cli.demo import register_demo_models as register_demo_models
 from maas.cli.demo import start_demo
 from maas.cli.local_redis import REDIS_PASSWORD_FILE as REDIS_PASSWORD_FILE
@@ -82,6 +84,32 @@ def start_services(cluster: LocalCluster, args: argparse.Namespace) -> list[Serv
     return gateways
 
 
+def start_console(cluster: LocalCluster, args: argparse.Namespace) -> str | None:
+    """The web console (console/) as one more supervised process, a client of the gateway;
+    its URL, or None with --no-console. Port: --console-port, else MAAS_CONSOLE_PORT, else
+    8265 (a free one when 8265 is taken); 0 picks a free one."""
+    if args.no_console:
+        return None
+    chosen = args.console_port is not None or bool(os.environ.get("MAAS_CONSOLE_PORT"))
+    # 8265 unless told (Ray's dashboard's too: a free port is taken when it is in use).
+    port = base_port(args.console_port, "MAAS_CONSOLE_PORT") if chosen else CONSOLE_PORT
+    if port == 0 or (not chosen and not is_port_free(args.host, port)):
+        port = free_port()
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    cluster.add("console", [sys.executable, "-m", "console", "--target", f"{local}:{args.port}",
+                            "--host", args.host, "--port", str(port)])
+    return f"http://{local}:{port}/"
+
+
+def is_port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def check_counts(args: argparse.Namespace) -> None:
     if args.gateways < 1 or args.workers < 1:
         raise SystemExit("maas up: --gateways and --workers must be at least 1")
@@ -110,6 +138,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"[maas] auth on: the admin API key is in {key_path} "
                   f"(export MAAS_API_KEY=$(cat {key_path}))", flush=True)
         gateways = start_services(cluster, args)
+        console_url = start_console(cluster, args)
         target = f"{args.host}:{args.port}"
         wait_ready(target, cluster)
         wait_listening(gateways, args.port, cluster)
@@ -117,6 +146,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         wait_models_ready(target, ["mlp", "cnn"], cluster, key)
         several = f" ({len(gateways)} processes)" if len(gateways) > 1 else ""
         print(f"maas ready: gateway {target}{several}", flush=True)
+        if console_url:
+            print(f"maas console: {console_url}", flush=True)
         demo = None if args.no_demo else start_demo(target, key)
         # The demo runs beside the supervisor: a process that dies meanwhile is restarted.
         while not stop.is_set():
@@ -150,6 +181,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     up.add_argument("--auth", action="store_true",
                     help="require API keys (MAAS_AUTH=on); the admin key goes to "
                          "<data-dir>/admin.key")
+    up.add_argument("--console-port", type=int, default=None,
+                    help="the web console's port (default: $MAAS_CONSOLE_PORT, else 8265; "
+                         "0 = a free port)")
+    up.add_argument("--no-console", action="store_true", help="do not start the web console")
     up.add_argument("--no-demo", action="store_true", help="skip the demo inference")
     up.add_argument("--exit-after-demo", action="store_true",
                     help="stop everything once ready and the demo ran (smoke tests)")

@@ -22,7 +22,7 @@ def distribution(requirement: str) -> str:
     return re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0]
 
 
-@pytest.mark.parametrize("extra", ["server", "worker"])
+@pytest.mark.parametrize("extra", ["server", "worker", "console"])
 def test_the_module_map_is_the_extras_of_pyproject(extra: str) -> None:
     given = {distribution(r) for r in PROJECT["optional-dependencies"][extra]}
     assert given - {"maas-cluster"} == set(server_parts.EXTRA_MODULES[extra].values()) | (

@@ -11,7 +11,8 @@ import pytest
 from runtime.settings import MIB, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-SDK_ONLY = {"MAAS_TARGET", "MAAS_API_KEY"}  # read by the SDK and CLI, not by Settings
+# Read by the SDK and CLI (the console's by `maas console`), not by Settings.
+SDK_ONLY = {"MAAS_TARGET", "MAAS_API_KEY", "MAAS_CONSOLE_PORT", "MAAS_CONSOLE_HOST"}
 
 
 def test_defaults_without_any_variable() -> None:
