@@ -42,15 +42,21 @@ class GenerationEvents:
         """Appends each (job id, event) to its job's stream and reads the cancel mark and
         owner of every running job, in one pipelined round trip."""
         pipe = self._redis.pipeline(transaction=False)
+        writes = 0
         for job_id, event in events:
             key = keys.generation_events(model, job_id)
             pipe.xadd(key, {"ev": event.SerializeToString()}, maxlen=EVENTS_MAXLEN,
                       approximate=True)
-            pipe.pexpire(key, self._ttl_ms)
+            writes += 1
+            # The TTL is set by an attempt's first event and renewed by its last (a
+            # generation lasts far less than the result TTL): not one PEXPIRE per token.
+            if event.index == 0 or event.is_last:
+                pipe.pexpire(key, self._ttl_ms)
+                writes += 1
         for job_id in running:
             pipe.hmget(keys.job(model, job_id), "cancel", "owner", "state")
         replies = await pipe.execute()
-        marks = cast("list[list[bytes | None]]", replies[2 * len(events):])
+        marks = cast("list[list[bytes | None]]", replies[writes:])
         cancelled, lost = set(), set()
         for job_id, (cancel, owner, state) in zip(running, marks, strict=True):
             if cancel == b"1":

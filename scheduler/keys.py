@@ -50,7 +50,7 @@ Key (type) — writer — TTL:
   gateway (its reader of model M) — 1 h, MAXLEN ~ 10000
 - maas:{m:M}:gen:ID (STREAM) — the token events of one generation job (GenerationEvent,
   field `ev`): the worker XADDs one per sequence per decoding step, the gateway tails it —
-  PEXPIRE result TTL at each write, MAXLEN ~ 5000
+  PEXPIRE result TTL at an attempt's first and last event, MAXLEN ~ 5000
 - maas:{m:_train}:events:ID (STREAM) — training events of one job — MAXLEN ~ 100000
 - maas:{m:_train}:index[:TENANT] (ZSET) — training job ids by creation time, per tenant — none
 - maas:{m:_train}:active:TENANT (SET) — TRAIN_CREATE, when the tenant has a training quota:

@@ -78,6 +78,18 @@ def test_sdk_streams_every_token_once_as_the_engine_makes_it(target: str) -> Non
     assert last.prompt_tokens == 7 and all(c.finish_reason is None for c in chunks[:-1])
 
 
+def test_every_event_stream_expires(target: str, redis_server: Any) -> None:
+    """The worker sets a job's event stream TTL at its first and last event, not per token:
+    no stream of a finished generation is left without one."""
+    collect(target, max_tokens=40)
+    client = redis_server.client()
+    try:
+        streams = list(client.scan_iter(match="maas:{m:adder}:gen:*"))
+        assert streams and all(client.pttl(k) > 0 for k in streams)
+    finally:
+        client.close()
+
+
 def test_seeded_sampling_is_reproducible_through_the_queue(target: str) -> None:
     kw = {"max_tokens": 16, "temperature": 1.0, "top_k": 40, "top_p": 0.95, "seed": 11}
     first = [t for c in collect(target, **kw) for t in c.token_ids]
