@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from scheduler import keys
+from scheduler.stats import as_text, group_row
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ async def read_queue_stats(client: aioredis.Redis, model: str, tenant: str) -> Q
 
 def _level(level: str, replies: list[Any], now_ms: int) -> LevelStats:
     groups, length, first, backlog = replies
-    group = _our_group(groups)
+    group = group_row(groups)
     pending = int(group["pending"]) if group else 0
     lag = group.get("lag") if group else None
     # lag is unknown (None) after deletions Redis cannot account for: count what is left.
@@ -80,7 +81,7 @@ def _level(level: str, replies: list[Any], now_ms: int) -> LevelStats:
     entries = _ok(first)
     age_s = 0.0
     if entries:
-        entry_ms = int(_s(entries[0][0]).split("-")[0])
+        entry_ms = int(as_text(entries[0][0]).split("-")[0])
         age_s = max(0.0, (now_ms - entry_ms) / 1000)
     return LevelStats(level, waiting, pending, age_s, int(read or 0), int(_ok(backlog)))
 
@@ -90,14 +91,3 @@ def _ok(reply: Any) -> Any:
     if isinstance(reply, Exception):
         raise reply
     return reply
-
-
-def _our_group(groups: Any) -> dict[str, Any] | None:
-    """The consumer group's XINFO GROUPS row; None when it (or its stream) is missing."""
-    if isinstance(groups, Exception):
-        return None
-    return next((g for g in groups if _s(g["name"]) == keys.GROUP), None)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -62,7 +62,7 @@ async def stream_stats(client: aioredis.Redis, model: str) -> StreamStats:
         for reply in (length, first):
             if isinstance(reply, Exception):
                 raise reply
-        group = _our_group(groups)
+        group = group_row(groups)
         found.append(group)
         pending = int(group["pending"]) if group else 0
         lag = group.get("lag") if group else None
@@ -70,19 +70,20 @@ async def stream_stats(client: aioredis.Redis, model: str) -> StreamStats:
         queued += int(lag) if lag is not None else max(0, int(length) - pending)
         leased += pending
         if first:
-            entry_ms = int(_s(first[0][0]).split("-")[0])
+            entry_ms = int(as_text(first[0][0]).split("-")[0])
             age_s = max(age_s, now_s - entry_ms / 1000)
     return StreamStats(queued, leased, age_s, delayed=int(delayed), has_groups=all(found))
 
 
-def _our_group(groups: Any) -> dict[str, Any] | None:
-    """The consumer group's XINFO GROUPS row; None when it (or its stream) is missing."""
+def group_row(groups: Any) -> dict[str, Any] | None:
+    """The workers' consumer group's row of an XINFO GROUPS reply (or of the error it gave in
+    a pipeline); None when the group (or its stream) is missing."""
     if isinstance(groups, Exception):
         return None
-    return next((g for g in groups if _s(g["name"]) == keys.GROUP), None)
+    return next((g for g in groups if as_text(g["name"]) == keys.GROUP), None)
 
 
-def _s(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -94,7 +95,7 @@ async def training_replicas(client: aioredis.Redis, limit: int = 10_000) -> int:
         return 0
     pipe = client.pipeline(transaction=False)
     for _, fields in entries:
-        job_id = _s(cast("dict[bytes, bytes]", fields)[b"job"])
+        job_id = as_text(cast("dict[bytes, bytes]", fields)[b"job"])
         pipe.hget(keys.job(keys.TRAINING_QUEUE, job_id), "replicas")
     return sum(max(int(r or 1), 1) for r in await pipe.execute())
 
