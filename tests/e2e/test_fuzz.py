@@ -87,6 +87,15 @@ def test_fuzzed_v2_requests(cluster: Cluster) -> None:
             check(stub.ModelInfer, request)
 
         run()
+
+        @FUZZ
+        @given(names, st.one_of(st.sampled_from(["", "1", "0", "-1", "latest"]),
+                                st.text(max_size=300)))
+        def describe(name: str, version: str) -> None:  # metadata and Triton's config
+            check(stub.ModelMetadata, v2.ModelMetadataRequest(name=name, version=version))
+            check(stub.ModelConfig, v2.ModelConfigRequest(name=name, version=version))
+
+        describe()
         assert stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
     for name in ("gateway", "worker-1", "worker-2", "scheduler"):
         assert cluster.service(name).poll() is None, f"{name} died"
