@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,21 +101,24 @@ class Costs:
 class Meter:
     """Reads a server's processes (`pids` by name), its Redis and its /metrics endpoints."""
 
-    def __init__(self, pids: dict[str, int], redis_url: str | None = None,
+    def __init__(self, pids: dict[str, int], redis_url: str | Sequence[str] | None = None,
                  metrics_urls: tuple[str, ...] = ()) -> None:
+        """`redis_url`: the Redis whose commands and AOF are counted; several URLs (the
+        primaries of a Redis Cluster) are summed."""
         self.pids = pids
-        self._redis = redis.Redis.from_url(redis_url) if redis_url else None
+        urls = [redis_url] if isinstance(redis_url, str) else list(redis_url or ())
+        self._redis = [redis.Redis.from_url(url) for url in urls]
         self._metrics_urls = metrics_urls
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot(time.monotonic(), {n: cpu_s(p) for n, p in self.pids.items()})
-        if self._redis is not None:
-            stats = self._redis.info("commandstats")
-            snap.commands = {k.removeprefix("cmdstat_"): int(v["calls"])
-                             for k, v in stats.items()}
-            persistence = self._redis.info("persistence")
-            snap.aof_bytes = int(persistence.get("aof_current_size", 0))
-            snap.aof_rewrites = int(persistence.get("aof_rewrites", 0))
+        for client in self._redis:
+            for k, v in client.info("commandstats").items():
+                name = k.removeprefix("cmdstat_")
+                snap.commands[name] = snap.commands.get(name, 0) + int(v["calls"])
+            persistence = client.info("persistence")
+            snap.aof_bytes += int(persistence.get("aof_current_size", 0))
+            snap.aof_rewrites += int(persistence.get("aof_rewrites", 0))
         for url in self._metrics_urls:
             for name, value in scrape(url).items():
                 snap.counters[name] = snap.counters.get(name, 0.0) + value
@@ -147,5 +151,5 @@ class Meter:
         return {n: 100 * (cpu_s(p) - before[n]) / wall_s for n, p in self.pids.items()}
 
     def close(self) -> None:
-        if self._redis is not None:
-            self._redis.close()
+        for client in self._redis:
+            client.close()

@@ -38,6 +38,7 @@ from maas.cli.up import (
     wait_ready,
 )
 from maas.client import infer_outputs
+from tests.redis_cluster import RedisClusterServer, start_redis_cluster
 
 SERVER_CORE, CLIENT_CORE = 0, 1
 INPUTS = {"mlp": (1, 64), "cnn": (1, 1, 28, 28)}
@@ -126,12 +127,21 @@ def _names(kind: str, n: int) -> list[str]:
 
 def start_maas(cluster: LocalCluster, models: list[str], env: dict[str, str],
                appendfsync: str = "always", *, gateways: int = 1, workers: int = 1,
-               cores: Collection[int] = (SERVER_CORE,)) -> tuple[str, Meter]:
+               cores: Collection[int] = (SERVER_CORE,),
+               redis_cluster: RedisClusterServer | None = None) -> tuple[str, Meter]:
     """Redis, the scheduler, `gateways` gateways (one port, as `maas up --gateways`) and
     `workers` workers, all pinned to `cores`, with the demo models; returns the gateways'
-    address and a Meter of every process (named as `maas up` names them)."""
+    address and a Meter of every process (named as `maas up` names them). With
+    `redis_cluster`, that Redis Cluster (its nodes pinned to `cores` too) instead of one
+    redis-server; its primaries' commands are counted."""
     port = free_port()
-    redis_url = start_redis(cluster, argv_prefix=pinned([], cores), appendfsync=appendfsync)
+    stats_urls: str | list[str]
+    if redis_cluster is None:
+        redis_url = stats_urls = start_redis(cluster, argv_prefix=pinned([], cores),
+                                             appendfsync=appendfsync)
+    else:
+        redis_url = redis_cluster.url
+        stats_urls = [f"redis://127.0.0.1:{n.port}" for n in redis_cluster.primaries()]
     cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=str(cluster.data_dir),
                        MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
     metrics_urls = []
@@ -150,23 +160,31 @@ def start_maas(cluster: LocalCluster, models: list[str], env: dict[str, str],
     register_demo_models(target)
     wait_models_ready(target, models, cluster)
     pids = {s.name: s.proc.pid for s in cluster.services if s.proc is not None}
-    return target, Meter(pids, redis_url, tuple(metrics_urls))
+    for i, node in enumerate(redis_cluster.nodes if redis_cluster else [], 1):
+        if (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(node.proc.pid, set(cores))
+        pids[f"redis-{i}"] = node.proc.pid
+    return target, Meter(pids, stats_urls, tuple(metrics_urls))
 
 
 def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
                env: dict[str, str], appendfsync: str = "always",
-               floor_cpu_us: dict[int, float] | None = None) -> list[Result]:
+               floor_cpu_us: dict[int, float] | None = None,
+               redis_cluster: bool = False, label: str = "maas") -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster(dict(os.environ), Path(tmp))
+        nodes = start_redis_cluster(Path(tmp) / "redis-cluster") if redis_cluster else None
         try:
-            target, meter = start_maas(cluster, models, env, appendfsync)
+            target, meter = start_maas(cluster, models, env, appendfsync, redis_cluster=nodes)
             try:
-                return asyncio.run(_sweep(target, "maas", models, concurrencies, duration_s,
+                return asyncio.run(_sweep(target, label, models, concurrencies, duration_s,
                                           True, meter, floor_cpu_us))
             finally:
                 meter.close()
         finally:
             cluster.stop()
+            if nodes is not None:
+                nodes.stop()
 
 
 def ratios(results: list[Result]) -> dict[str, float]:
@@ -174,6 +192,9 @@ def ratios(results: list[Result]) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in sorted({r.concurrency for r in results}):
         echo, cnn = by.get(("echo", "cnn", c)), by.get(("maas", "cnn", c))
+        on_cluster = by.get(("maas-rc", "cnn", c))
+        if cnn and on_cluster:
+            out[f"cnn_c{c}_redis_cluster_vs_one_redis"] = on_cluster.req_per_s / cnn.req_per_s
         if echo and cnn:
             out[f"cnn_c{c}_throughput_vs_echo"] = cnn.req_per_s / echo.req_per_s
             out[f"cnn_c{c}_p50_minus_echo_ms"] = cnn.p50_ms - echo.p50_ms
@@ -197,6 +218,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--appendfsync", default="always", choices=["always", "everysec"],
                         help="Redis durability for the maas run (always: the local default)")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="also run maas on a 3 + 3 Redis Cluster (every node pinned to "
+                             "the server core too), printed as maas-rc")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -211,6 +235,11 @@ def main() -> None:
     print("maas (redis + scheduler + gateway + 1 worker, pinned to one core):", flush=True)
     results += bench_maas(models, concurrencies, args.duration, {}, args.appendfsync,
                           floor_cpu(results))
+    if args.redis_cluster:
+        print("maas on a Redis Cluster (3 primaries + 3 replicas, all pinned to that core):",
+              flush=True)
+        results += bench_maas(models, concurrencies, args.duration, {}, args.appendfsync,
+                              floor_cpu(results), redis_cluster=True, label="maas-rc")
     summary = ratios(results)
     print("ratios:", json.dumps(summary, indent=2))
     stamp = time.strftime("%Y-%m-%d-%H%M%S")

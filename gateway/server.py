@@ -54,7 +54,7 @@ from runtime.artifacts import artifact_store
 from runtime.cancel import cancel_and_wait
 from runtime.settings import Settings
 from scheduler.auth import KeyStore, RateLimiter
-from scheduler.connection import check_durability, connect
+from scheduler.connection import check_server, connect
 from scheduler.datasets import DatasetStore
 from scheduler.generation import GenerationEvents
 from scheduler.queue import JobQueue, tenant_policy
@@ -126,10 +126,12 @@ def grpc_options(max_message_bytes: int,
 async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator[Gateway]:
     """Runs a gateway until the context exits; yields it once it is listening."""
     redis = connect(settings.redis_url)
-    await check_durability(redis)
+    await check_server(redis)
     gateway_id = uuid.uuid4().hex[:12]
     queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
-                     max_depth=settings.max_queue_depth, tenants=tenant_policy(settings))
+                     max_depth=settings.max_queue_depth, tenants=tenant_policy(settings),
+                     wait_replicas=settings.redis_wait_replicas,
+                     wait_timeout_ms=settings.redis_wait_timeout_ms)
     registry = ModelRegistry(redis)
     replies = ReplyDispatcher(lambda model: ReplyStream(redis, gateway_id, model))
     submitter = SubmitCoalescer(queue)
@@ -198,4 +200,5 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         # Bounded: a reply read cancelled while its connection is still being made may not
         # end at once (redis-py), and a stop must not hang on it.
         await cancel_and_wait(reader, sender, sweeper, timeout_s=STOP_TASKS_S)
+        await queue.aclose()
         await redis.aclose()

@@ -30,14 +30,24 @@ def dying_with_parent(argv: Sequence[str], sig: int = signal.SIGTERM) -> list[st
             *argv]
 
 
+class RefusedToStart(RuntimeError):
+    """A service cannot run with what it was given (e.g. a Redis that may evict jobs); the
+    message says what to change. The process prints it and exits with status 2."""
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Runs a service's main coroutine on uvloop when it is installed (faster I/O)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
+        runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     else:
-        uvloop.run(main)
+        runner = uvloop.run
+    try:
+        runner(main)
+    except RefusedToStart as exc:
+        print(f"maas: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:

@@ -27,6 +27,7 @@ _MINIMUM: dict[str, float] = {
     "torch_threads": 0,  # 0: one per core
     "worker_model_memory_mb": 0,  # 0: no budget
     "artifact_cache_mb": 0,  # 0: no budget
+    "redis_wait_replicas": 0,  # 0: acknowledged once the primary has the job
     "shutdown_grace_s": 0,  # 0: cancel in-flight calls at once
     "max_connection_age_s": 0,  # 0: no maximum connection age
     "max_tensor_elements": 0,  # 0: no limit
@@ -45,6 +46,12 @@ class Settings:
 
     # May carry a password (redis://:PASSWORD@host) and TLS (rediss://): never in a repr or log.
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    # A submit is acknowledged only once this many Redis replicas have it (WAIT, up to
+    # redis_wait_timeout_ms; short of it the caller gets UNAVAILABLE and retries): what a
+    # failover of the primary cannot lose. 0 = acknowledged once the primary has it (its
+    # append-only file, fsynced).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     # Where weights and other artifacts live; shared by gateway and workers.
     data_dir: Path = Path("./maas-data")
     # Where artifacts live: "" = `<data_dir>/artifacts`, shared by every process; or

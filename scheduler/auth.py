@@ -22,6 +22,7 @@ from maas.api_keys import key_id_of, key_sha256, new_api_key
 from maas.errors import ApiKeyNotFound
 from maas.v1.key_service_pb2 import ApiKey
 from scheduler import keys
+from scheduler.connection import is_cluster
 from scheduler.scripts import register
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class KeyStore:
         by the next start. Key hashes and the bootstrap marker are renamed unless the tagged
         name exists (RENAMENX); the set of ids is merged. On a Redis Cluster there are none
         to move (the untagged names never worked there), and nothing cross-slot is sent."""
+        if is_cluster(self._redis):
+            return 0
         untagged_ids = f"{keys.PREFIX}:apikeys"
         ids = [k.decode() for k in cast("set[bytes]", await self._redis.smembers(untagged_ids))]
         moved = 0

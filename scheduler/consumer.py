@@ -8,6 +8,7 @@ from typing import cast
 
 from runtime.queue.v1.queue_pb2 import JobResult, JobState
 from scheduler import keys
+from scheduler.connection import is_cluster, read_streams
 from scheduler.job_types import Delivery, StartOutcome, by_level
 from scheduler.queue_core import QueueCore, _s
 from scheduler.redis_types import GroupStreams
@@ -16,12 +17,25 @@ from scheduler.redis_types import GroupStreams
 class Consumer(QueueCore):
     async def read(self, consumer: str, models: Sequence[str], count: int,
                    block_ms: int | None) -> list[Delivery]:
-        """New entries of the given models, up to `count` per model, blocking up to block_ms."""
+        """New entries of the given models, up to `count` per model, blocking up to block_ms.
+        On a Redis Cluster, one read per model (its slot: scheduler/slot_reads.py)."""
         if not models:
             return []
+        if len(models) > 1 and is_cluster(self._redis):
+            return await self._slot_reads.read(
+                models, lambda m: self._read(consumer, [m], count, block_ms))
+        return await self._read(consumer, models, count, block_ms)
+
+    async def stop_reads(self) -> None:
+        """Ends the reads still blocking (a worker's stop)."""
+        await self._slot_reads.stop()
+
+    async def _read(self, consumer: str, models: Sequence[str], count: int,
+                    block_ms: int | None) -> list[Delivery]:
         by_stream = {keys.stream(m, level): (m, level) for m in models for level in keys.LEVELS}
-        reply = cast("GroupStreams | None", await self._redis.xreadgroup(
-            keys.GROUP, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms))
+        reply = cast("GroupStreams | None", await read_streams(
+            self._redis, dict.fromkeys(by_stream, ">"), count=count, block_ms=block_ms,
+            group=(keys.GROUP, consumer)))
         found = []
         for stream, entries in reply or []:
             model, level = by_stream[_s(stream)]

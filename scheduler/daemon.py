@@ -21,7 +21,7 @@ from runtime.artifacts import artifact_store
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.artifact_gc import SWEEP_PERIOD_S, ArtifactCollector
-from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
+from scheduler.connection import TRANSIENT_ERRORS, check_server, connect
 from scheduler.queue import JobQueue, ReapCounts, retry_policy
 from scheduler.registry import ModelRegistry
 from scheduler.stats import QueueGauges, observe_stream, stream_stats, training_replicas
@@ -87,7 +87,7 @@ class Daemon:
         period_s = self.settings.reaper_interval_ms / 1000
         log.info("scheduler daemon: reaping every %.2fs, lease %d ms", period_s,
                  self.settings.infer_lease_ms)
-        await check_durability(self._redis)
+        await check_server(self._redis)
         try:
             while not self._stopping.is_set():
                 try:

@@ -65,6 +65,11 @@ class Producer(QueueCore):
     async def submit(self, envelope: JobEnvelope) -> Accepted:
         """Stores the job and its stream entry in one script call; returns (CREATED, job id),
         or (EXISTS, its job id) for a request_id seen before; raises a refusal (`_outcome`)."""
+        if self._replica_wait is not None:  # the submit and its WAIT on one connection
+            [reply] = await self.submit_many([envelope])
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
         job_keys, args = self._submit_args(envelope)
         status, job_id = await self._scripts.submit(keys=job_keys, args=args)
         outcome = self._outcome(envelope, _s(status), _s(job_id))
@@ -137,6 +142,8 @@ class Producer(QueueCore):
         return units
 
     async def _pipelined(self, calls: Sequence[_Call]) -> list[Any]:
+        if self._replica_wait is not None:
+            return await self._replica_wait.pipelined(calls)
         # EVALSHA by hand: a pipeline of Script calls would send SCRIPT EXISTS every time.
         pipe = self._redis.pipeline(transaction=False)
         for call in calls:

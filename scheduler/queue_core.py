@@ -13,7 +13,9 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from scheduler.job_types import RetryPolicy, TenantPolicy
+from scheduler.replica_wait import ReplicaWait
 from scheduler.scripts import Scripts
+from scheduler.slot_reads import SlotReads
 
 
 def _s(value: bytes | str) -> str:
@@ -25,13 +27,24 @@ class QueueCore:
 
     def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000,
                  max_depth: int = 0, tenants: TenantPolicy | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000) -> None:
         self._redis = client
         self._scripts = Scripts.register(client)
         self._result_ttl_ms = result_ttl_ms
         self._max_depth = max_depth  # most entries per priority stream; 0 = no limit
         self.tenants = tenants or TenantPolicy()
         self._retry = retry or RetryPolicy()
+        self._slot_reads = SlotReads()  # a consumer's reads on a Redis Cluster
+        # Submits acknowledged once this many replicas have them (MAAS_REDIS_WAIT_REPLICAS).
+        self._replica_wait = (ReplicaWait(client, wait_replicas, wait_timeout_ms)
+                              if wait_replicas > 0 else None)
+
+    async def aclose(self) -> None:
+        """Closes what the queue opened besides the shared client (MAAS_REDIS_WAIT_REPLICAS'
+        connections to each primary)."""
+        if self._replica_wait is not None:
+            await self._replica_wait.close()
 
     @property
     def scripts(self) -> Scripts:

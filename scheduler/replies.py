@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from runtime.queue.v1.queue_pb2 import JobError, JobResult, JobState
 from scheduler import keys
+from scheduler.connection import read_streams
 from scheduler.redis_types import Fields, Streams
 
 
@@ -40,8 +41,8 @@ class ReplyStream:
 
     async def read(self, block_ms: int, count: int = 1024) -> list[Reply]:
         """Replies after the last one read; waits up to block_ms for one to arrive."""
-        reply = cast("Streams | None", await self._redis.xread({self.key: self._last_id},
-                                                               count=count, block=block_ms))
+        reply = cast("Streams | None", await read_streams(
+            self._redis, {self.key: self._last_id}, count=count, block_ms=block_ms))
         out: list[Reply] = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:

@@ -77,6 +77,8 @@ class WorkerDirectory:
         ids = cast("list[bytes]", await self._redis.zrangebyscore(index, now_ms, "+inf"))
         if not ids:
             return []
-        values = cast("list[bytes | None]", await self._redis.mget(
-            [keys.worker(i.decode()) for i in ids]))
+        pipe = self._redis.pipeline(transaction=False)  # not MGET: a cluster has them apart
+        for worker_id in ids:
+            pipe.get(keys.worker(worker_id.decode()))
+        values = cast("list[bytes | None]", await pipe.execute())
         return [WorkerHeartbeat.FromString(v) for v in values if v]

@@ -25,6 +25,7 @@ from maas.cli.up import (
 )
 from scheduler.connection import connect
 from tests.cluster_node import check_slots, start_cluster_node
+from tests.redis_cluster import RedisClusterServer, start_redis_cluster
 
 
 @dataclass
@@ -106,19 +107,41 @@ def slot_checked_url(cluster_node: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return cluster_node
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """A Redis Cluster of 3 primaries and 3 replicas (tests/redis_cluster.py)."""
+    server = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServer,
+                      monkeypatch: pytest.MonkeyPatch) -> str:
+    """The 3 + 3 cluster, emptied, as maas names it (`redis+cluster://`), with slot-checked
+    scripts for this test."""
+    redis_cluster.flush()
+    check_slots(monkeypatch)
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["redis", "cluster", "redis-cluster"])
 def any_redis_url(request: pytest.FixtureRequest) -> str:
-    """A test that asks for it runs twice: on a plain Redis, and on the slot-checked one-node
-    Redis Cluster (what a cluster refuses fails there)."""
-    return str(request.getfixturevalue("redis_url" if request.param == "redis"
-                                       else "slot_checked_url"))
+    """A test that asks for it runs three times: on a plain Redis, on the slot-checked
+    one-node Redis Cluster reached by a plain client (what a cluster refuses fails there),
+    and on a real 3 + 3 Redis Cluster through redis-py's cluster client."""
+    fixture = {"redis": "redis_url", "cluster": "slot_checked_url",
+               "redis-cluster": "redis_cluster_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
 
 
 @dataclass
 class Cluster:
     target: str
     local: LocalCluster
-    redis: RedisServer
+    # The private redis-server, or the Redis Cluster the processes share (its `url` is
+    # `redis+cluster://...`; `client()` a cluster client).
+    redis: RedisServer | RedisClusterServer
     # With auth="on": the admin key the gateway installed (MAAS_ADMIN_KEY_FILE).
     admin_key: str = ""
 
@@ -132,16 +155,24 @@ def start_cluster(tmp: Path, workers: int = 2,
                   service_env: dict[str, dict[str, str]] | None = None,
                   appendonly: bool = False, launcher: str = "",
                   redis_url_for: Callable[[RedisServer], str] | None = None,
+                  redis_cluster: RedisClusterServer | None = None,
                   **settings: str) -> Cluster:
     """Scheduler, gateway and workers as `maas up` starts them, on a private redis-server.
     `service_env`: variables of one service (by name: "gateway", "worker-1", ...).
     `launcher`: a module that runs the gateway and workers (`python -m LAUNCHER worker ...`).
     `redis_url_for`: the URL the processes use for the server (e.g. through a proxy).
+    `redis_cluster`: a running Redis Cluster (tests/redis_cluster.py) to use instead of a
+    private redis-server; it is emptied first and outlives the cluster.
     With auth="on", the gateway installs an admin key (`Cluster.admin_key`) at start."""
-    server = start_redis_server(tmp / "redis", appendonly=appendonly)
+    server: RedisServer | RedisClusterServer
+    if redis_cluster is None:
+        server = start_redis_server(tmp / "redis", appendonly=appendonly)
+        url = redis_url_for(server) if redis_url_for else server.url
+    else:
+        redis_cluster.flush()
+        server, url = redis_cluster, redis_cluster.url
     port = free_port()
     env = dict(os.environ)
-    url = redis_url_for(server) if redis_url_for else server.url
     env.update(MAAS_REDIS_URL=url, MAAS_DATA_DIR=str(tmp / "data"),
                MAAS_GATEWAY_PORT=str(port), MAAS_INFER_LEASE_MS="1000",
                MAAS_REAPER_INTERVAL_MS="200", MAAS_SHUTDOWN_GRACE_S="2",
@@ -175,8 +206,9 @@ def start_cluster(tmp: Path, workers: int = 2,
 
 def stop_cluster(cluster: Cluster) -> None:
     cluster.local.stop(grace_s=5)
-    cluster.redis.proc.terminate()
-    cluster.redis.proc.wait(10)
+    if isinstance(cluster.redis, RedisServer):  # a shared Redis Cluster stays up
+        cluster.redis.proc.terminate()
+        cluster.redis.proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from runtime.cancel import cancel_and_wait
 from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from runtime.settings import Settings
 from scheduler import keys
-from scheduler.connection import TRANSIENT_ERRORS, check_durability, connect
+from scheduler.connection import TRANSIENT_ERRORS, check_server, connect
 from scheduler.generation import GenerationEvents
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry, is_archive
@@ -105,7 +105,7 @@ class Worker:
     async def run(self) -> None:
         log.info("worker %s on %s, serving %s", self.id, self.cache.device,
                  ", ".join(self._pins) or "every model")
-        await check_durability(self._redis)
+        await check_server(self._redis)
         try:
             async with asyncio.TaskGroup() as tasks:
                 beat = tasks.create_task(self._heartbeat_loop())
@@ -115,6 +115,7 @@ class Worker:
                 verifying = tasks.create_task(self._verifier.run(self._stopping))
                 self._spawn = tasks.create_task
                 await self._claim_loop()
+                await self.queue.stop_reads()
                 await asyncio.gather(*self._sandboxed.values())
                 await self._generation.drain()  # their leases renewed meanwhile
                 await verifying

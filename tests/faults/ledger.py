@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import redis
 
 from scheduler import keys
+from tests.redis_cluster import sync_client
 
 TERMINAL = {b"SUCCEEDED", b"FAILED", b"CANCELLED", b"EXPIRED", b"DEAD_LETTERED"}
 
@@ -117,7 +118,7 @@ def audit(r: redis.Redis, models: Iterable[str], *, quiet_s: float = 30.0) -> Le
 
 def check(redis_url: str, name: str, models: Iterable[str], quiet_s: float = 30.0) -> Ledger:
     """audit(), printed as the fault suite reports it, with zero loss and zero duplicates."""
-    with redis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         ledger = audit(r, models, quiet_s=quiet_s)
     print(f"\n[fault {name}] {ledger}")
     assert ledger.lost == 0, f"{name}: lost jobs: {ledger}"
