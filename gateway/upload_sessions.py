@@ -75,9 +75,11 @@ def resumable_uploads(store: ArtifactStore, queue: JobQueue, ttl_s: float
     if type(store) is ArtifactStore:
         return UploadSessions(store.upload_path("-").parent, ttl_s)
     from gateway.upload_sessions_s3 import S3UploadSessions  # boto3: object storage only
+    from scheduler.artifact_gc import PendingReferences
     from scheduler.upload_leases import UploadLeases
 
-    return S3UploadSessions(store, UploadLeases(queue.client), ttl_s)
+    return S3UploadSessions(store, UploadLeases(queue.client), PendingReferences(queue.client),
+                            ttl_s)
 
 
 def check_upload_id(upload_id: str, field: str) -> None:

@@ -47,6 +47,7 @@ from runtime.artifact_cache import sha256_file
 from runtime.artifact_s3 import S3ArtifactStore
 from runtime.artifacts import ArtifactStore
 from runtime.s3_uploads import S3Uploads, UploadState, part_size
+from scheduler.artifact_gc import PendingReferences
 from scheduler.upload_leases import UploadLeases
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,15 @@ class S3UploadSessions:
     """The resumable uploads of a bucket, shared by every gateway on it. `local` keeps this
     node's one-shot uploads (swept as the directory's are)."""
 
-    def __init__(self, store: ArtifactStore, leases: UploadLeases, ttl_s: float,
+    def __init__(self, store: ArtifactStore, leases: UploadLeases,
+                 references: PendingReferences, ttl_s: float,
                  part_bytes: int = PART_BYTES) -> None:
         if not isinstance(store, S3ArtifactStore):
             raise TypeError("S3UploadSessions needs an S3ArtifactStore")
         self._store = store
         self._s3 = S3Uploads(store)
         self._leases = leases
+        self._references = references
         self.ttl_s = ttl_s
         self.part_bytes = part_bytes
         self.local = UploadSessions(store.upload_path("-").parent, ttl_s)
@@ -163,7 +166,9 @@ class S3UploadSessions:
     async def receive(self, requests: AsyncIterator[pb.UploadModelRequest],
                       start: pb.UploadModelStart, tenant: str) -> AsyncIterator[Path]:
         """The upload's checked file (a local copy) for the block, which registers it. A
-        broken stream keeps the parts sent; a file that fails its checks is discarded."""
+        broken stream keeps the parts sent; a file that fails its checks is discarded. The
+        artifact is held (garbage collection spares it) from its copy under its sha256 to
+        the end of the block."""
         live = await self._live(tenant, start.upload_id, "start.upload_id")
         token = await self._leases.acquire(live.upload_id)
         if token is None:  # its holder may be a gateway that died: wait longer for that
@@ -174,7 +179,8 @@ class S3UploadSessions:
             live = await self._live(tenant, start.upload_id, "start.upload_id")  # as held
             check_bound(live.start, live.upload_id, live.state.received_bytes, start)
             digest = await self._assembled(requests, start, live, path, token)
-            async with self._discarding(live):
+            kind = "archives" if start.is_archive else "weights"
+            async with self._discarding(live), self._references.held(kind, start.sha256):
                 await self._checked(start, live, path, digest)
                 yield path
         except OSError as exc:

@@ -32,8 +32,9 @@ from maas.v1 import model_service_pb2 as pb
 from runtime.architectures import Architecture, TensorSpec, get_architecture
 from runtime.archives import check_specs
 from runtime.artifacts import ArtifactStore
-from runtime.weights import check_weights
+from runtime.weights import check_weights, sha256_hex
 from scheduler import keys
+from scheduler.artifact_gc import PendingReferences
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry, check_model_name
 
@@ -109,16 +110,30 @@ async def add_weights_version(registry: ModelRegistry, queue: JobQueue, store: A
                               plan: WeightsPlan, data: bytes | Path, sha256: str = ""
                               ) -> pb.ModelVersion:
     """Checks safetensors weights against the plan's architecture (only the header is read),
-    stores them (an upload's file is moved in) and registers the next version."""
+    stores them (an upload's file is moved in) and registers the next version; held from
+    the store to the version (garbage collection spares them meanwhile)."""
     await asyncio.to_thread(check_weights, plan.arch, plan.config, data)
-    digest, size = await store_artifact(store, data, sha256, is_archive=False)
-    await queue.ensure_group(plan.model_id)
-    return await registry.add_version(pb.ModelVersion(
-        model=plan.model_id, architecture=plan.arch.name,
-        config_json=json.dumps(plan.config, sort_keys=True), weights_sha256=digest,
-        weights_bytes=size, inputs=_specs(plan.arch.inputs(plan.config)),
-        outputs=_specs(plan.arch.outputs(plan.config)), platform="pytorch",
-        format=pb.ModelFormat.MODEL_FORMAT_SAFETENSORS))
+    async with held(queue, "weights", data, sha256):
+        digest, size = await store_artifact(store, data, sha256, is_archive=False)
+        await queue.ensure_group(plan.model_id)
+        return await registry.add_version(pb.ModelVersion(
+            model=plan.model_id, architecture=plan.arch.name,
+            config_json=json.dumps(plan.config, sort_keys=True), weights_sha256=digest,
+            weights_bytes=size, inputs=_specs(plan.arch.inputs(plan.config)),
+            outputs=_specs(plan.arch.outputs(plan.config)), platform="pytorch",
+            format=pb.ModelFormat.MODEL_FORMAT_SAFETENSORS))
+
+
+@contextlib.asynccontextmanager
+async def held(queue: JobQueue, kind: str, data: bytes | Path, sha256: str
+               ) -> AsyncIterator[None]:
+    """Holds the artifact `data` will be stored as (`sha256`, or its bytes' digest) until the
+    block wrote its version: a garbage collector deleting it is waited for, and spares it
+    from then on (scheduler/artifact_gc.py)."""
+    if isinstance(data, bytes):
+        sha256 = await asyncio.to_thread(sha256_hex, data)
+    async with PendingReferences(queue.client).held(kind, sha256):
+        yield
 
 
 async def _messages(requests: AsyncIterator[pb.UploadModelRequest]

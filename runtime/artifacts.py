@@ -16,8 +16,9 @@ never sees half.
 Garbage collection (scheduler/artifact_gc.py) deletes weights and archives no version
 references once they were last *touched* (written, or stored again by a registration that
 found them already there) longer ago than a grace period: a registration in flight touches
-what it will reference before it writes its version. Datasets and job directories are never
-collected.
+what it will reference before it writes its version, and holds it in Redis meanwhile (the
+collector's marks and the registrations' pending references close the moment between the
+store's last check and its delete). Datasets and job directories are never collected.
 """
 
 from __future__ import annotations

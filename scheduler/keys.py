@@ -75,6 +75,13 @@ Key (type) — writer — TTL:
 - maas:upload:ID (STRING) — UploadLeases (scheduler/upload_leases.py): the random token of
   the stream writing resumable upload ID to the object store; SET NX, renewed while it
   receives, released by UPLOAD_LEASE — PX lease (30 s)
+- maas:artifact:KIND:SHA:collecting (SET) — ArtifactCollector (scheduler/artifact_gc.py):
+  a random token per collector about to delete weights/archive SHA, added before its final
+  reference check, SREM'd once it deleted or spared it; registrations of SHA wait while the
+  set exists — PX 300 s, renewed by each SADD
+- maas:artifact:KIND:SHA:pending (SET) — registrations (PendingReferences): a random token
+  per registration that stores SHA and has not yet written its version; SREM'd after —
+  PX 1 h, renewed by each SADD
 """
 
 from __future__ import annotations
@@ -237,3 +244,11 @@ def rate_bucket(tenant: str) -> str:
 
 def upload_lease(upload_id: str) -> str:
     return f"{PREFIX}:upload:{upload_id}"
+
+
+def artifact_collecting(kind: str, sha256: str) -> str:
+    return f"{PREFIX}:artifact:{kind}:{sha256}:collecting"
+
+
+def artifact_pending(kind: str, sha256: str) -> str:
+    return f"{PREFIX}:artifact:{kind}:{sha256}:pending"

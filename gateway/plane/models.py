@@ -27,6 +27,7 @@ from gateway.uploads import (
     artifact_chunks,
     check_start,
     first_message,
+    held,
     received,
     store_artifact,
     weights_plan,
@@ -217,12 +218,13 @@ class ModelLifecycle:
         violations = await asyncio.to_thread(check_code, data)
         if violations:
             raise _refused(field, violations)
-        digest, size = await store_artifact(self._store, data, sha256, is_archive=True)
-        await self._queue.ensure_group(model_id)
-        stored = await self._registry.add_version(pb.ModelVersion(
-            model=model_id, format=fmt, archive_sha256=digest, archive_bytes=size,
-            inputs=_specs(inputs), outputs=_specs(outputs), platform=PLATFORMS[fmt],
-            state=pb.ModelVersionState.MODEL_VERSION_STATE_VERIFYING), is_latest=False)
+        async with held(self._queue, "archives", data, sha256):
+            digest, size = await store_artifact(self._store, data, sha256, is_archive=True)
+            await self._queue.ensure_group(model_id)
+            stored = await self._registry.add_version(pb.ModelVersion(
+                model=model_id, format=fmt, archive_sha256=digest, archive_bytes=size,
+                inputs=_specs(inputs), outputs=_specs(outputs), platform=PLATFORMS[fmt],
+                state=pb.ModelVersionState.MODEL_VERSION_STATE_VERIFYING), is_latest=False)
         await self._registry.verification.submit(model_id, stored.version)
         verdict = await self._verdict(stored)
         if verdict.state == pb.ModelVersionState.MODEL_VERSION_STATE_REJECTED:

@@ -1,22 +1,32 @@
 """Garbage collection of artifacts against a real redis-server and both stores (a local
 directory, and moto's S3 server): a deleted version's artifact goes once nothing references
 it, a shared sha256 stays while another version (of another tenant) references it, a crash
-between the record's deletion and the artifact's leaves an artifact the sweep removes, and an
-artifact a registration in flight stored again is spared."""
+between the record's deletion and the artifact's leaves an artifact the sweep removes, an
+artifact a registration in flight stored again is spared, and a registration that reuses an
+artifact the collector is deleting ends with its artifact in the store."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
+from safetensors.torch import save
 
+from gateway.uploads import WeightsPlan, add_weights_version
 from maas.v1.model_service_pb2 import ModelVersion
+from runtime.architectures import get_architecture
 from runtime.artifact_s3 import S3ArtifactStore, s3_client
 from runtime.artifacts import ArtifactStore
-from scheduler.artifact_gc import ArtifactCollector
+from scheduler import keys
+from scheduler.artifact_gc import ArtifactCollector, PendingReferences
+from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
 from tests.s3_server import S3Server, serving_bucket
 
@@ -105,4 +115,71 @@ async def test_artifact_within_its_grace_period_is_spared(
     assert await gc.sweep(now_s=touched + GRACE_S / 2) == 0
     assert old in _present(store)
     assert await gc.sweep(now_s=time.time() + LATER_S) == 2
+    assert _present(store) == set()
+
+
+class PausingStore(ArtifactStore):
+    """A local store whose delete first calls `before_delete` (in the collector's thread):
+    the moment after the collector's last check, before its unlink."""
+
+    before_delete: Callable[[], None] = staticmethod(lambda: None)
+
+    def delete(self, kind: str, sha256: str, touched_before_s: float) -> bool:
+        self.before_delete()
+        return super().delete(kind, sha256, touched_before_s)
+
+
+def _old_weights(store: ArtifactStore) -> tuple[WeightsPlan, bytes, str]:
+    """Weights of an mlp stored long ago and referenced by no version: collectable."""
+    arch = get_architecture("mlp")
+    config = arch.resolve_config({"hidden": [8]})
+    data = save(arch.build(config).state_dict())
+    sha256, path = store.put_weights(data)
+    os.utime(path, (time.time() - LATER_S, time.time() - LATER_S))
+    return WeightsPlan("acme/m", arch, config), data, sha256
+
+
+async def test_a_registration_reusing_an_artifact_being_collected_keeps_it(
+        client: aioredis.Redis, redis_url: str, tmp_path: Path) -> None:
+    """The collector decided to delete an old, unreferenced artifact; before its unlink, a
+    registration of the same bytes runs as far as it can (it would find them there, touch
+    them and write its version). Its version must end with its artifact in the store: it
+    waits for the collector, then writes its own copy. ("Now" is past the touch's grace
+    too: the touch lands between the store's last check and its unlink.)"""
+    store = PausingStore(tmp_path / "artifacts")
+    plan, data, sha256 = _old_weights(store)
+    registry, queue = ModelRegistry(client), JobQueue(client)
+    loop, observer = asyncio.get_running_loop(), redis.Redis.from_url(redis_url)
+    registering: list[concurrent.futures.Future[ModelVersion]] = []
+
+    def before_delete() -> None:
+        registering.append(asyncio.run_coroutine_threadsafe(
+            add_weights_version(registry, queue, store, plan, data), loop))
+        # until its version is written, or it holds the artifact (and waits for us)
+        while not (registering[0].done()
+                   or observer.exists(keys.artifact_pending("weights", sha256))):
+            time.sleep(0.01)
+
+    store.before_delete = before_delete
+    assert await ArtifactCollector(client, store, GRACE_S).sweep(
+        now_s=time.time() + LATER_S) == 1
+    version = await asyncio.wrap_future(registering[0])
+    observer.close()
+    assert version.weights_sha256 == sha256
+    assert store.read_weights(sha256) == data, "a version without its artifact"
+    assert not await client.exists(keys.artifact_pending("weights", sha256),
+                                   keys.artifact_collecting("weights", sha256))
+
+
+async def test_an_artifact_held_by_a_registration_is_spared(
+        client: aioredis.Redis, tmp_path: Path) -> None:
+    """A registration that holds an artifact before the collector marks it: spared, and
+    collected once released (no version came)."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    _, _, sha256 = _old_weights(store)
+    gc = ArtifactCollector(client, store, GRACE_S)
+    async with PendingReferences(client).held("weights", sha256):
+        assert await gc.sweep(now_s=time.time() + LATER_S) == 0
+        assert sha256 in _present(store)
+    assert await gc.sweep(now_s=time.time() + LATER_S) == 1
     assert _present(store) == set()
