@@ -86,22 +86,15 @@ def test_autoscaled_deployments_set_no_replicas(rendered: Rendered) -> None:
 
 
 def _redis(rendered: Rendered) -> tuple[Doc, Doc]:
-    """The Redis pod spec and its `redis` container."""
-    pod = rendered.get("StatefulSet", "maas-redis")["spec"]["template"]["spec"]
+    """The Redis pod spec and its `redis` container (one Redis, or a Redis Cluster's nodes)."""
+    pod = rendered.workload("queue")["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
     return pod, container
 
 
-def _redis_conf(rendered: Rendered, pod: Doc) -> list[list[str]]:
-    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
-    (conf,) = rendered.get("ConfigMap", volume["configMap"]["name"])["data"].values()
-    return [ln.split(maxsplit=1) for ln in conf.splitlines()
-            if ln.strip() and not ln.lstrip().startswith("#")]
-
-
 def test_redis_writes_only_the_aof_and_keeps_memory_headroom(rendered: Rendered) -> None:
-    pod, container = _redis(rendered)
-    conf = _redis_conf(rendered, pod)
+    _, container = _redis(rendered)
+    conf = rendered.redis_conf()
     saves = [args for name, *args in conf if name == "save"]
     assert saves == [['""']], (f"{rendered.overlay}: redis.conf needs exactly `save \"\"` (AOF "
                                "only): a failed BGSAVE would stop every write")
@@ -124,7 +117,7 @@ def test_redis_is_the_last_maas_pod_preempted(rendered: Rendered) -> None:
     for w in rendered.workloads():
         other = w["spec"]["template"]["spec"].get("priorityClassName")
         assert other is None or other in classes, f"{w['metadata']['name']}: {other} missing"
-        if w["metadata"]["name"] != "maas-redis":
+        if w is not rendered.workload("queue"):
             value = classes[other]["value"] if other else 0
             assert value < classes[name]["value"], w["metadata"]["name"]
     scheduler = rendered.workload("scheduler")["spec"]["template"]["spec"]

@@ -12,14 +12,15 @@ import pytest
 import yaml
 
 from scheduler import backup
-from tests.deploy.conftest import K8S, Doc, Rendered, render
+from tests.deploy.conftest import COMPONENT, K8S, Doc, Rendered, render
 
 OVERLAY = K8S / "overlays" / "cpu-minio"  # the overlay that includes the component
 
 
 def redis_pod(docs: tuple[Doc, ...]) -> Doc:
-    pod: Doc = next(d for d in docs if d["kind"] == "StatefulSet"
-                and d["metadata"]["name"] == "maas-redis")["spec"]["template"]["spec"]
+    """The pod of the Redis StatefulSet (component `queue`: one Redis, or a cluster's nodes)."""
+    pod: Doc = next(d for d in docs if d["kind"] == "StatefulSet" and d["spec"]["template"][
+        "metadata"]["labels"].get(COMPONENT) == "queue")["spec"]["template"]["spec"]
     return pod
 
 

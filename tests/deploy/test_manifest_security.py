@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from tests.deploy.conftest import selects
+
 if TYPE_CHECKING:
     from conftest import Doc, Rendered
 
@@ -78,7 +80,7 @@ def test_every_selector_selects_a_pod(rendered: Rendered) -> None:
                 continue  # the default deny: every pod
             if kind == "Service":
                 selector = {"matchLabels": selector}
-            assert any(_selects(selector, labels) for labels in pods), (
+            assert any(selects(selector, labels) for labels in pods), (
                 f"{rendered.overlay}: {kind}/{obj['metadata']['name']} selects no pod")
     for hpa in rendered.of_kind("HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
@@ -103,22 +105,9 @@ def test_every_reference_resolves_and_no_secret_is_committed(rendered: Rendered)
     assert rendered.of_kind("Secret") == [], "no credential is committed: create the Secret"
 
 
-def _selects(selector: Doc, labels: dict[str, str]) -> bool:
-    """A LabelSelector (matchLabels and matchExpressions) against a pod's labels."""
-    operators = {
-        "In": lambda key, values: labels.get(key) in values,
-        "NotIn": lambda key, values: labels.get(key) not in values,
-        "Exists": lambda key, _: key in labels,
-        "DoesNotExist": lambda key, _: key not in labels,
-    }
-    return (all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
-            and all(operators[e["operator"]](e["key"], e.get("values", []))
-                    for e in selector.get("matchExpressions", [])))
-
-
 def _ingress_rules(rendered: Rendered, pod_labels: dict[str, str]) -> list[Doc]:
     return [rule for p in rendered.of_kind("NetworkPolicy")
-            if _selects(p["spec"]["podSelector"], pod_labels)
+            if selects(p["spec"]["podSelector"], pod_labels)
             for rule in p["spec"].get("ingress", [])]
 
 
@@ -133,10 +122,15 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
     gateway = rendered.workload("gateway")["spec"]["template"]["metadata"]["labels"]
     assert _ingress_rules(rendered, gateway) == [{"ports": [{"port": port, "protocol": "TCP"}]},
                                                  metrics]
-    redis = rendered.get("StatefulSet", "maas-redis")["spec"]["template"]["metadata"]["labels"]
+    queue = rendered.workload("queue")
+    redis = queue["spec"]["template"]["metadata"]["labels"]
     redis_rules = [{
         "from": [{"podSelector": {"matchLabels": PART_OF}}],
         "ports": [{"port": 6379, "protocol": "TCP"}]}]
+    if ["cluster-enabled", "yes"] in rendered.redis_conf():  # the nodes' bus: port + 10000
+        redis_rules.append({
+            "from": [{"podSelector": {"matchLabels": queue["spec"]["selector"]["matchLabels"]}}],
+            "ports": [{"port": 6379 + 10000, "protocol": "TCP"}]})
     if any(p["metadata"]["name"] == "maas-redis-metrics"  # components/monitoring's exporter
            for p in rendered.of_kind("NetworkPolicy")):
         redis_rules.append({**metrics, "ports": [{"port": 9121, "protocol": "TCP"}]})
@@ -152,7 +146,7 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
 
 
 def test_redis_is_durable_and_never_evicts(rendered: Rendered) -> None:
-    redis = rendered.get("StatefulSet", "maas-redis")
+    redis = rendered.workload("queue")  # one Redis, or a Redis Cluster's nodes
     pod = redis["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
     assert container["image"].startswith("redis:7.2") and "bitnami" not in container["image"]

@@ -203,7 +203,7 @@ def test_gpus_are_whole_and_only_on_gpu_workers(rendered: Rendered) -> None:
     worker = rendered.container("worker")
     pod = rendered.workload("worker")["spec"]["template"]["spec"]
     device = rendered.settings("worker").worker_device
-    if rendered.overlay == "gpu":
+    if rendered.overlay.split("-")[0] == "gpu":  # gpu, and the overlays built on it
         assert worker["resources"]["limits"][GPU] == 1
         assert device == "cuda:0"
         assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -226,28 +226,37 @@ def test_each_role_runs_its_entry_point_from_its_image(rendered: Rendered) -> No
     assert "maas-gateway" in images["gateway"] and "maas-worker" in images["worker"]
 
 
+def check_reads_the_schedulers_metrics(rendered: Rendered, meta: dict[str, str]) -> None:
+    """A metrics-api trigger reads /metrics of the schedulers, as Prometheus text, through a
+    Service of the namespace that selects them on their metrics port."""
+    url = urlsplit(meta["url"])
+    assert url.scheme == "http" and url.path == "/metrics"
+    name, namespace, svc = str(url.hostname).split(".")
+    assert (namespace, svc) == (rendered.namespace, "svc")  # KEDA runs in its namespace
+    service = rendered.get("Service", name)
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+    scheduler = rendered.workload("scheduler")
+    assert rendered.selected(service["spec"]["selector"]) == [scheduler]
+    (container,) = scheduler["spec"]["template"]["spec"]["containers"]
+    (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    assert target["containerPort"] == rendered.settings("scheduler").metrics_port
+    assert meta["format"] == "prometheus"
+
+
 def test_keda_scales_workers_on_the_signal_the_schedulers_export(rendered: Rendered) -> None:
     scaled = rendered.of_kind("ScaledObject")
     if rendered.overlay == "gpu":
         assert scaled, "the gpu overlay autoscales workers with KEDA"
+    pools = {w["metadata"]["name"] for w in rendered.model_pools()}
     for obj in scaled:
         spec = obj["spec"]
+        if spec["scaleTargetRef"]["name"] in pools:
+            continue  # test_manifest_model_pool.py
         assert spec["scaleTargetRef"]["name"] == rendered.workload("worker")["metadata"]["name"]
         (trigger,) = spec["triggers"]  # one signal for every model, priority and gang
         meta = trigger["metadata"]
-        url = urlsplit(meta["url"])
-        assert url.scheme == "http" and url.path == "/metrics"
-        name, namespace, svc = str(url.hostname).split(".")
-        assert (namespace, svc) == (rendered.namespace, "svc")  # KEDA runs in its namespace
-        service = rendered.get("Service", name)
-        (port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
-        scheduler = rendered.workload("scheduler")
-        assert rendered.selected(service["spec"]["selector"]) == [scheduler]
-        (container,) = scheduler["spec"]["template"]["spec"]["containers"]
-        (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
-        assert target["containerPort"] == rendered.settings("scheduler").metrics_port
+        check_reads_the_schedulers_metrics(rendered, meta)
         # The gauge the scheduler exports (scheduler/stats.py), read as Prometheus text.
-        assert meta["format"] == "prometheus"
         assert meta["valueLocation"] == metrics.WORKERS_WANTED._name
         assert float(meta["targetValue"]) == 1, "the signal counts workers already"
         assert float(meta["activationTargetValue"]) == 0, "one waiting job wakes a worker"
