@@ -192,9 +192,10 @@ def ratios(results: list[Result]) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in sorted({r.concurrency for r in results}):
         echo, cnn = by.get(("echo", "cnn", c)), by.get(("maas", "cnn", c))
-        on_cluster = by.get(("maas-rc", "cnn", c))
-        if cnn and on_cluster:
-            out[f"cnn_c{c}_redis_cluster_vs_one_redis"] = on_cluster.req_per_s / cnn.req_per_s
+        for label, name in (("maas-rc", "redis_cluster"), ("maas-rc-wait", "redis_cluster_wait")):
+            on_cluster = by.get((label, "cnn", c))
+            if cnn and on_cluster:
+                out[f"cnn_c{c}_{name}_vs_one_redis"] = on_cluster.req_per_s / cnn.req_per_s
         if echo and cnn:
             out[f"cnn_c{c}_throughput_vs_echo"] = cnn.req_per_s / echo.req_per_s
             out[f"cnn_c{c}_p50_minus_echo_ms"] = cnn.p50_ms - echo.p50_ms
@@ -221,6 +222,9 @@ def main() -> None:
     parser.add_argument("--redis-cluster", action="store_true",
                         help="also run maas on a 3 + 3 Redis Cluster (every node pinned to "
                              "the server core too), printed as maas-rc")
+    parser.add_argument("--wait-replicas", type=int, default=0,
+                        help="with --redis-cluster: one more cluster run with "
+                             "MAAS_REDIS_WAIT_REPLICAS=N, printed as maas-rc-wait")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -240,6 +244,12 @@ def main() -> None:
               flush=True)
         results += bench_maas(models, concurrencies, args.duration, {}, args.appendfsync,
                               floor_cpu(results), redis_cluster=True, label="maas-rc")
+        if args.wait_replicas:
+            print(f"the same with MAAS_REDIS_WAIT_REPLICAS={args.wait_replicas}:", flush=True)
+            results += bench_maas(
+                models, concurrencies, args.duration,
+                {"MAAS_REDIS_WAIT_REPLICAS": str(args.wait_replicas)}, args.appendfsync,
+                floor_cpu(results), redis_cluster=True, label="maas-rc-wait")
     summary = ratios(results)
     print("ratios:", json.dumps(summary, indent=2))
     stamp = time.strftime("%Y-%m-%d-%H%M%S")

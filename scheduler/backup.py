@@ -35,6 +35,8 @@ from typing import IO, Any
 
 import redis
 
+from scheduler.connection import is_cluster_url
+
 log = logging.getLogger(__name__)
 
 ARCHIVE_PREFIX = "maas-redis-"
@@ -247,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"backup: {exc}", file=sys.stderr)
             return 1
         return 0
+    if is_cluster_url(args.redis_url):
+        print("backup: the URL names a Redis Cluster; run one backup per primary, each "
+              "with a redis:// URL of that node and its own data dir (deploy/k8s/README.md, "
+              "\"Redis Cluster\")", file=sys.stderr)
+        return 2
     client = redis.Redis.from_url(args.redis_url)  # the URL carries the password
     while True:
         try:

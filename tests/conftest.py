@@ -125,6 +125,16 @@ def redis_cluster_url(redis_cluster: RedisClusterServer,
     return redis_cluster.url
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def queue_redis(request: pytest.FixtureRequest) -> dict[str, RedisClusterServer]:
+    """`start_cluster`'s keywords for the Redis a test's cluster runs on: a fault test that
+    asks for it runs twice, on a private redis-server and on the shared 3 + 3 Redis Cluster
+    (#15)."""
+    if request.param == "redis":
+        return {}
+    return {"redis_cluster": request.getfixturevalue("redis_cluster")}
+
+
 @pytest.fixture(params=["redis", "cluster", "redis-cluster"])
 def any_redis_url(request: pytest.FixtureRequest) -> str:
     """A test that asks for it runs three times: on a plain Redis, on the slot-checked

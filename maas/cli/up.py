@@ -176,7 +176,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                     help="grpc.health.v1 of the scheduler, each worker on BASE, BASE+1, ... "
                          "(default: $MAAS_HEALTH_PORT; 0 = off)")
     up.add_argument("--redis-url", default=None,
-                    help="use this Redis instead of starting a redis-server")
+                    help="use this Redis instead of starting a redis-server: redis://... or "
+                         "a Redis Cluster, redis+cluster://host:port[,host:port...]")
     up.add_argument("--data-dir", default="maas-data", help="artifacts and Redis AOF live here")
     up.add_argument("--auth", action="store_true",
                     help="require API keys (MAAS_AUTH=on); the admin key goes to "

@@ -34,6 +34,7 @@ from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
+from tests.redis_cluster import RedisClusterServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -56,8 +57,8 @@ class Tally:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path, workers=2)
+def cluster(tmp_path: Path, queue_redis: dict[str, RedisClusterServer]) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path, workers=2, **queue_redis)
     yield running
     stop_cluster(running)
 

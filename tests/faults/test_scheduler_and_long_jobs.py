@@ -20,13 +20,15 @@ from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.faults.test_worker_kill import freeze_holding
+from tests.redis_cluster import RedisClusterServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
-def short_leases(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path, workers=2, train_lease_ms="500")
+def short_leases(tmp_path: Path, queue_redis: dict[str, RedisClusterServer],
+                 ) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path, workers=2, train_lease_ms="500", **queue_redis)
     yield cluster
     stop_cluster(cluster)
 

@@ -16,6 +16,7 @@ import maas
 from maas.v1 import training_service_pb2 as tpb
 from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.redis_cluster import RedisClusterServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -28,8 +29,8 @@ LEASE_MS = 2000
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path, workers=2, train_lease_ms=str(LEASE_MS))
+def cluster(tmp_path: Path, queue_redis: dict[str, RedisClusterServer]) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path, workers=2, train_lease_ms=str(LEASE_MS), **queue_redis)
     yield running
     stop_cluster(running)
 

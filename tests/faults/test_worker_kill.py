@@ -19,13 +19,15 @@ from scheduler import keys
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
+from tests.redis_cluster import RedisClusterServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path, workers=2)
+def two_workers(tmp_path: Path, queue_redis: dict[str, RedisClusterServer],
+                ) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path, workers=2, **queue_redis)
     yield cluster
     stop_cluster(cluster)
 

@@ -4,12 +4,15 @@ lazily)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 
 from runtime.process import RefusedToStart
+from scheduler.backup import main as backup_main
 from scheduler.connection import (
     CLUSTER_MIN_CONNECTIONS,
     BadRedisUrl,
@@ -127,3 +130,11 @@ async def test_connect_builds_a_plain_client_otherwise(url: str) -> None:
 def test_is_cluster_of_other_objects() -> None:
     assert not is_cluster(object())
     assert not is_cluster("redis+cluster://h:7000")
+
+
+def test_backup_refuses_a_cluster_url_with_what_to_do(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    code = backup_main(["create", "--redis-url", "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+                 "--data-dir", str(tmp_path), "--to", str(tmp_path / "out")])
+    assert code == 2
+    assert "one backup per primary" in capsys.readouterr().err
