@@ -141,7 +141,7 @@ class Explainer:
         envelope.explain.CopyFrom(task)
         with log_context(job_id=envelope.job_id, tenant=envelope.tenant,
                          trace_id=trace_id(envelope.trace_context)):
-            result = await self._plane.run_job(envelope)
+            result = await self._plane.run_job(envelope, version)
         out = result.explain
         return pb.ExplainResponse(
             model=request.model, model_version=version.version, method=task.method,

@@ -15,12 +15,13 @@ from maas.v1.inference_service_pb2_grpc import InferenceServiceServicer
 from runtime.settings import Settings
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
+from scheduler.workers import WorkerDirectory
 
 
 class JobServicer(InferenceServiceServicer):
     def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry,
-                 explainer: Explainer) -> None:
-        self._jobs = AsyncJobs(settings, queue, registry)
+                 explainer: Explainer, workers: WorkerDirectory) -> None:
+        self._jobs = AsyncJobs(settings, queue, registry, workers=workers)
         self._explainer = explainer
 
     async def Explain(self, request: pb.ExplainRequest,

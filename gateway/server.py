@@ -166,7 +166,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         DatasetServicer(Datasets(datasets, artifacts, settings.max_dataset_bytes)), server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), server)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        JobServicer(settings, queue, registry, Explainer(settings, registry, plane)),
+        JobServicer(settings, queue, registry, Explainer(settings, registry, plane), workers),
         server)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
         QueueAdminServicer(queue, registry, workers), server)

@@ -4,8 +4,8 @@ Names follow Triton's (`nv_inference_request_success` → `maas_inference_reques
 where the meaning is the same, so dashboards carry over. Each process exports what it sees:
 
 - gateway: request success/failure and end-to-end duration (what clients experienced);
-- worker: queue and compute durations, batch sizes, busy time, lost leases, training jobs
-  it ran;
+- worker: queue and compute durations, batch sizes, busy time, lost leases, jobs handed
+  back to a worker with the memory for them, training jobs it ran;
 - scheduler: queue depth and age per model stream, reclaimed leases, training jobs by state.
 
 Dead letters and expired jobs are counted where they happen (the worker's START, the
@@ -70,6 +70,11 @@ WORKER_LOST_LEASES = Counter(
     "maas_worker_lost_leases",
     "Jobs whose lease the reaper took while this worker ran them: their results were "
     "dropped and they run again. 0 in a healthy cluster.", ["model"])
+WORKER_JOBS_HANDED_BACK = Counter(
+    "maas_worker_jobs_handed_back",
+    "Jobs this worker handed back to the queue unrun (attempt refunded) because their "
+    "version's weights exceed its model memory while a live worker's budget fits them.",
+    ["model"])
 TRAINING_FINISHED = Counter(
     "maas_training_jobs_finished",
     "Training job attempts that ended on this worker: SUCCEEDED, FAILED, CANCELLED, "
@@ -119,9 +124,9 @@ REDIS_ERRORS = Counter(
 ALL: tuple[Any, ...] = (
     INFERENCE_SUCCESS, INFERENCE_FAILURE, REQUEST_DURATION_US, QUEUE_DURATION_US,
     COMPUTE_DURATION_US, BATCH_SIZE, EXEC_COUNT, WORKER_BUSY_SECONDS, WORKER_LOST_LEASES,
-    WORKER_MODEL_MEMORY_BYTES, WORKER_MODEL_MEMORY_BUDGET_BYTES, TRAINING_FINISHED,
-    TRAINING_SAMPLES_PER_SECOND, QUEUE_DEPTH, QUEUE_OLDEST_AGE_SECONDS, WORKERS_WANTED,
-    TRAINING_JOBS, LEASES_RECLAIMED, DEAD_LETTERS, JOBS_EXPIRED, REDIS_ERRORS)
+    WORKER_JOBS_HANDED_BACK, WORKER_MODEL_MEMORY_BYTES, WORKER_MODEL_MEMORY_BUDGET_BYTES,
+    TRAINING_FINISHED, TRAINING_SAMPLES_PER_SECOND, QUEUE_DEPTH, QUEUE_OLDEST_AGE_SECONDS,
+    WORKERS_WANTED, TRAINING_JOBS, LEASES_RECLAIMED, DEAD_LETTERS, JOBS_EXPIRED, REDIS_ERRORS)
 
 
 # Tenant names are customer data: off by default, a label shows `*` where the tenant was.

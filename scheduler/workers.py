@@ -1,7 +1,12 @@
 """Worker liveness records: each worker refreshes its key; a missing key means a dead worker.
 
 An index (a sorted set of worker id → when its record expires) lists them, so finding the
-live workers never SCANs the keyspace (which holds every job hash)."""
+live workers never SCANs the keyspace (which holds every job hash).
+
+What a record says decides where a model can run: `serves` (its MAAS_WORKER_MODELS pins) and
+`fits_any` (a budget, MAAS_WORKER_MODEL_MEMORY_MB, with room for the version's weights).
+Gateway and workers decide alike: the gateway refuses what no live worker fits, a worker
+hands a job it cannot hold to one that can."""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from maas.v1.model_service_pb2 import ModelVersion
 from runtime.queue.v1.queue_pb2 import WorkerHeartbeat
 from scheduler import keys
+from scheduler.model_states import is_archive
 
 FORGET_MS = 60_000  # how long a lapsed worker stays in the index
 
@@ -23,6 +30,24 @@ def serves(pins: Sequence[str], model: str) -> bool:
     model with this id: a pin is an id (`<tenant>/<name>`), or a name, which takes the shared
     model and every tenant's model of that name."""
     return not pins or model in pins or keys.split_model_id(model)[1] in pins
+
+
+def cached_bytes(version: ModelVersion) -> int:
+    """The bytes a version's weights take in a worker's model cache, as registered (the
+    safetensors file's size); 0 when unknown, and for an archive, which runs in a sandboxed
+    runner (within MAAS_RUNNER_MEMORY_MB), not in the cache."""
+    return 0 if is_archive(version) else version.weights_bytes
+
+
+def fits(budget_bytes: int, size_bytes: int) -> bool:
+    """Whether weights of `size_bytes` (0: unknown) fit a model memory budget (0: none)."""
+    return not budget_bytes or size_bytes <= budget_bytes
+
+
+def fits_any(workers: Sequence[WorkerHeartbeat], model: str, size_bytes: int) -> bool:
+    """Whether one of `workers` serves the model and has the model memory for its weights."""
+    return any(serves(w.serves, model) and fits(w.model_memory_budget_bytes, size_bytes)
+               for w in workers)
 
 
 class WorkerDirectory:

@@ -2,7 +2,8 @@
 
 A read of up to `max_batch_size` entries *is* the batch: when a read brings more than one
 job but fewer than the maximum, the worker waits up to `max_queue_delay_microseconds` for
-more (Triton's meaning). A lone job runs at once: nothing else is queued to wait for.
+more (Triton's meaning). A lone job runs at once: nothing else is queued to wait for. A job
+too large for this worker's model memory goes to a worker that fits (worker/handoff.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from scheduler.workers import WorkerDirectory, serves
 from worker.batches import BatchRunner, Versions
 from worker.cache import ModelCache, pick_device
 from worker.generation_runner import GenerationSlots
+from worker.handoff import Handoff
 from worker.sandbox.pool import RunnerLimits, RunnerPool
 from worker.sandboxed import ArchiveVerifier, preload_runners
 from worker.training_slot import TrainingSlot
@@ -74,6 +76,8 @@ class Worker:
                                       self._inflight[keys.TRAINING_QUEUE])
         self._batches = BatchRunner(self.id, self.queue, self._registry, self.cache,
                                     self._runners, settings.quarantine_after, self._inflight)
+        self._handoff = Handoff(self.id, self.queue, self._directory, self.cache.budget_bytes,
+                                self._inflight, self._batches.count_lost)
         # Generation jobs: continuous batching, up to max_batch_size sequences per model.
         events = GenerationEvents(self._redis, int(settings.infer_result_ttl_s * 1000))
         self._generation = GenerationSlots(
@@ -233,12 +237,8 @@ class Worker:
     async def _wait_for_work(self) -> None:
         """Blocks until any model's stream has entries, then starts what it read."""
         free = [m for m in self._models if self._is_free(m)]
-        if not free:  # every model waits for its runner: wait for the first to finish
-            if self._sandboxed:
-                await asyncio.wait(list(self._sandboxed.values()), timeout=0.5,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            else:  # generation batches full: a slot frees within a decoding step or so
-                await asyncio.sleep(0.01)
+        if not free:
+            await self._wait_for_free()
             return
         # While runners compute, look again soon: their models come back when they finish.
         deliveries = await self.queue.read(self.id, free, self.settings.max_batch_size,
@@ -256,10 +256,24 @@ class Worker:
             self._inflight[model].update(s.delivery for s in runnable)
             await self._dispatch(model, await self._top_up(model, runnable))
 
+    async def _wait_for_free(self) -> None:
+        """No model's jobs may be read now: waits for the first runner to finish, for a
+        generation slot (within a decoding step or so), or for a pause to end (or stop())."""
+        if self._sandboxed:
+            await asyncio.wait(list(self._sandboxed.values()), timeout=0.5,
+                               return_when=asyncio.FIRST_COMPLETED)
+        elif all(self._handoff.is_paused(m) for m in self._models):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._handoff.pause_left_s())
+        else:
+            await asyncio.sleep(0.01)
+
     def _is_free(self, model: str) -> bool:
         """Whether to read the model's jobs now: not while its archive's runner computes a
-        batch, nor while its generation batch is full."""
-        return model not in self._sandboxed and self._generation.room(model) > 0
+        batch, nor while its generation batch is full, nor while it is paused after a job
+        too large for this worker was handed back."""
+        return (model not in self._sandboxed and self._generation.room(model) > 0
+                and not self._handoff.is_paused(model))
 
     def _note_load(self, model: str, jobs: int) -> None:
         """Whether to CLAIM the model again at once (one round trip for read + start) or
@@ -291,7 +305,8 @@ class Worker:
         """Runs a batch: in place, or, when an archive's runner computes it, in a task of
         its own, so that the worker goes on serving other models meanwhile."""
         versions = await self._batches.versions(model, batch)
-        batch = self._offer_generations(batch, versions)
+        batch = self._offer_generations(await self._handoff.keep(model, batch, versions),
+                                        versions)
         if not batch:
             return
         if not self._batches.is_sandboxed(versions):

@@ -89,7 +89,7 @@ class GenerationPlane:
         """The responses of one generation (see the module docstring)."""
         version = await self.resolve(caller.tenant, request.model, request.model_version)
         task = generate_task(request, version)
-        await self._inference.require_live_worker(version.model)
+        await self._inference.require_live_worker(version)
         envelope = self._inference.envelope(version, caller, JobKind.JOB_KIND_GENERATE,
                                             request.priority)
         left_s = envelope.deadline_unix_ms / 1000 - time.time()

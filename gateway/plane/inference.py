@@ -1,8 +1,9 @@
 """InferencePlane: v2 inference without a transport. A request and its `Caller` in, a response
 out; the v2 servicer (gateway/inference.py), the Explainer and health only translate.
 
-- `infer`: bounds, the model as the caller's tenant sees it (serving, a live worker), the
-  request checked and queued as one job whose reply comes to this gateway, then its result.
+- `infer`: bounds, the model as the caller's tenant sees it (serving, a live worker that
+  serves it and has the memory for it), the request checked and queued as one job whose
+  reply comes to this gateway, then its result.
 - `run_job`: a job built elsewhere (Explain) waited for as `infer` waits for its own.
 - `model_ready`, `metadata`: v2 ModelReady (and health `model/<name>`), ModelMetadata.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from gateway.bounds import MAX_REQUEST_ID_BYTES, check_request_id
 from gateway.observe import observe_infer
 from gateway.plane.model_config import model_config
+from gateway.plane.placement import check_room
 from gateway.replies import ReplyDispatcher
 from gateway.submitter import SubmitCoalescer
 from gateway.validation import check_message_size, infer_task, priority_of
@@ -92,7 +94,7 @@ class InferencePlane:
                                                            request.model_version)
             await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
             call.resolved(version)
-            await self.require_live_worker(version.model)
+            await self.require_live_worker(version)
             envelope = self.envelope(version, caller, _INFER, priority_of(request))
             infer_task(request, version, max_elements=settings.max_tensor_elements,
                        into=envelope.infer)
@@ -113,10 +115,10 @@ class InferencePlane:
             deadline_unix_ms=deadline_ms, enqueue_unix_ms=now_ms,
             max_attempts=self._settings.max_attempts, trace_context=caller.trace_context)
 
-    async def run_job(self, envelope: JobEnvelope) -> JobResult:
-        """Runs a job built elsewhere (Explain) as an inference runs: the reply comes to this
-        gateway; deadline, cancellation and errors as in `infer`."""
-        await self.require_live_worker(envelope.model)
+    async def run_job(self, envelope: JobEnvelope, version: ModelVersion) -> JobResult:
+        """Runs a job built elsewhere (Explain) of `version` as an inference runs: the reply
+        comes to this gateway; deadline, cancellation and errors as in `infer`."""
+        await self.require_live_worker(version)
         return await self._run(envelope)
 
     async def model_ready(self, tenant: str, name: str, version: str = "") -> bool:
@@ -150,13 +152,16 @@ class InferencePlane:
         return pb.ModelConfigResponse(config=model_config(
             request.name, version, version.platform or PLATFORM, self._settings.max_batch_size))
 
-    async def require_live_worker(self, model: str) -> None:
+    async def require_live_worker(self, version: ModelVersion) -> None:
         """UNAVAILABLE + retry delay when no worker has been alive for a while, or when live
-        workers are there but none serves the model (MAAS_WORKER_MODELS pins them elsewhere)
-        (MAAS_REQUIRE_LIVE_WORKER=on): a synchronous caller would only wait out its deadline.
-        Async jobs are queued anyway. `model` is the model's id; both reads are cached."""
+        workers are there but none serves the model (MAAS_WORKER_MODELS pins them elsewhere);
+        FAILED_PRECONDITION (MODEL_TOO_LARGE) when those that serve it all lack the model
+        memory for the version (MAAS_REQUIRE_LIVE_WORKER=on): a synchronous caller would only
+        wait out its deadline, or get the same failure from a worker. Async jobs are queued
+        whatever the liveness (AsyncJobs checks the memory only). Both reads are cached."""
         if self._settings.require_live_worker == "off":
             return
+        model = version.model
         within_s = NO_WORKER_GRACE_S
         if not await self._workers.any_seen(within_s) and \
                 not await self._workers.any_seen(within_s, max_age_s=0):  # one just started?
@@ -174,6 +179,7 @@ class InferencePlane:
                 f"no live worker serves model {name!r}: every worker is pinned to other models "
                 "by MAAS_WORKER_MODELS; start a worker whose MAAS_WORKER_MODELS names it (or "
                 "is empty: every model) and retry", retry_delay_s=2.0)
+        check_room(live, version)
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose

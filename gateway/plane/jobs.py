@@ -2,7 +2,9 @@
 
 Transport-free: it takes and returns maas.v1 protobufs and the caller's tenant; the servicer
 (gateway/jobs.py) only translates. A job belongs to its tenant: read by another, it does not
-exist. Jobs are read as JobViews (scheduler/job_view.py), the one decoding of the job hash.
+exist. A job is queued whether or not a worker is live, but not one that the live workers
+serving its model all lack the memory for (MODEL_TOO_LARGE, gateway/plane/placement.py).
+Jobs are read as JobViews (scheduler/job_view.py), the one decoding of the job hash.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import time
 
 from gateway.bounds import check_deadline_ms, check_priority, check_request_id
+from gateway.plane.placement import check_room
 from gateway.validation import check_message_size, infer_task
 from maas.errors import (
     FieldViolation,
@@ -27,6 +30,7 @@ from scheduler import keys
 from scheduler.job_view import JobReader, JobView, addressed_job_id, model_of_job_id
 from scheduler.queue import JobQueue, new_job_id
 from scheduler.registry import ModelRegistry, check_model_id
+from scheduler.workers import WorkerDirectory
 
 # WaitJob: answered this long before its budget ends; polls back off from the first pause.
 WAIT_MARGIN_S = 0.05
@@ -74,11 +78,14 @@ def inference_job(view: JobView) -> pb.InferenceJob:
 
 class AsyncJobs:
     def __init__(self, settings: Settings, queue: JobQueue, registry: ModelRegistry,
-                 reader: JobReader | None = None) -> None:
+                 reader: JobReader | None = None, workers: WorkerDirectory | None = None,
+                 ) -> None:
         self._settings = settings
         self._queue = queue
         self._registry = registry
         self._reader = reader or JobReader.of(queue)
+        # Read for placement (MAAS_REQUIRE_LIVE_WORKER=on); None: nothing is checked.
+        self._workers = workers if settings.require_live_worker == "on" else None
 
     async def _envelope(self, request: pb.SubmitInferenceRequest, tenant: str) -> JobEnvelope:
         """The request checked (bounds, the model's visibility and serving, its tensors)."""
@@ -89,6 +96,8 @@ class AsyncJobs:
         version = await self._registry.resolve_visible(tenant, request.model,
                                                        request.model_version)
         await self._registry.check_serving(version)  # UNAVAILABLE once unloaded
+        if self._workers is not None:
+            check_room(await self._workers.live(), version)
         now_ms = int(time.time() * 1000)
         window_ms = request.deadline_ms or int(self._settings.default_deadline_s * 1000)
         return JobEnvelope(

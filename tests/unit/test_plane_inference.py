@@ -24,6 +24,7 @@ from maas.errors import (
     JobFailed,
     MessageTooLarge,
     ModelNotFound,
+    ModelTooLarge,
     ModelUnloaded,
     Unavailable,
 )
@@ -239,6 +240,20 @@ async def test_no_live_worker_is_unavailable_when_required(redis_url: str) -> No
         with pytest.raises(Unavailable) as caught:
             await r.plane.infer(request(np.zeros((1, 4), np.float32)), Caller())
         assert caught.value.reason == "NO_LIVE_WORKER" and await queued(r) == 0
+
+
+async def test_a_version_no_live_worker_has_the_memory_for_is_refused(redis_url: str) -> None:
+    async with rig_of(redis_url, require_live_worker="on") as r:
+        large = model_version()
+        large.weights_bytes = 2 * 1024 * 1024
+        await r.registry.add_version(large)  # version 2, the latest
+        await r.workers.beat(WorkerHeartbeat(worker_id="w-small",
+                                             model_memory_budget_bytes=1024 * 1024),
+                             ttl_ms=10_000)
+        with pytest.raises(ModelTooLarge) as caught:
+            await r.plane.infer(request(np.zeros((1, 4), np.float32)), Caller())
+        assert caught.value.reason == "MODEL_TOO_LARGE" and await queued(r) == 0
+        assert "MAAS_WORKER_MODEL_MEMORY_MB=1" in caught.value.message
 
 
 async def test_a_model_is_ready_once_a_live_worker_has_it_loaded(rig: Rig) -> None:

@@ -12,16 +12,30 @@ import redis.asyncio as aioredis
 
 from gateway.plane.jobs import AsyncJobs
 from gateway.plane.models import ModelLifecycle
-from maas.errors import FailedPrecondition, IdempotencyKeyReused, InvalidArgument, JobNotFound
+from maas.errors import (
+    FailedPrecondition,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    JobNotFound,
+    ModelTooLarge,
+)
 from maas.v1 import inference_service_pb2 as pb
 from maas.v1 import model_service_pb2 as mpb
 from runtime.artifacts import ArtifactStore
-from runtime.queue.v1.queue_pb2 import InferOutput, JobError, JobResult, JobState, Tensor
+from runtime.queue.v1.queue_pb2 import (
+    InferOutput,
+    JobError,
+    JobResult,
+    JobState,
+    Tensor,
+    WorkerHeartbeat,
+)
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.job_view import JobReader, job_view, model_of_job_id
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
+from scheduler.workers import WorkerDirectory
 from tests.inprocess import mlp_weights
 
 pytestmark = pytest.mark.timeout(30)
@@ -66,6 +80,26 @@ async def test_a_submitted_job_is_queued_and_named_by_its_model(jobs: AsyncJobs)
     assert abs(job.create_time.ToMilliseconds() - time.time() * 1000) < 5000
     again = await jobs.get(job.job_id, tenant="")
     assert again.job_id == job.job_id and not again.request_id
+
+
+async def test_a_job_no_live_worker_has_the_memory_for_is_refused(
+        jobs: AsyncJobs, client: aioredis.Redis, queue: JobQueue) -> None:
+    """Live workers that serve the model, none with room for its weights: refused, not
+    queued; once one fits (or with MAAS_REQUIRE_LIVE_WORKER=off), queued."""
+    small = WorkerHeartbeat(worker_id="w-small", model_memory_budget_bytes=1024)
+    await WorkerDirectory(client).beat(small, ttl_ms=60_000)
+
+    def placed(require_live_worker: str = "on") -> AsyncJobs:  # a fresh directory cache
+        return AsyncJobs(Settings(require_live_worker=require_live_worker), queue,
+                         ModelRegistry(client), workers=WorkerDirectory(client))
+
+    with pytest.raises(ModelTooLarge) as refused:
+        await placed().submit(request(), tenant="")
+    assert "MAAS_WORKER_MODEL_MEMORY_MB" in refused.value.message
+    assert await client.xlen(keys.stream(MODEL)) == 0
+    assert (await placed("off").submit(request(), tenant="")).state == pb.InferenceJob.QUEUED
+    await WorkerDirectory(client).beat(WorkerHeartbeat(worker_id="w-large"), ttl_ms=60_000)
+    assert (await placed().submit(request(), tenant="")).state == pb.InferenceJob.QUEUED
 
 
 async def test_a_request_id_finds_the_same_job_or_refuses_another_body(jobs: AsyncJobs) -> None:
