@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
 import tritonclient.grpc as grpcclient
 
 import maas
@@ -30,11 +28,10 @@ from maas.cli.up import free_port
 from maas.client import job_outputs
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.inference_service_pb2 import InferenceJob
-from runtime.architectures import get_architecture
 from scheduler import keys
 from tests.conftest import Cluster, RedisServer, start_cluster, stop_cluster
 from tests.faults.ledger import check
-from tests.models import reference_model, run_reference
+from tests.models import reference_model, run_reference, run_registered
 from tests.redis_cluster import RedisClusterServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -127,14 +124,8 @@ def test_an_async_job_succeeds_with_its_result(client: maas.Client) -> None:
 
 def trained_reference(cluster: Cluster, client: maas.Client, x: np.ndarray) -> np.ndarray:
     """The registered weights of the trained model, run in-process."""
-    version = client.get_model(TRAINED).versions[0]
-    path = (cluster.local.data_dir / "artifacts" / "weights"
-            / f"{version.weights_sha256}.safetensors")
-    model = get_architecture("mlp").build(json.loads(version.config_json))
-    model.load_state_dict(safetensors.torch.load_file(path))
-    model.eval()
-    with torch.inference_mode():
-        return model(torch.from_numpy(x)).numpy()
+    return run_registered(client.get_model(TRAINED).versions[0],
+                          cluster.local.data_dir / "artifacts", "mlp", x)
 
 
 def test_a_trained_model_serves(cluster: Cluster, client: maas.Client,

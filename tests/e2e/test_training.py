@@ -19,8 +19,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
 import tritonclient.grpc as grpcclient
 
 import maas
@@ -29,9 +27,9 @@ from maas.training_client import TERMINAL, TrainingJobHandle
 from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
-from runtime.architectures import get_architecture
 from runtime.datasets import builtin_dataset, dataset_sha256, present, split
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.models import run_registered
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -173,11 +171,7 @@ def reference_outputs(cluster: Cluster, client: maas.Client, x: np.ndarray) -> n
     version = client.get_model("digits-cnn").versions[0]
     path = artifacts(cluster) / "weights" / f"{version.weights_sha256}.safetensors"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == version.weights_sha256
-    model = get_architecture("cnn").build(json.loads(version.config_json))
-    model.load_state_dict(safetensors.torch.load_file(path))
-    model.eval()
-    with torch.inference_mode():
-        return model(torch.from_numpy(x)).numpy()
+    return run_registered(version, artifacts(cluster), "cnn", x)
 
 
 def test_trained_version_serves_through_triton_and_sdk(cluster: Cluster, client: maas.Client,
