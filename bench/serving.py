@@ -22,12 +22,15 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
+import redis
 
 from bench.costs import Meter
 from bench.loadgen import Result, request_for, run_closed
 from bench.plots import plot_results
+from maas.cli.local_redis_cluster import start_redis_cluster
 from maas.cli.up import (
     LocalCluster,
     free_port,
@@ -38,7 +41,7 @@ from maas.cli.up import (
     wait_ready,
 )
 from maas.client import infer_outputs
-from tests.redis_cluster import RedisClusterServer, start_redis_cluster
+from scheduler.connection import cluster_nodes
 
 SERVER_CORE, CLIENT_CORE = 0, 1
 INPUTS = {"mlp": (1, 64), "cnn": (1, 1, 28, 28)}
@@ -128,20 +131,22 @@ def _names(kind: str, n: int) -> list[str]:
 def start_maas(cluster: LocalCluster, models: list[str], env: dict[str, str],
                appendfsync: str = "always", *, gateways: int = 1, workers: int = 1,
                cores: Collection[int] = (SERVER_CORE,),
-               redis_cluster: RedisClusterServer | None = None) -> tuple[str, Meter]:
+               redis_cluster: bool = False) -> tuple[str, Meter]:
     """Redis, the scheduler, `gateways` gateways (one port, as `maas up --gateways`) and
     `workers` workers, all pinned to `cores`, with the demo models; returns the gateways'
     address and a Meter of every process (named as `maas up` names them). With
-    `redis_cluster`, that Redis Cluster (its nodes pinned to `cores` too) instead of one
-    redis-server; its primaries' commands are counted."""
+    `redis_cluster`, a local Redis Cluster (`maas up --redis-cluster`: 3 primaries + 3
+    replicas, pinned to `cores` too) instead of one redis-server; its primaries' commands
+    are counted."""
     port = free_port()
     stats_urls: str | list[str]
-    if redis_cluster is None:
+    if redis_cluster:
+        redis_url = start_redis_cluster(cluster, argv_prefix=pinned([], cores),
+                                        appendfsync=appendfsync)
+        stats_urls = primary_urls(redis_url)
+    else:
         redis_url = stats_urls = start_redis(cluster, argv_prefix=pinned([], cores),
                                              appendfsync=appendfsync)
-    else:
-        redis_url = redis_cluster.url
-        stats_urls = [f"redis://127.0.0.1:{n.port}" for n in redis_cluster.primaries()]
     cluster.env.update(MAAS_REDIS_URL=redis_url, MAAS_DATA_DIR=str(cluster.data_dir),
                        MAAS_GATEWAY_PORT=str(port), MAAS_LOG_LEVEL="WARNING", **env)
     metrics_urls = []
@@ -160,11 +165,20 @@ def start_maas(cluster: LocalCluster, models: list[str], env: dict[str, str],
     register_demo_models(target)
     wait_models_ready(target, models, cluster)
     pids = {s.name: s.proc.pid for s in cluster.services if s.proc is not None}
-    for i, node in enumerate(redis_cluster.nodes if redis_cluster else [], 1):
-        if (os.cpu_count() or 1) > 1:
-            os.sched_setaffinity(node.proc.pid, set(cores))
-        pids[f"redis-{i}"] = node.proc.pid
     return target, Meter(pids, stats_urls, tuple(metrics_urls))
+
+
+def primary_urls(cluster_url: str) -> list[str]:
+    """redis:// URLs of the nodes of a Redis Cluster that are primaries now."""
+    nodes, options = cluster_nodes(cluster_url)
+    password = str(options.get("password", ""))
+    urls = [f"redis://:{quote(password, safe='')}@{host}:{port}" for host, port in nodes]
+    primaries = []
+    for url in urls:
+        with redis.Redis.from_url(url) as node:
+            if node.info("replication")["role"] == "master":
+                primaries.append(url)
+    return primaries
 
 
 def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
@@ -173,9 +187,9 @@ def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
                redis_cluster: bool = False, label: str = "maas") -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster(dict(os.environ), Path(tmp))
-        nodes = start_redis_cluster(Path(tmp) / "redis-cluster") if redis_cluster else None
         try:
-            target, meter = start_maas(cluster, models, env, appendfsync, redis_cluster=nodes)
+            target, meter = start_maas(cluster, models, env, appendfsync,
+                                       redis_cluster=redis_cluster)
             try:
                 return asyncio.run(_sweep(target, label, models, concurrencies, duration_s,
                                           True, meter, floor_cpu_us))
@@ -183,8 +197,6 @@ def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
                 meter.close()
         finally:
             cluster.stop()
-            if nodes is not None:
-                nodes.stop()
 
 
 def ratios(results: list[Result]) -> dict[str, float]:

@@ -54,7 +54,7 @@ from runtime.artifacts import artifact_store
 from runtime.cancel import cancel_and_wait
 from runtime.settings import Settings
 from scheduler.auth import KeyStore, RateLimiter
-from scheduler.connection import check_server, connect
+from scheduler.connection import check_server, connect, primaries_short_of_replicas
 from scheduler.datasets import DatasetStore
 from scheduler.generation import GenerationEvents
 from scheduler.queue import JobQueue, tenant_policy
@@ -127,6 +127,11 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     """Runs a gateway until the context exits; yields it once it is listening."""
     redis = connect(settings.redis_url)
     await check_server(redis)
+    if settings.redis_wait_replicas and (short := await primaries_short_of_replicas(
+            redis, settings.redis_wait_replicas)):
+        log.warning("MAAS_REDIS_WAIT_REPLICAS=%d, but %s has fewer connected replicas: its "
+                    "submits are refused (UNAVAILABLE) until enough replicas connect",
+                    settings.redis_wait_replicas, ", ".join(short) or "the Redis")
     gateway_id = uuid.uuid4().hex[:12]
     queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
                      max_depth=settings.max_queue_depth, tenants=tenant_policy(settings),

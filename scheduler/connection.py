@@ -195,6 +195,18 @@ async def _check_kind(client: aioredis.Redis) -> None:
                 "which refuses the other nodes' keys)")
 
 
+async def primaries_short_of_replicas(client: aioredis.Redis, wanted: int) -> list[str]:
+    """The primaries (host:port; "" for one Redis) with fewer than `wanted` connected
+    replicas: with MAAS_REDIS_WAIT_REPLICAS=wanted, every submit to them is refused."""
+    if is_cluster(client):
+        found = cast("dict[str, dict[str, Any]]", await cast("RedisCluster", client).info(
+            "replication", target_nodes=RedisCluster.PRIMARIES))
+    else:
+        found = {"": await client.info("replication")}
+    return [node for node, info in found.items()
+            if int(info.get("connected_slaves", 0)) < wanted]
+
+
 class EvictingRedis(RefusedToStart):
     """The Redis server may evict keys: accepted jobs could vanish. maas refuses to run."""
 

@@ -40,8 +40,8 @@ class SlotReads:
                 found += task.result()
             else:
                 failure = failure or task.exception()
-        if failure is not None and not found:  # what was read is returned, the error next
-            raise failure
+        if failure is not None and not found:  # with something read, the error is dropped:
+            raise failure                      # the next read meets it again if it lasts
         return found
 
     async def stop(self) -> None:

@@ -8,9 +8,7 @@ who is primary of a key's slot.
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,6 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 from redis.cluster import RedisCluster
+
+from maas.cli.local_redis_cluster import cluster_port
 
 
 @dataclass
@@ -91,11 +91,18 @@ class RedisClusterServer:
             c.flushall(target_nodes=RedisCluster.PRIMARIES)
 
     def stop(self) -> None:
+        """SIGTERM to every node (each fsyncs its AOF and exits); SIGKILL to any still up
+        after 10 s (a loaded machine), so no node outlives the tests."""
         for node in self.nodes:
             if node.proc.poll() is None:
                 node.proc.terminate()
+        deadline = time.monotonic() + 10
         for node in self.nodes:
-            node.proc.wait(10)
+            try:
+                node.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(10)
 
 
 def sync_client(url: str) -> redis.Redis:
@@ -116,7 +123,7 @@ def start_redis_cluster(directory: Path, *, primaries: int = 3, replicas: int = 
     directory.mkdir(parents=True, exist_ok=True)
     nodes: list[ClusterNodeProc] = []
     for _ in range(primaries * (1 + replicas)):
-        port = _cluster_port()
+        port = cluster_port()
         (directory / str(port)).mkdir()
         nodes.append(ClusterNodeProc(port, _spawn(binary, port, directory / str(port),
                                                   appendonly)))
@@ -143,20 +150,6 @@ def _spawn(binary: str, port: int, node_dir: Path, appendonly: bool) -> subproce
          "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
          "--cluster-node-timeout", "1000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster-bus port (+10000) is free too; Redis wants it <= 55535."""
-    for _ in range(200):
-        port = random.randint(20000, 45000)
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    pytest.fail("no free port pair for a Redis Cluster node")
 
 
 def _wait_ping(node: ClusterNodeProc) -> None:

@@ -70,11 +70,11 @@ class LocalCluster:
                 self.start(s)
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM every service (redis last), wait for the grace, then SIGKILL."""
+        """SIGTERM every service (Redis last: "redis", or a local cluster's "redis-N"), wait
+        for the grace, then SIGKILL."""
         self.stopping = True
-        ordered = sorted(self.services, key=lambda s: s.name == "redis")
-        for group in ([s for s in ordered if s.name != "redis"],
-                      [s for s in ordered if s.name == "redis"]):
+        for group in ([s for s in self.services if not _is_redis(s.name)],
+                      [s for s in self.services if _is_redis(s.name)]):
             for s in group:
                 if s.proc and s.proc.poll() is None:
                     s.proc.send_signal(signal.SIGTERM)
@@ -89,6 +89,10 @@ class LocalCluster:
                     s.proc.wait()
                 if s.printer is not None:
                     s.printer.join(5)
+
+
+def _is_redis(name: str) -> bool:
+    return name == "redis" or name.startswith("redis-")
 
 
 def _prefix(name: str, proc: subprocess.Popen[bytes]) -> None:

@@ -46,18 +46,18 @@ def masked_url(url: str) -> str:
     return f"{scheme}://{user + colon if colon else ''}****@{host}"
 
 
-def _redis_config(redis_dir: Path, password: str) -> Path:
-    """A config file (mode 0600) with `requirepass`: on the command line the password would
-    show in every user's `ps`."""
+def redis_config(redis_dir: Path, password: str, extra: str = "") -> Path:
+    """A config file (mode 0600) with `requirepass` (and `extra` lines): on the command line
+    the password would show in every user's `ps`."""
     path = redis_dir / "maas-redis.conf"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f'requirepass "{password}"\n')
+        f.write(f'requirepass "{password}"\n{extra}')
     path.chmod(0o600)
     return path
 
 
-def _answers_ping(port: int, password: str) -> bool:
+def answers_ping(port: int, password: str) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
         s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
         reply = b""
@@ -82,14 +82,14 @@ def start_redis(cluster: LocalCluster, argv_prefix: list[str] | None = None,
     redis_dir = cluster.data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     password = redis_password(cluster.data_dir)
-    config = _redis_config(redis_dir, password)  # a config file comes first on the line
+    config = redis_config(redis_dir, password)  # a config file comes first on the line
     cluster.add("redis", [*(argv_prefix or []), binary, str(config), "--port", str(port),
                           "--bind", "127.0.0.1", "--dir", str(redis_dir), "--appendonly", "yes",
                           "--appendfsync", appendfsync, "--maxmemory-policy", "noeviction",
                           "--save", "", "--protected-mode", "yes"])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if _answers_ping(port, password):
+        if answers_ping(port, password):
             return f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0"
         time.sleep(0.1)
     raise SystemExit("maas up: redis-server did not start; see its log above")

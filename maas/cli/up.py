@@ -28,6 +28,7 @@ from maas.cli.demo import start_demo
 from maas.cli.local_redis import REDIS_PASSWORD_FILE as REDIS_PASSWORD_FILE
 from maas.cli.local_redis import masked_url as masked_url
 from maas.cli.local_redis import start_redis as start_redis
+from maas.cli.local_redis_cluster import start_redis_cluster
 from maas.cli.ports import free_port as free_port
 from maas.cli.ports import own_ports, port_env
 from maas.cli.readiness import wait_listening as wait_listening
@@ -111,6 +112,9 @@ def is_port_free(host: str, port: int) -> bool:
 
 
 def check_counts(args: argparse.Namespace) -> None:
+    if args.redis_cluster and args.redis_url:
+        raise SystemExit("maas up: --redis-cluster starts a Redis; --redis-url names one: "
+                         "give one of them")
     if args.gateways < 1 or args.workers < 1:
         raise SystemExit("maas up: --gateways and --workers must be at least 1")
     if args.gateways > 1 and args.port == 0:
@@ -126,7 +130,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        redis_url = args.redis_url or start_redis(cluster)
+        if args.redis_url:
+            redis_url = args.redis_url
+        elif args.redis_cluster:
+            redis_url = start_redis_cluster(cluster)
+        else:
+            redis_url = start_redis(cluster)
         where = "" if args.redis_url else f" (password in {args.data_dir / REDIS_PASSWORD_FILE})"
         print(f"[maas] redis {masked_url(redis_url)}{where}", flush=True)
         cluster.env = service_env(args, redis_url)
@@ -178,6 +187,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     up.add_argument("--redis-url", default=None,
                     help="use this Redis instead of starting a redis-server: redis://... or "
                          "a Redis Cluster, redis+cluster://host:port[,host:port...]")
+    up.add_argument("--redis-cluster", action="store_true",
+                    help="start a local Redis Cluster (3 primaries + 3 replicas) instead of "
+                         "one redis-server")
     up.add_argument("--data-dir", default="maas-data", help="artifacts and Redis AOF live here")
     up.add_argument("--auth", action="store_true",
                     help="require API keys (MAAS_AUTH=on); the admin key goes to "

@@ -165,3 +165,38 @@ def test_maas_up_runs_several_gateways_on_one_port(tmp_path: Path) -> None:
         out.join()
     assert proc.returncode == 0
     assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
+
+
+def test_maas_up_on_a_local_redis_cluster_serves_and_keeps_its_data(tmp_path: Path) -> None:
+    """`maas up --redis-cluster`: six redis-server nodes (3 primaries + 3 replicas) under the
+    supervisor, maas on them through a redis+cluster:// URL; a second start on the same data
+    dir finds the same cluster and its models."""
+    port = free_port()
+    argv = [*MAAS, "up", "--port", str(port), "--workers", "1", "--no-demo",
+            "--redis-cluster", "--data-dir", str(tmp_path / "data")]
+    for start in range(2):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        out = Output(proc)
+        try:
+            url = out.wait_for("[maas] redis ", 60)
+            assert "redis+cluster://:****@127.0.0.1:" in url and url.count(",") == 5
+            out.wait_for("maas ready:", 120)
+            kids = children_of(proc.pid)
+            assert len(kids) == 10  # six Redis nodes, scheduler, gateway, a worker, console
+            if start == 1:
+                assert out.lines.count("[maas] registered demo model cnn v1\n") == 0
+            models = {m["name"] for m in cli(f"127.0.0.1:{port}", "models", "list")["models"]}
+            assert {"cnn", "mlp"} <= models
+            request = v2.ModelInferRequest(model_name="cnn")
+            request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+            request.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+            assert list(reply.outputs[0].shape) == [1, 10]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            out.join()
+        assert proc.returncode == 0
+        assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
