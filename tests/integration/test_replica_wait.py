@@ -17,7 +17,7 @@ import redis
 from maas.errors import QueueUnreachable
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind
 from scheduler import keys
-from scheduler.connection import connect
+from scheduler.connection import connect, primaries_short_of_replicas
 from scheduler.queue import JobQueue, SubmitStatus, new_job_id
 from tests.conftest import RedisServer, start_redis_server
 from tests.redis_cluster import ClusterNodeProc, RedisClusterServer
@@ -143,3 +143,19 @@ def _replica_of(server: RedisClusterServer, key: str) -> redis.Redis:
     replica.execute_command("READONLY")
     return replica
 
+
+
+async def test_primaries_short_of_replicas_are_named(
+        redis_url: str, redis_cluster: RedisClusterServer) -> None:
+    """What the gateway warns about at start when MAAS_REDIS_WAIT_REPLICAS asks for more
+    replicas than a primary has (every submit to it would be refused)."""
+    plain, cluster = connect(redis_url), connect(redis_cluster.url)
+    try:
+        assert await primaries_short_of_replicas(plain, 1) == [""]
+        assert await primaries_short_of_replicas(plain, 0) == []
+        assert await primaries_short_of_replicas(cluster, 1) == []
+        short = await primaries_short_of_replicas(cluster, 2)
+        assert sorted(short) == sorted(f"127.0.0.1:{n.port}" for n in redis_cluster.primaries())
+    finally:
+        await plain.aclose()
+        await cluster.aclose()
