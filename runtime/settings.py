@@ -40,6 +40,10 @@ _MINIMUM: dict[str, float] = {
 }
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(sorted({p.strip() for p in value.split(",") if p.strip()}))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of every maas process. Field `x_y` is read from `MAAS_X_Y`."""
@@ -141,9 +145,14 @@ class Settings:
     # (and reloaded on demand) beyond it. 0 = unlimited.
     worker_model_memory_mb: int = 0
     # Models this worker serves, comma-separated model ids (`<tenant>/<name>`) or names (a
-    # name pins the shared model and every tenant's of that name); empty = every model.
+    # name pins the shared model and every tenant's of that name); empty = every model; all
+    # prefixed with `!` = every model but those (a general fleet beside per-model pools).
     # Only the workers that serve a model read its jobs.
     worker_models: str = ""
+    # Models that have a worker pool of their own (names or ids, comma-separated), scaled on
+    # their own queue (`maas_queue_depth{model=...}`): the scheduler leaves their jobs out of
+    # `maas_workers_wanted`, the general fleet's signal. Empty = every model counts.
+    pooled_models: str = ""
     # torch intra-op threads per worker; 0 = one per core the worker may use.
     torch_threads: int = 1
     # Uploaded archives (code) run in sandboxed runner processes: the longest one forward
@@ -192,6 +201,11 @@ class Settings:
             raise ValueError(f"MAAS_ARTIFACT_URL={self.artifact_url!r}: must be empty (the "
                              "local directory) or s3://bucket[/prefix]")
         self.tenant_weight_map  # noqa: B018 -- parses, raises ValueError when malformed
+        pins = self.worker_model_pins
+        if len({p.startswith("!") for p in pins}) > 1 or "!" in pins:
+            raise ValueError(f"MAAS_WORKER_MODELS={self.worker_models!r}: list the models to "
+                             "serve (cnn,mlp) or, each with a `!`, the models not to serve "
+                             "(!cnn,!mlp), not both")
         if self.require_live_worker not in AUTH_MODES:
             raise ValueError(f"MAAS_REQUIRE_LIVE_WORKER={self.require_live_worker!r}: must be "
                              "on or off")
@@ -233,8 +247,13 @@ class Settings:
 
     @property
     def worker_model_pins(self) -> tuple[str, ...]:
-        """MAAS_WORKER_MODELS as a tuple; empty: every model."""
-        return tuple(sorted({p.strip() for p in self.worker_models.split(",") if p.strip()}))
+        """MAAS_WORKER_MODELS as a tuple; empty: every model (scheduler.workers.serves)."""
+        return _names(self.worker_models)
+
+    @property
+    def pooled_model_names(self) -> tuple[str, ...]:
+        """MAAS_POOLED_MODELS as a tuple."""
+        return _names(self.pooled_models)
 
     @property
     def is_auth_on(self) -> bool:

@@ -54,7 +54,7 @@ class Daemon:
                   for m in await self._registry.model_names()]
         queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms,
                        int(self.settings.result_ttl_s * 1000)))
-        gauges = QueueGauges(self.settings.max_batch_size)
+        gauges = QueueGauges(self.settings.max_batch_size, self.settings.pooled_model_names)
         for model, lease_ms, ttl_ms in queues:
             stats = await stream_stats(self._redis, model)
             if not stats.has_groups:  # a new model (or a Redis that lost its data)

@@ -12,6 +12,7 @@ cluster costs Redis one pipeline per model and pass.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ import redis.asyncio as aioredis
 from runtime import metrics
 from scheduler import keys
 from scheduler.queue import ReapCounts
+from scheduler.workers import names
 
 
 @dataclass(frozen=True)
@@ -106,23 +108,25 @@ class QueueGauges:
     largest, so no tenant's queue overwrites another's. And the one aggregate autoscalers
     read: the workers wanted (maas_workers_wanted)."""
 
-    def __init__(self, max_batch_size: int = 32) -> None:
+    def __init__(self, max_batch_size: int = 32, pooled: Sequence[str] = ()) -> None:
+        self._pooled = pooled  # MAAS_POOLED_MODELS: scaled by their own pools
         self._depth: dict[str, int] = {}
         self._oldest_age_s: dict[str, float] = {}
         self._batch = max(max_batch_size, 1)
         self._inference_jobs = 0
         self.training_workers = 0  # set by the pass: training_replicas()
 
-    def add(self, label: str, stats: StreamStats, is_training: bool = False) -> None:
+    def add(self, model: str, label: str, stats: StreamStats) -> None:
         self._depth[label] = self._depth.get(label, 0) + stats.depth
         self._oldest_age_s[label] = max(self._oldest_age_s.get(label, 0.0), stats.oldest_age_s)
-        if not is_training:
+        if model != keys.TRAINING_QUEUE and not names(self._pooled, model):
             self._inference_jobs += stats.depth
 
     @property
     def workers_wanted(self) -> int:
         """Every worker serves every model unless pinned, so inference asks for one worker
-        per full batch over all models (at least one while any job waits)."""
+        per full batch over all models but the pooled ones (at least one while any job
+        waits)."""
         return -(-self._inference_jobs // self._batch) + self.training_workers
 
     def export(self) -> None:
@@ -140,7 +144,7 @@ def observe_stream(model: str, reaped: ReapCounts, stats: StreamStats,
     metrics.LEASES_RECLAIMED.labels(label).inc(moved)
     metrics.DEAD_LETTERS.labels(label).inc(reaped.dead)
     metrics.JOBS_EXPIRED.labels(label).inc(reaped.expired)
-    gauges.add(label, stats, is_training=model == keys.TRAINING_QUEUE)
+    gauges.add(model, label, stats)
     if model == keys.TRAINING_QUEUE:
         metrics.TRAINING_JOBS.labels("queued").set(stats.queued)
         metrics.TRAINING_JOBS.labels("running").set(stats.leased)

@@ -28,8 +28,17 @@ FORGET_MS = 60_000  # how long a lapsed worker stays in the index
 def serves(pins: Sequence[str], model: str) -> bool:
     """Whether a worker pinned to `pins` (MAAS_WORKER_MODELS; empty: every model) serves the
     model with this id: a pin is an id (`<tenant>/<name>`), or a name, which takes the shared
-    model and every tenant's model of that name."""
-    return not pins or model in pins or keys.split_model_id(model)[1] in pins
+    model and every tenant's model of that name. Pins that all start with `!` name the
+    models it does not serve (every other model it does)."""
+    excluded = [p[1:] for p in pins if p.startswith("!")]
+    if excluded:
+        return not names(excluded, model)
+    return not pins or names(pins, model)
+
+
+def names(listed: Sequence[str], model: str) -> bool:
+    """Whether `listed` (model ids or names) names the model with this id."""
+    return model in listed or keys.split_model_id(model)[1] in listed
 
 
 def cached_bytes(version: ModelVersion) -> int:

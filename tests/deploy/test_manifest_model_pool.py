@@ -149,3 +149,19 @@ def test_pool_pods_run_like_the_generic_workers(rendered: Rendered) -> None:
         if is_cuda:
             assert pod.get("tolerations") == generic["spec"]["tolerations"], where
             assert pod.get("nodeSelector"), where
+
+
+def test_the_general_fleet_leaves_pooled_models_to_their_pools(rendered: Rendered) -> None:
+    """With pools, the generic workers serve every model but the pooled ones and the
+    scheduler leaves the pooled models' jobs out of maas_workers_wanted (the generic fleet's
+    signal): a cnn backlog grows the cnn pool alone, and each fleet counts only its jobs."""
+    pooled = {name for pool in rendered.model_pools()
+              for name in rendered.settings_of(pool).worker_model_pins}
+    generic = rendered.settings("worker").worker_model_pins
+    scheduler = set(rendered.settings("scheduler").pooled_model_names)
+    if not pooled:
+        assert generic == () and scheduler == set(), rendered.overlay
+        return
+    assert {p.removeprefix("!") for p in generic} == pooled, rendered.overlay
+    assert all(p.startswith("!") for p in generic), rendered.overlay
+    assert scheduler == pooled, rendered.overlay

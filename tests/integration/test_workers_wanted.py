@@ -88,3 +88,26 @@ async def test_a_running_gang_still_counts(client: aioredis.Redis, daemon: Daemo
     assert delivery.job_id
     await daemon.reap_once()
     assert wanted() == 2  # leased by rank 0: the gang needs both workers until it ends
+
+
+async def test_pooled_models_are_left_to_their_pools(client: aioredis.Redis,
+                                                     redis_url: str, tmp_path: Path) -> None:
+    """MAAS_POOLED_MODELS: a model with a worker pool of its own scales that pool on its own
+    queue depth; its jobs do not ask the general fleet for workers."""
+    pooled = Daemon(Settings(redis_url=redis_url, data_dir=tmp_path / "data",
+                             max_batch_size=BATCH, pooled_models="cnn"))
+    try:
+        queue = JobQueue(client, result_ttl_ms=60_000)
+        await client.sadd(keys.models(), "cnn", "acme/cnn", "mlp")
+        for model in ("cnn", "acme/cnn", "mlp"):
+            await queue.ensure_group(model)
+        await submit(queue, "cnn", 20)
+        await submit(queue, "acme/cnn", 5)  # a name: every tenant's cnn has the pool
+        await pooled.reap_once()
+        assert wanted() == 0
+        assert REGISTRY.get_sample_value("maas_queue_depth", {"model": "cnn"}) == 20
+        await submit(queue, "mlp", 1)
+        await pooled.reap_once()
+        assert wanted() == 1
+    finally:
+        await pooled.queue.client.aclose()

@@ -1,4 +1,5 @@
-"""MAAS_WORKER_MODELS: parsing, and which model ids a pin list serves."""
+"""MAAS_WORKER_MODELS: parsing, and which model ids a pin list serves (or, with `!`, does
+not serve)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ def test_the_setting_is_a_sorted_set_of_pins() -> None:
     (("acme/mlp",), "mlp", False),  # an id: that model only
     (("acme/mlp",), "beta/mlp", False),
     (("cnn",), "mlp", False),
+    (("!cnn",), "cnn", False),  # every model but cnn: a general fleet beside a cnn pool
+    (("!cnn",), "acme/cnn", False),
+    (("!cnn",), "mlp", True),
+    (("!acme/cnn",), "cnn", True),
+    (("!acme/cnn", "!mlp"), "beta/digits", True),
+    (("!acme/cnn", "!mlp"), "acme/mlp", False),
 ])
 def test_a_pin_is_an_id_or_a_name(pins: tuple[str, ...], model: str, expected: bool) -> None:
     assert serves(pins, model) is expected
+
+
+@pytest.mark.parametrize("value", ["cnn,!mlp", "!", "!,cnn"])
+def test_pins_and_exclusions_do_not_mix(value: str) -> None:
+    with pytest.raises(ValueError, match="MAAS_WORKER_MODELS"):
+        Settings.from_env({"MAAS_WORKER_MODELS": value})
