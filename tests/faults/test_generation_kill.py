@@ -18,6 +18,7 @@ import maas
 from runtime.gpt_nn import GPT
 from runtime.queue.v1.queue_pb2 import GenerateTask
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.redis_cluster import RedisClusterServer
 from worker.generation import GenerationEngine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -42,8 +43,9 @@ def uninterrupted() -> list[int]:
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path, workers=2)
+def two_workers(tmp_path: Path, queue_redis: dict[str, RedisClusterServer],
+                ) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path, workers=2, **queue_redis)
     yield cluster
     stop_cluster(cluster)
 

@@ -19,15 +19,17 @@ from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.faults.poison_entry import POISON
 from tests.inprocess import mlp_weights
+from tests.redis_cluster import RedisClusterServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
-def poison_cluster(tmp_path: Path) -> Iterator[Cluster]:
+def poison_cluster(tmp_path: Path, queue_redis: dict[str, RedisClusterServer],
+                   ) -> Iterator[Cluster]:
     cluster = start_cluster(tmp_path, workers=2, launcher="tests.faults.poison_entry",
                             max_attempts="3", retry_backoff_ms="100",
-                            require_live_worker="off")
+                            require_live_worker="off", **queue_redis)
     with maas.Client(cluster.target) as client:
         client.register_model("poison", "poison", mlp_weights())
     yield cluster
