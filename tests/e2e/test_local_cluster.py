@@ -69,6 +69,25 @@ class Output:
         raise AssertionError(f"{text!r} not seen; output:\n{''.join(self.lines[-40:])}")
 
 
+def zeros_for_cnn() -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="cnn")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
+    request.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
+    return request
+
+
+def stop_cleanly(proc: subprocess.Popen[str], out: Output) -> None:
+    """SIGTERM to `maas up`: it must stop every process it started and exit 0."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    out.join()
+
+
+def assert_stopped_cleanly(proc: subprocess.Popen[str], kids: list[int]) -> None:
+    assert proc.returncode == 0
+    assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
+
+
 def cli(target: str, *args: str) -> dict:
     done = subprocess.run([*MAAS, *args, "--target", target, "--json"], capture_output=True,
                           text=True, timeout=60, check=True)
@@ -107,11 +126,8 @@ def test_maas_up_serves_restarts_and_stops_cleanly(tmp_path: Path) -> None:
         assert cli(target, "infer", "mlp")["outputs"]["output"]["shape"] == [1, 10]
         kids = children_of(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        out.join()
-    assert proc.returncode == 0
-    assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
+        stop_cleanly(proc, out)
+    assert_stopped_cleanly(proc, kids)
 
 
 def served_by(metrics_port: int) -> float:
@@ -148,9 +164,7 @@ def test_maas_up_runs_several_gateways_on_one_port(tmp_path: Path) -> None:
         assert f"gateway-1 {base + 1}, gateway-2 {base + 2}, worker-1 {base + 3}" in ports
         kids = children_of(proc.pid)
         assert len(kids) == 6  # redis, scheduler, two gateways, a worker, the console
-        request = v2.ModelInferRequest(model_name="cnn")
-        request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
-        request.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
+        request = zeros_for_cnn()
         for _ in range(24):  # a connection each: the kernel spreads them over the gateways
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 reply = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
@@ -160,11 +174,8 @@ def test_maas_up_runs_several_gateways_on_one_port(tmp_path: Path) -> None:
         # Each gateway has its own reply stream, and both were written to.
         assert len(reply_streams(out, tmp_path / "data")) == 2
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        out.join()
-    assert proc.returncode == 0
-    assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
+        stop_cleanly(proc, out)
+    assert_stopped_cleanly(proc, kids)
 
 
 def test_maas_up_on_a_local_redis_cluster_serves_and_keeps_its_data(tmp_path: Path) -> None:
@@ -188,15 +199,9 @@ def test_maas_up_on_a_local_redis_cluster_serves_and_keeps_its_data(tmp_path: Pa
                 assert out.lines.count("[maas] registered demo model cnn v1\n") == 0
             models = {m["name"] for m in cli(f"127.0.0.1:{port}", "models", "list")["models"]}
             assert {"cnn", "mlp"} <= models
-            request = v2.ModelInferRequest(model_name="cnn")
-            request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 28, 28])
-            request.raw_input_contents.append(np.zeros((1, 1, 28, 28), np.float32).tobytes())
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                reply = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+                reply = GRPCInferenceServiceStub(channel).ModelInfer(zeros_for_cnn(), timeout=30)
             assert list(reply.outputs[0].shape) == [1, 10]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-            out.join()
-        assert proc.returncode == 0
-        assert all(not Path(f"/proc/{p}").exists() for p in kids), "orphan processes left"
+            stop_cleanly(proc, out)
+        assert_stopped_cleanly(proc, kids)
