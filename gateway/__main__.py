@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import logging
 
 from gateway.server import serve
@@ -25,7 +27,20 @@ async def main_async(settings: Settings) -> None:
         await gateway.drain(settings.shutdown_grace_s)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_buffers() -> None:
+    """Every allocation of 1 MiB or more is its own mapping, returned to the system when
+    freed. glibc otherwise raises its mmap threshold after large frees (up to 32 MiB), and
+    the 8 MiB parts of a model upload, handled in several executor threads, then stay in
+    those threads' heaps: the gateway's memory would grow with uploads it no longer holds."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
 def main() -> None:
+    map_large_buffers()
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--port", type=int, help="listen port (MAAS_GATEWAY_PORT)")
     parser.add_argument("--host", help="listen address (MAAS_GATEWAY_HOST)")
