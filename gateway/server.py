@@ -60,6 +60,7 @@ from scheduler.generation import GenerationEvents
 from scheduler.queue import JobQueue, tenant_policy
 from scheduler.registry import ModelRegistry
 from scheduler.replies import ReplyStream
+from scheduler.shards import Shards
 from scheduler.training import TrainingStore
 from scheduler.workers import WorkerDirectory
 
@@ -136,7 +137,8 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
     queue = JobQueue(redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
                      max_depth=settings.max_queue_depth, tenants=tenant_policy(settings),
                      wait_replicas=settings.redis_wait_replicas,
-                     wait_timeout_ms=settings.redis_wait_timeout_ms)
+                     wait_timeout_ms=settings.redis_wait_timeout_ms,
+                     shards=Shards(settings.model_shard_counts))
     registry = ModelRegistry(redis)
     replies = ReplyDispatcher(lambda model: ReplyStream(redis, gateway_id, model))
     submitter = SubmitCoalescer(queue)

@@ -17,6 +17,9 @@ from pathlib import Path
 MIB = 1024 * 1024
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("off", "on")
+MAX_MODEL_SHARDS = 64  # scheduler.keys.MAX_SHARDS
+# A model id (`<tenant>/<name>`) or name, as scheduler/model_names.py checks them.
+_MODEL_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # Numeric settings that may be 0; the other integers must be >= 1 and floats > 0.
 _MINIMUM: dict[str, float] = {
@@ -153,6 +156,11 @@ class Settings:
     # their own queue (`maas_queue_depth{model=...}`): the scheduler leaves their jobs out of
     # `maas_workers_wanted`, the general fleet's signal. Empty = every model counts.
     pooled_models: str = ""
+    # Hot models whose inference queue is split over several queues in different hash slots
+    # (so over several primaries of a Redis Cluster): `MODEL=N` pairs, comma-separated, a
+    # MODEL being an id or a name (a name: the shared model and every tenant's of that
+    # name), N in 1..64. Every gateway, worker and scheduler must be given the same value.
+    model_shards: str = ""
     # torch intra-op threads per worker; 0 = one per core the worker may use.
     torch_threads: int = 1
     # Uploaded archives (code) run in sandboxed runner processes: the longest one forward
@@ -201,6 +209,7 @@ class Settings:
             raise ValueError(f"MAAS_ARTIFACT_URL={self.artifact_url!r}: must be empty (the "
                              "local directory) or s3://bucket[/prefix]")
         self.tenant_weight_map  # noqa: B018 -- parses, raises ValueError when malformed
+        self.model_shard_counts  # noqa: B018 -- likewise
         pins = self.worker_model_pins
         if len({p.startswith("!") for p in pins}) > 1 or "!" in pins:
             raise ValueError(f"MAAS_WORKER_MODELS={self.worker_models!r}: list the models to "
@@ -244,6 +253,20 @@ class Settings:
                                  "weight > 0 (e.g. acme=3,beta=0.5)")
             weights[tenant.strip()] = weight
         return weights
+
+    @property
+    def model_shard_counts(self) -> dict[str, int]:
+        """MAAS_MODEL_SHARDS as {model id or name: shards}."""
+        counts: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in self.model_shards.split(","))):
+            model, sep, raw = (part.strip() for part in item.partition("="))
+            count = int(raw) if sep and raw.isascii() and raw.isdigit() else 0
+            if not (model and _MODEL_ID.fullmatch(model) and 1 <= count <= MAX_MODEL_SHARDS):
+                raise ValueError(f"MAAS_MODEL_SHARDS: {item!r} is not model=N with a model id "
+                                 f"or name and 1 <= N <= {MAX_MODEL_SHARDS} "
+                                 "(e.g. cnn=4,acme/big=2)")
+            counts[model] = count
+        return counts
 
     @property
     def worker_model_pins(self) -> tuple[str, ...]:

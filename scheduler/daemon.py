@@ -24,6 +24,7 @@ from scheduler.artifact_gc import SWEEP_PERIOD_S, ArtifactCollector
 from scheduler.connection import TRANSIENT_ERRORS, check_server, connect
 from scheduler.queue import JobQueue, ReapCounts, retry_policy
 from scheduler.registry import ModelRegistry
+from scheduler.shards import Shards
 from scheduler.stats import QueueGauges, observe_stream, stream_stats, training_replicas
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ class Daemon:
         self._redis = connect(settings.redis_url, max_connections=4)
         self.queue = JobQueue(self._redis,
                               result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
-                              retry=retry_policy(settings))
+                              retry=retry_policy(settings),
+                              shards=Shards(settings.model_shard_counts))
         self._registry = ModelRegistry(self._redis)
         self.collector = ArtifactCollector(self._redis, artifact_store(settings))
         self._swept_at = float("-inf")  # monotonic s of the last sweep
@@ -47,29 +49,30 @@ class Daemon:
         self._stopping.set()
 
     async def reap_once(self) -> int:
-        """One pass over every model; returns how many entries it reclaimed."""
+        """One pass over every model's queues (a sharded model has several:
+        scheduler/shards.py); returns how many entries it reclaimed."""
         total = 0
         infer_ttl_ms = int(self.settings.infer_result_ttl_s * 1000)
-        queues = [(m, self.settings.infer_lease_ms, infer_ttl_ms)
-                  for m in await self._registry.model_names()]
+        queues = [(q, self.settings.infer_lease_ms, infer_ttl_ms)
+                  for q in self.queue.shards.expand(await self._registry.model_names())]
         queues.append((keys.TRAINING_QUEUE, self.settings.train_lease_ms,
                        int(self.settings.result_ttl_s * 1000)))
         gauges = QueueGauges(self.settings.max_batch_size, self.settings.pooled_model_names)
-        for model, lease_ms, ttl_ms in queues:
-            stats = await stream_stats(self._redis, model)
+        for queue, lease_ms, ttl_ms in queues:
+            stats = await stream_stats(self._redis, queue)
             if not stats.has_groups:  # a new model (or a Redis that lost its data)
-                await self.queue.ensure_group(model)
+                await self.queue.ensure_group(queue)
             counts = NOTHING_REAPED
             if stats.leased_all_levels:
-                counts = await self.queue.reap(model, lease_ms, result_ttl_ms=ttl_ms)
-            promoted = await self.queue.promote(model) if stats.delayed else 0
+                counts = await self.queue.reap(queue, lease_ms, result_ttl_ms=ttl_ms)
+            promoted = await self.queue.promote(queue) if stats.delayed else 0
             moved = counts.requeued + counts.expired + counts.dead + counts.dropped
             if moved or promoted:  # the gauges show the streams after this pass
-                stats = await stream_stats(self._redis, model)
-            observe_stream(model, counts, stats, gauges)
+                stats = await stream_stats(self._redis, queue)
+            observe_stream(keys.model_of_queue(queue), counts, stats, gauges)
             if moved:
                 log.info("reaped %s: requeued %d, expired %d, dead-lettered %d, dropped %d",
-                         model, counts.requeued, counts.expired, counts.dead, counts.dropped)
+                         queue, counts.requeued, counts.expired, counts.dead, counts.dropped)
             total += moved
         gauges.training_workers = await training_replicas(self._redis)
         gauges.export()

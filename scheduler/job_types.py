@@ -71,17 +71,26 @@ class Delivery:
     # A lean job's reply stream (its entry carries its envelope; no job hash: see SUBMIT_LEAN);
     # "" for a job with a hash.
     reply_to: str = ""
+    # The queue it came from: `<model>#<n>` for a shard of a sharded model (scheduler/shards.py);
+    # "" = the model's own queue.
+    queue: str = ""
+
+    @property
+    def queue_name(self) -> str:
+        """The queue whose keys hold this job (the model's own, or one of its shards)."""
+        return self.queue or self.model
 
     @property
     def stream(self) -> str:
-        return keys.stream(self.model, self.level)
+        return keys.stream(self.queue_name, self.level)
 
 
 def by_level(items: Sequence[T], delivery: Callable[[T], Delivery]) -> dict[str, list[T]]:
-    """Items grouped by the priority stream of their delivery (one script call per stream)."""
+    """Items grouped by the stream of their delivery (its queue and priority level): one
+    script call per stream."""
     groups: dict[str, list[T]] = {}
     for item in items:
-        groups.setdefault(delivery(item).level, []).append(item)
+        groups.setdefault(delivery(item).stream, []).append(item)
     return groups
 
 
@@ -126,6 +135,7 @@ class DeadLetter:
     job_id: str
     attempts: int
     redrivable: bool
+    queue: str = ""  # the queue it died on (a model's, or one of its shards)
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ def fingerprint(envelope: JobEnvelope) -> str:
     body = JobEnvelope()
     body.CopyFrom(envelope)
     for name in ("job_id", "reply_to", "deadline_unix_ms", "enqueue_unix_ms", "trace_context",
-                 "result_ttl_ms"):
+                 "result_ttl_ms", "queue"):
         body.ClearField(name)
     return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
 

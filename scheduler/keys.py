@@ -22,6 +22,12 @@ write to. A gateway keeps one reply stream per model it waits on, under that mod
 tag, so the script that ends a job writes its reply in the slot it declared: the reply is
 part of the same atomic step as the outcome, on one Redis and on a Cluster alike.
 
+Sharded models (MAAS_MODEL_SHARDS, scheduler/shards.py): every key below that is built from a
+model `M` is built from a *queue* name in the same way: `M` for a model's own queue (shard 0)
+and `M#n` for its shard n, whose hash tag `{m:M#n}` puts that shard's streams, job hashes,
+idempotency keys, shares, backlogs, delayed set, dead letters and reply streams in a slot of
+their own. The model record (`{m:M}:model`) and generation streams stay the model's.
+
 Key (type) — writer — TTL:
 - maas:{m:M}:stream[:high|:low] (STREAM) — SUBMIT and SUBMIT_LEAN add by priority (a lean
   job's entry carries its envelope), as do RELEASE, PROMOTE, REDRIVE and the backlog refill;
@@ -92,6 +98,33 @@ TRAINING_QUEUE = "_train"
 GROUP = "workers"  # the consumer group of every model stream
 TENANT_SEP = "/"  # never in a model, dataset or tenant name
 REAPER_CONSUMER = "reaper"
+
+
+# A sharded model's queue n (n >= 1) is named `<model>#<n>` (MAAS_MODEL_SHARDS); shard 0 is
+# the model's own queue. '#' is in no model, tenant or dataset name, so the split is one way.
+SHARD_SEP = "#"
+MAX_SHARDS = 64
+
+
+def shard_queue(model: str, shard: int) -> str:
+    """The name of queue `shard` of a model: the model itself for shard 0."""
+    return f"{model}{SHARD_SEP}{shard}" if shard else model
+
+
+def model_of_queue(queue: str) -> str:
+    """The model id of a queue name (the name itself for an unsharded queue)."""
+    return queue.partition(SHARD_SEP)[0]
+
+
+def shard_of_queue(queue: str) -> int | None:
+    """The shard number a queue name ends with: 0 for a model's own queue, None when the
+    suffix is not a shard number (1 .. MAX_SHARDS - 1, written without leading zeros)."""
+    _, sep, raw = queue.partition(SHARD_SEP)
+    if not sep:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or raw.startswith("0") or len(raw) > 2:
+        return None
+    return int(raw) if int(raw) < MAX_SHARDS else None
 
 
 def model_tag(model: str) -> str:

@@ -33,10 +33,14 @@ def queue_full(model: str, depth: str) -> QueueFull:
                      "MAAS_MAX_QUEUE_DEPTH): retry shortly", retry_delay_s=1.0)
 
 
-def tenant_quota(model: str, tenant: str, queued: str, limit: int) -> QuotaExceeded:
+def tenant_quota(model: str, tenant: str, queued: str, limit: int,
+                 queue: str = "", per_queue: int = 0) -> QuotaExceeded:
+    where = (f"on queue {queue!r} of model {model!r}, its most there ({per_queue}: "
+             f"MAAS_TENANT_MAX_QUEUED={limit} split among the model's queues)" if queue else
+             f"on model {model!r}, its most (MAAS_TENANT_MAX_QUEUED={limit})")
     return QuotaExceeded(
-        f"tenant {tenant!r} has {queued} jobs queued on model {model!r}, its most "
-        f"(MAAS_TENANT_MAX_QUEUED={limit}): wait for some to finish, then retry",
+        f"tenant {tenant!r} has {queued} jobs queued {where}: wait for some to finish, "
+        "then retry",
         retry_delay_s=1.0,
         quota_violations=(QuotaViolation(f"tenant:{tenant}",
                                          f"at most {limit} queued jobs per model"),))
@@ -49,18 +53,20 @@ def key_reused(key: str, job_id: str) -> IdempotencyKeyReused:
 
 class Producer(QueueCore):
     def _submit_args(self, envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
-        model, tenant = envelope.model, envelope.tenant
+        queue, tenant = envelope.queue or envelope.model, envelope.tenant
         level = keys.level_of(envelope.priority)
-        job_keys = [keys.stream(model, level), keys.job(model, envelope.job_id),
-                    keys.share(model, tenant), keys.backlog(model, level, tenant)]
+        job_keys = [keys.stream(queue, level), keys.job(queue, envelope.job_id),
+                    keys.share(queue, tenant), keys.backlog(queue, level, tenant)]
         if envelope.idempotency_key:
-            job_keys.append(keys.idempotency(model, tenant, envelope.idempotency_key))
+            job_keys.append(keys.idempotency(queue, tenant, envelope.idempotency_key))
+        # A sharded model's queues each apply their part of the tenant's caps.
+        split = self.shards.split_cap if envelope.queue else (lambda _, cap: cap)
         return job_keys, [envelope.job_id, envelope.SerializeToString(),
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
                           IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
-                          tenant, self._max_depth, self.tenants.cap(tenant),
-                          self.tenants.max_queued]
+                          tenant, self._max_depth, split(envelope.model, self.tenants.cap(tenant)),
+                          split(envelope.model, self.tenants.max_queued)]
 
     async def submit(self, envelope: JobEnvelope) -> Accepted:
         """Stores the job and its stream entry in one script call; returns (CREATED, job id),
@@ -84,8 +90,10 @@ class Producer(QueueCore):
             case SubmitStatus.FULL:
                 return queue_full(envelope.model, detail)
             case SubmitStatus.QUOTA:
-                return tenant_quota(envelope.model, envelope.tenant, detail,
-                                    self.tenants.max_queued)
+                limit = self.tenants.max_queued
+                return tenant_quota(envelope.model, envelope.tenant, detail, limit,
+                                    envelope.queue,
+                                    self.shards.split_cap(envelope.model, limit))
             case SubmitStatus.MISMATCH:
                 return key_reused(envelope.idempotency_key, detail)
             case accepted:
@@ -126,7 +134,8 @@ class Producer(QueueCore):
         lean_by_stream: dict[str, _Call] = {}
         for i, envelope in enumerate(envelopes):
             if lean and self.is_lean(envelope):
-                stream = keys.stream(envelope.model, keys.level_of(envelope.priority))
+                stream = keys.stream(envelope.queue or envelope.model,
+                                     keys.level_of(envelope.priority))
                 unit = lean_by_stream.get(stream)
                 if unit is None:
                     unit = lean_by_stream[stream] = _Call(self._scripts.submit_lean, [stream],
@@ -151,14 +160,15 @@ class Producer(QueueCore):
         return list(await pipe.execute(raise_on_error=False))
 
     async def cancel_queued(self, model: str, job_id: str, state: str = "CANCELLED") -> bool:
-        """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran."""
+        """Ends a job that has not started (CANCELLED or EXPIRED); False if it already ran.
+        `model` is the job's queue (a model, or a shard of one: scheduler/shards.py)."""
         done = await self._scripts.cancel(keys=[keys.job(model, job_id), *keys.queue_keys(model)],
                                           args=[state, self._result_ttl_ms, 0, 1])
         return bool(done)
 
     async def cancel(self, model: str, job_id: str) -> bool:
         """Cancels a queued job, or flags a running one (its result will be dropped);
-        False when the job does not exist or already ended."""
+        False when the job does not exist or already ended. `model` is the job's queue."""
         done = await self._scripts.cancel(keys=[keys.job(model, job_id), *keys.queue_keys(model)],
                                           args=["CANCELLED", self._result_ttl_ms, 1, 0])
         return bool(done)

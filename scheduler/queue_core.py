@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from scheduler.job_types import RetryPolicy, TenantPolicy
 from scheduler.replica_wait import ReplicaWait
 from scheduler.scripts import Scripts
+from scheduler.shards import Shards
 from scheduler.slot_reads import SlotReads
 
 
@@ -28,12 +29,13 @@ class QueueCore:
     def __init__(self, client: aioredis.Redis, *, result_ttl_ms: int = 3_600_000,
                  max_depth: int = 0, tenants: TenantPolicy | None = None,
                  retry: RetryPolicy | None = None, wait_replicas: int = 0,
-                 wait_timeout_ms: int = 1000) -> None:
+                 wait_timeout_ms: int = 1000, shards: Shards | None = None) -> None:
         self._redis = client
         self._scripts = Scripts.register(client)
         self._result_ttl_ms = result_ttl_ms
         self._max_depth = max_depth  # most entries per priority stream; 0 = no limit
         self.tenants = tenants or TenantPolicy()
+        self.shards = shards or Shards()  # MAAS_MODEL_SHARDS
         self._retry = retry or RetryPolicy()
         self._slot_reads = SlotReads()  # a consumer's reads on a Redis Cluster
         # Submits acknowledged once this many replicas have them (MAAS_REDIS_WAIT_REPLICAS).

@@ -52,6 +52,22 @@ class QueueStats:
         return sum(level.leased for level in self.levels)
 
 
+def merged(queues: list[QueueStats]) -> QueueStats:
+    """The statistics of a sharded model's queues (scheduler/shards.py) as one queue's: counts
+    added up, the oldest entry the oldest of any queue, named by the model."""
+    first = queues[0]
+    if len(queues) == 1:
+        return first
+    levels = tuple(
+        LevelStats(level[0].level, sum(s.waiting for s in level), sum(s.leased for s in level),
+                   max(s.oldest_age_s for s in level), sum(s.delivered_total for s in level),
+                   sum(s.tenant_backlog for s in level))
+        for level in zip(*(q.levels for q in queues), strict=True))
+    return QueueStats(keys.model_of_queue(first.model), levels,
+                      sum(q.dead_letters for q in queues), sum(q.delayed for q in queues),
+                      max(q.read_unix_ms for q in queues))
+
+
 async def read_queue_stats(client: aioredis.Redis, model: str, tenant: str) -> QueueStats:
     """The queue of the model with id `model`, with `tenant`'s backlog (one round trip)."""
     pipe = client.pipeline(transaction=False)

@@ -33,6 +33,7 @@ from scheduler.connection import TRANSIENT_ERRORS, check_server, connect
 from scheduler.generation import GenerationEvents
 from scheduler.queue import Delivery, JobQueue, Started
 from scheduler.registry import ModelRegistry, is_archive
+from scheduler.shards import Shards
 from scheduler.workers import WorkerDirectory, serves
 from worker.batches import BatchRunner, Versions
 from worker.cache import ModelCache, pick_device
@@ -50,7 +51,8 @@ class Worker:
         self.settings = settings
         self.id = worker_id or f"w-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis = connect(settings.redis_url, max_connections=8)
-        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000))
+        self.queue = JobQueue(self._redis, result_ttl_ms=int(settings.infer_result_ttl_s * 1000),
+                              shards=Shards(settings.model_shard_counts))
         self._registry = ModelRegistry(self._redis)
         self._directory = WorkerDirectory(self._redis)
         artifacts = artifact_store(settings)
@@ -70,6 +72,7 @@ class Worker:
         self._pins = settings.worker_model_pins  # empty: every model
         self._models: list[str] = []  # what it serves and reads the streams of
         self._hot: set[str] = set()  # models CLAIMed again at once (see _note_load)
+        self._turns: dict[str, int] = defaultdict(int)  # a sharded model's next queue
         self._inflight: dict[str, set[Delivery]] = defaultdict(set)
         self._training = TrainingSlot(self.id, settings, self._redis, self.queue,
                                       self._registry, artifacts,
@@ -230,9 +233,21 @@ class Worker:
                 backoff_s = min(2 * backoff_s, 2.0)
 
     async def _claim(self, model: str, count: int) -> list[Started]:
-        outcome = await self.queue.claim(self.id, model, count)
-        self._inflight[model].update(s.delivery for s in outcome.runnable)
-        return outcome.runnable
+        """CLAIMs up to `count` jobs of a model. A sharded model's queues (scheduler/shards.py)
+        are taken in turn, each claim starting one queue further, and the next one claimed
+        while the batch has room, so no queue waits behind another."""
+        queues = self.queue.shards.queues(model)
+        first = self._turns[model] % len(queues)
+        self._turns[model] = first + 1
+        runnable: list[Started] = []
+        for i in range(len(queues)):
+            queue = queues[(first + i) % len(queues)]
+            outcome = await self.queue.claim(self.id, queue, count - len(runnable))
+            self._inflight[model].update(s.delivery for s in outcome.runnable)
+            runnable += outcome.runnable
+            if len(runnable) >= count:
+                break
+        return runnable
 
     async def _wait_for_work(self) -> None:
         """Blocks until any model's stream has entries, then starts what it read."""
@@ -241,7 +256,8 @@ class Worker:
             await self._wait_for_free()
             return
         # While runners compute, look again soon: their models come back when they finish.
-        deliveries = await self.queue.read(self.id, free, self.settings.max_batch_size,
+        deliveries = await self.queue.read(self.id, self.queue.shards.expand(free),
+                                           self.settings.max_batch_size,
                                            block_ms=10 if self._sandboxed else 500)
         by_model: dict[str, list[Delivery]] = defaultdict(list)
         for d in deliveries:

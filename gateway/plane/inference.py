@@ -96,6 +96,7 @@ class InferencePlane:
             call.resolved(version)
             await self.require_live_worker(version)
             envelope = self.envelope(version, caller, _INFER, priority_of(request))
+            envelope.queue = self._sharded(version.model)
             infer_task(request, version, max_elements=settings.max_tensor_elements,
                        into=envelope.infer)
             call.running(envelope.job_id, caller.tenant, trace_id(caller.trace_context))
@@ -114,6 +115,12 @@ class InferencePlane:
             model_version=version.version, tenant=caller.tenant, priority=priority,
             deadline_unix_ms=deadline_ms, enqueue_unix_ms=now_ms,
             max_attempts=self._settings.max_attempts, trace_context=caller.trace_context)
+
+    def _sharded(self, model: str) -> str:
+        """The shard of a sharded model's queue this job goes to (its turn: a synchronous
+        call has no idempotency key); "" = the model's own queue (scheduler/shards.py)."""
+        queue = self._queue.shards.pick(model)
+        return "" if queue == model else queue
 
     async def run_job(self, envelope: JobEnvelope, version: ModelVersion) -> JobResult:
         """Runs a job built elsewhere (Explain) of `version` as an inference runs: the reply
@@ -186,8 +193,9 @@ class InferencePlane:
         caller is gone (deadline, cancellation) and that has not started never runs.
         The answer comes just before the caller's deadline: DEADLINE_EXCEEDED, or
         UNAVAILABLE when it is Redis that did not answer (an outage)."""
-        envelope.reply_to = self._replies.reply_key(envelope.model)
-        future = self._replies.expect(envelope.job_id, envelope.model)
+        queue = envelope.queue or envelope.model  # replies come in the queue's slot
+        envelope.reply_to = self._replies.reply_key(queue)
+        future = self._replies.expect(envelope.job_id, queue)
         left_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
         try:
             try:
@@ -196,7 +204,7 @@ class InferencePlane:
                     result = await future
             except TimeoutError:
                 # No cancel when Redis is away: it would wait for Redis too.
-                if not self._replies.is_reading(envelope.model):
+                if not self._replies.is_reading(queue):
                     raise QueueUnreachable(
                         f"Redis did not answer within the deadline ({left_s:.3f}s): the queue "
                         "is unreachable; the request will not run after its deadline; retry "
@@ -219,7 +227,8 @@ class InferencePlane:
         """Best effort: if Redis is away, START still expires the job by its deadline."""
         async with self._cancelling:
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self._queue.cancel_queued(envelope.model, envelope.job_id, state)
+                await self._queue.cancel_queued(envelope.queue or envelope.model,
+                                                envelope.job_id, state)
 
 
 def _response(request: pb.ModelInferRequest, version: str,

@@ -39,14 +39,15 @@ MAX_PAUSE_S = 0.2
 
 
 def model_of(job_id: str) -> str:
-    """The model id of an inference job id ("<model id>:<hex>"); INVALID_ARGUMENT otherwise."""
-    model = model_of_job_id(job_id)
-    if model is None:
+    """The queue of an inference job id ("<model id>:<hex>", or "<model id>#<n>:<hex>" on a
+    shard of a sharded model: scheduler/shards.py); INVALID_ARGUMENT otherwise."""
+    queue = model_of_job_id(job_id)
+    if queue is None or keys.shard_of_queue(queue) is None:
         raise InvalidArgument(f"job_id {shown(job_id)} is not an inference job id "
                               "(<model>:<hex>)",
                               violations=(FieldViolation("job_id", "malformed"),))
-    check_model_id(model, field="job_id")
-    return model
+    check_model_id(keys.model_of_queue(queue), field="job_id")
+    return queue
 
 
 def v2_request(request: pb.SubmitInferenceRequest) -> v2.ModelInferRequest:
@@ -62,7 +63,8 @@ def v2_request(request: pb.SubmitInferenceRequest) -> v2.ModelInferRequest:
 
 def inference_job(view: JobView) -> pb.InferenceJob:
     """The job as its tenant sees it: the model by name, outputs once SUCCEEDED, the error."""
-    job = pb.InferenceJob(job_id=view.job_id, model=keys.split_model_id(view.model)[1],
+    job = pb.InferenceJob(job_id=view.job_id,
+                          model=keys.split_model_id(keys.model_of_queue(view.model))[1],
                           model_version=view.version,
                           state=pb.InferenceJob.State.Value(view.state_name),
                           attempts=view.attempt)
@@ -100,8 +102,12 @@ class AsyncJobs:
             check_room(await self._workers.live(), version)
         now_ms = int(time.time() * 1000)
         window_ms = request.deadline_ms or int(self._settings.default_deadline_s * 1000)
+        # A sharded model: the queue its request_id hashes to (a retry meets its first
+        # submit), else the next in turn; the job id names it (scheduler/shards.py).
+        queue = self._queue.shards.pick(version.model, request.request_id)
         return JobEnvelope(
-            job_id=addressed_job_id(version.model, new_job_id()), kind=JobKind.JOB_KIND_INFER,
+            job_id=addressed_job_id(queue, new_job_id()), kind=JobKind.JOB_KIND_INFER,
+            queue="" if queue == version.model else queue,
             model=version.model, model_version=version.version, priority=request.priority,
             tenant=tenant, idempotency_key=request.request_id,
             deadline_unix_ms=now_ms + window_ms, enqueue_unix_ms=now_ms,

@@ -308,6 +308,7 @@ class JobEnvelope(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     RESULT_TTL_MS_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     INFER_FIELD_NUMBER: _builtins.int
     TRAIN_FIELD_NUMBER: _builtins.int
     EXPLAIN_FIELD_NUMBER: _builtins.int
@@ -331,6 +332,11 @@ class JobEnvelope(_message.Message):
     max_attempts: _builtins.int
     result_ttl_ms: _builtins.int
     """How long the job's record (and result) stays after it ends; 0 = the queue default."""
+    queue: _builtins.str
+    """The queue the job is put on when its model's queue is sharded (MAAS_MODEL_SHARDS):
+    `<model>#<n>` for shard n >= 1; empty = the model's own queue (shard 0). Its keys live
+    under that queue's hash tag (scheduler/keys.py, scheduler/shards.py).
+    """
     @_builtins.property
     def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C trace context (traceparent, tracestate) carried to the worker."""
@@ -359,6 +365,7 @@ class JobEnvelope(_message.Message):
         max_attempts: _builtins.int = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         result_ttl_ms: _builtins.int = ...,
+        queue: _builtins.str = ...,
         infer: Global___InferTask | None = ...,
         train: Global___TrainTask | None = ...,
         explain: Global___ExplainTask | None = ...,
@@ -366,7 +373,7 @@ class JobEnvelope(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["explain", b"explain", "generate", b"generate", "infer", b"infer", "task", b"task", "train", b"train"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "explain", b"explain", "generate", b"generate", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix_ms", b"deadline_unix_ms", "enqueue_unix_ms", b"enqueue_unix_ms", "explain", b"explain", "generate", b"generate", "idempotency_key", b"idempotency_key", "infer", b"infer", "job_id", b"job_id", "kind", b"kind", "max_attempts", b"max_attempts", "model", b"model", "model_version", b"model_version", "priority", b"priority", "queue", b"queue", "reply_to", b"reply_to", "result_ttl_ms", b"result_ttl_ms", "task", b"task", "tenant", b"tenant", "trace_context", b"trace_context", "train", b"train"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_task: _TypeAlias = _typing.Literal["infer", "train", "explain", "generate"]  # noqa: Y015
     _WhichOneofArgType_task: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
