@@ -158,7 +158,9 @@ async def test_another_tenants_job_does_not_exist(jobs: AsyncJobs) -> None:
     assert (await jobs.get(job.job_id, "")).state == pb.InferenceJob.QUEUED
 
 
-@pytest.mark.parametrize("job_id", ["", "abc", "digits:", ":abc", "a b:abc"])
+@pytest.mark.parametrize("job_id", ["", "abc", "digits:", ":abc", "a b:abc", "digits#:abc",
+                                    "digits#0:abc", "digits#01:abc", "digits#64:abc",
+                                    "digits#x:abc", "digits#1#2:abc", "#1:abc"])
 async def test_a_malformed_job_id_is_invalid(jobs: AsyncJobs, job_id: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await jobs.get(job_id, "")

@@ -151,3 +151,13 @@ def test_metrics_and_health_are_off_by_default_and_take_any_port() -> None:
     assert (Settings().metrics_port, Settings().health_port) == (0, 0)  # 0: off
     s = Settings.from_env({"MAAS_METRICS_PORT": "9090", "MAAS_HEALTH_PORT": "65535"})
     assert (s.metrics_port, s.health_port) == (9090, 65535)
+
+
+def test_model_shards_are_parsed_and_checked() -> None:
+    s = Settings.from_env({"MAAS_MODEL_SHARDS": " cnn=4, acme/big=2 ,"})
+    assert s.model_shard_counts == {"cnn": 4, "acme/big": 2}
+    assert Settings().model_shard_counts == {}
+    for bad in ("cnn", "cnn=0", "cnn=65", "=3", "cnn#1=2", "cnn=x", "cnn=-1", "a b=2",
+                "cnn=٣"):
+        with pytest.raises(ValueError, match="MAAS_MODEL_SHARDS: .* is not model=N"):
+            Settings.from_env({"MAAS_MODEL_SHARDS": bad})
