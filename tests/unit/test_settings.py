@@ -159,5 +159,5 @@ def test_model_shards_are_parsed_and_checked() -> None:
     assert Settings().model_shard_counts == {}
     for bad in ("cnn", "cnn=0", "cnn=65", "=3", "cnn#1=2", "cnn=x", "cnn=-1", "a b=2",
                 "cnn=٣"):
-        with pytest.raises(ValueError, match="MAAS_MODEL_SHARDS: .* is not model=N"):
+        with pytest.raises(ValueError, match=r"MAAS_MODEL_SHARDS: .* is not model=N"):
             Settings.from_env({"MAAS_MODEL_SHARDS": bad})
