@@ -59,14 +59,17 @@ class Producer(QueueCore):
                     keys.share(queue, tenant), keys.backlog(queue, level, tenant)]
         if envelope.idempotency_key:
             job_keys.append(keys.idempotency(queue, tenant, envelope.idempotency_key))
-        # A sharded model's queues each apply their part of the tenant's caps.
-        split = self.shards.split_cap if envelope.queue else (lambda _, cap: cap)
+        # Each queue of a sharded model applies its part of the depth limit and the tenant's
+        # caps (scheduler/shards.py).
+        split = self.shards.split_cap
+        model = envelope.model
         return job_keys, [envelope.job_id, envelope.SerializeToString(),
                           envelope.deadline_unix_ms, envelope.max_attempts, envelope.reply_to,
                           fingerprint(envelope) if envelope.idempotency_key else "",
                           IDEMPOTENCY_TTL_S, envelope.result_ttl_ms, envelope.model_version,
-                          tenant, self._max_depth, split(envelope.model, self.tenants.cap(tenant)),
-                          split(envelope.model, self.tenants.max_queued)]
+                          tenant, split(model, self._max_depth),
+                          split(model, self.tenants.cap(tenant)),
+                          split(model, self.tenants.max_queued)]
 
     async def submit(self, envelope: JobEnvelope) -> Accepted:
         """Stores the job and its stream entry in one script call; returns (CREATED, job id),
@@ -91,8 +94,9 @@ class Producer(QueueCore):
                 return queue_full(envelope.model, detail)
             case SubmitStatus.QUOTA:
                 limit = self.tenants.max_queued
+                sharded = self.shards.count(envelope.model) > 1
                 return tenant_quota(envelope.model, envelope.tenant, detail, limit,
-                                    envelope.queue,
+                                    (envelope.queue or envelope.model) if sharded else "",
                                     self.shards.split_cap(envelope.model, limit))
             case SubmitStatus.MISMATCH:
                 return key_reused(envelope.idempotency_key, detail)
@@ -138,8 +142,9 @@ class Producer(QueueCore):
                                      keys.level_of(envelope.priority))
                 unit = lean_by_stream.get(stream)
                 if unit is None:
+                    depth = self.shards.split_cap(envelope.model, self._max_depth)
                     unit = lean_by_stream[stream] = _Call(self._scripts.submit_lean, [stream],
-                                                          [self._max_depth])
+                                                          [depth])
                     units.append(unit)
                 unit.indices.append(i)
                 unit.args += [envelope.job_id, envelope.SerializeToString(),

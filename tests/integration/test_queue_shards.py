@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from maas.errors import QuotaExceeded
+from maas.errors import QueueFull, QuotaExceeded
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
 from scheduler.connection import connect
@@ -169,21 +169,43 @@ async def test_dead_letters_and_statistics_span_the_queues(queue: JobQueue) -> N
         (jobs[i].queue or MODEL, jobs[i].job_id) for i in (1, 3)}
 
 
-async def test_a_tenants_quota_is_split_among_the_queues(client: aioredis.Redis) -> None:
+def on_queue(queue: JobQueue, name: str, count: int, **kwargs: object) -> list[JobEnvelope]:
+    """`count` envelopes that the gateway's turns put on queue `name`."""
+    found: list[JobEnvelope] = []
+    while len(found) < count:
+        job = envelope(queue, **kwargs)  # type: ignore[arg-type]
+        if (job.queue or MODEL) == name:
+            found.append(job)
+    return found
+
+
+@pytest.mark.parametrize("name", ["hot", "hot#2"])
+async def test_a_tenants_quota_is_split_among_the_queues(client: aioredis.Redis,
+                                                         name: str) -> None:
     queue = sharded_queue(client, tenants=TenantPolicy(max_queued=6))  # 2 per queue
     await queue.ensure_group(MODEL)
     tenant = "acme"
-    on_one: list[JobEnvelope] = []
-    while len(on_one) < 3:
-        job = envelope(queue, tenant=tenant)
-        if job.queue == "hot#2":
-            on_one.append(job)
-    for job in on_one[:2]:
+    jobs = on_queue(queue, name, 3, tenant=tenant)
+    for job in jobs[:2]:
         await queue.submit(job)
-    with pytest.raises(QuotaExceeded, match="on queue 'hot#2' of model 'hot', its most there "
+    with pytest.raises(QuotaExceeded, match=f"on queue '{name}' of model 'hot', its most there "
                        r"\(2: MAAS_TENANT_MAX_QUEUED=6 split"):
-        await queue.submit(on_one[2])
+        await queue.submit(jobs[2])
     assert await queue.tenant_queued(MODEL, tenant) == 2
+
+
+@pytest.mark.parametrize("name", ["hot", "hot#1"])
+async def test_the_depth_limit_is_split_among_the_queues(client: aioredis.Redis,
+                                                         name: str) -> None:
+    queue = sharded_queue(client, max_depth=7)  # 2 per queue (rounded up)
+    await queue.ensure_group(MODEL)
+    reply_to = keys.reply_stream(name, "gw-1")
+    jobs = on_queue(queue, name, 3, reply_to=reply_to)
+    hashed = on_queue(queue, name, 1)
+    outcomes = await queue.submit_many(jobs, lean=True)
+    assert [type(o).__name__ for o in outcomes] == ["tuple", "tuple", "QueueFull"]
+    with pytest.raises(QueueFull):
+        await queue.submit(hashed[0])
 
 
 @pytest.mark.parametrize("url", ["redis_url", "redis_cluster_url"])

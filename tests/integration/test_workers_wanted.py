@@ -4,6 +4,7 @@ of N asks for N workers, and an idle cluster asks for none."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from runtime.settings import Settings
 from scheduler import keys
 from scheduler.daemon import Daemon
 from scheduler.queue import JobQueue, new_job_id
+from scheduler.shards import Shards
 from scheduler.training import TrainingStore
 
 BATCH = 8
@@ -34,10 +36,12 @@ def wanted() -> float | None:
 
 
 async def submit(queue: JobQueue, model: str, n: int, priority: int = 0) -> None:
+    """`n` jobs on `model`'s queue (or on the shard of a model that `model` names)."""
     for _ in range(n):
         await queue.submit(JobEnvelope(job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER,
-                                       model=model, model_version="1", max_attempts=3,
-                                       priority=priority))
+                                       model=keys.model_of_queue(model), model_version="1",
+                                       queue=model if keys.SHARD_SEP in model else "",
+                                       max_attempts=3, priority=priority))
 
 
 async def train(queue: JobQueue, client: aioredis.Redis, replicas: int) -> None:
@@ -111,3 +115,29 @@ async def test_pooled_models_are_left_to_their_pools(client: aioredis.Redis,
         assert wanted() == 1
     finally:
         await pooled.queue.client.aclose()
+
+
+async def test_a_sharded_models_queues_count_as_one(client: aioredis.Redis, redis_url: str,
+                                                    tmp_path: Path) -> None:
+    """MAAS_MODEL_SHARDS: the scheduler reaps and counts every queue of the model, and its
+    queue depth (a model pool's KEDA trigger) and the fleet's signal are their sum."""
+    sharded = Daemon(Settings(redis_url=redis_url, data_dir=tmp_path / "data",
+                              max_batch_size=BATCH, model_shards="hot=3"))
+    try:
+        queue = JobQueue(client, result_ttl_ms=60_000, shards=Shards({"hot": 3}))
+        await client.sadd(keys.models(), "hot")
+        await sharded.reap_once()  # makes the groups of every queue
+        for q in ("hot", "hot#1", "hot#2"):
+            assert await client.exists(keys.stream(q)) == 1
+            await submit(queue, q, 4)  # 12 jobs, 4 on each queue
+        await sharded.reap_once()
+        assert REGISTRY.get_sample_value("maas_queue_depth", {"model": "hot"}) == 12
+        assert wanted() == 2  # 12 jobs, batches of 8
+        # A lease that lapses on a shard is reaped there.
+        [lost] = (await queue.claim("w1", "hot#2", 1)).runnable
+        await asyncio.sleep(0.05)
+        await sharded.queue.reap("hot#2", lease_ms=10)
+        state = await queue.job_state("hot#2", lost.delivery.job_id)
+        assert state["state"] == b"QUEUED" and state["attempt"] == b"1"
+    finally:
+        await sharded.queue.client.aclose()
