@@ -204,10 +204,13 @@ def ratios(results: list[Result]) -> dict[str, float]:
     out: dict[str, float] = {}
     for c in sorted({r.concurrency for r in results}):
         echo, cnn = by.get(("echo", "cnn", c)), by.get(("maas", "cnn", c))
-        for label, name in (("maas-rc", "redis_cluster"), ("maas-rc-wait", "redis_cluster_wait")):
+        for label, name in (("maas-rc", "redis_cluster"), ("maas-rc-wait", "redis_cluster_wait"),
+                            ("maas-rc-sharded", "redis_cluster_sharded")):
             on_cluster = by.get((label, "cnn", c))
             if cnn and on_cluster:
                 out[f"cnn_c{c}_{name}_vs_one_redis"] = on_cluster.req_per_s / cnn.req_per_s
+            if on_cluster and on_cluster.costs:  # what bounds one model: its busiest node
+                out[f"cnn_c{c}_{name}_busiest_node_cpu_us"] = busiest_node(on_cluster.costs)
         if echo and cnn:
             out[f"cnn_c{c}_throughput_vs_echo"] = cnn.req_per_s / echo.req_per_s
             out[f"cnn_c{c}_p50_minus_echo_ms"] = cnn.p50_ms - echo.p50_ms
@@ -215,6 +218,12 @@ def ratios(results: list[Result]) -> dict[str, float]:
                 out[f"cnn_c{c}_cpu_per_request_vs_echo"] = (cnn.costs["total_cpu_us"]
                                                             / echo.costs["total_cpu_us"])
     return out
+
+
+def busiest_node(costs: dict[str, Any]) -> float:
+    """The CPU µs per request of the Redis Cluster node that worked most (`redis-N`)."""
+    return max((us for name, us in costs["cpu_us"].items() if name.startswith("redis-")),
+               default=0.0)
 
 
 def floor_cpu(results: list[Result]) -> dict[int, float]:
@@ -237,6 +246,9 @@ def main() -> None:
     parser.add_argument("--wait-replicas", type=int, default=0,
                         help="with --redis-cluster: one more cluster run with "
                              "MAAS_REDIS_WAIT_REPLICAS=N, printed as maas-rc-wait")
+    parser.add_argument("--model-shards", default="",
+                        help="with --redis-cluster: one more cluster run with "
+                             "MAAS_MODEL_SHARDS=SPEC (e.g. cnn=3), printed as maas-rc-sharded")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -262,6 +274,12 @@ def main() -> None:
                 models, concurrencies, args.duration,
                 {"MAAS_REDIS_WAIT_REPLICAS": str(args.wait_replicas)}, args.appendfsync,
                 floor_cpu(results), redis_cluster=True, label="maas-rc-wait")
+        if args.model_shards:
+            print(f"the same with MAAS_MODEL_SHARDS={args.model_shards}:", flush=True)
+            results += bench_maas(
+                models, concurrencies, args.duration, {"MAAS_MODEL_SHARDS": args.model_shards},
+                args.appendfsync, floor_cpu(results), redis_cluster=True,
+                label="maas-rc-sharded")
     summary = ratios(results)
     print("ratios:", json.dumps(summary, indent=2))
     stamp = time.strftime("%Y-%m-%d-%H%M%S")

@@ -234,20 +234,19 @@ class Worker:
 
     async def _claim(self, model: str, count: int) -> list[Started]:
         """CLAIMs up to `count` jobs of a model. A sharded model's queues (scheduler/shards.py)
-        are taken in turn, each claim starting one queue further, and the next one claimed
-        while the batch has room, so no queue waits behind another."""
+        are taken in turn: the claim starts at the queue after the one that last gave jobs
+        and stops at the first that gives some (one CLAIM per batch, as with one queue), so
+        every queue is claimed at least once every N batches and none waits behind another."""
         queues = self.queue.shards.queues(model)
         first = self._turns[model] % len(queues)
-        self._turns[model] = first + 1
-        runnable: list[Started] = []
         for i in range(len(queues)):
-            queue = queues[(first + i) % len(queues)]
-            outcome = await self.queue.claim(self.id, queue, count - len(runnable))
-            self._inflight[model].update(s.delivery for s in outcome.runnable)
-            runnable += outcome.runnable
-            if len(runnable) >= count:
-                break
-        return runnable
+            at = (first + i) % len(queues)
+            outcome = await self.queue.claim(self.id, queues[at], count)
+            if outcome.runnable:
+                self._turns[model] = at + 1
+                self._inflight[model].update(s.delivery for s in outcome.runnable)
+                return outcome.runnable
+        return []
 
     async def _wait_for_work(self) -> None:
         """Blocks until any model's stream has entries, then starts what it read."""
