@@ -21,6 +21,10 @@ class SubmitCoalescer:
         self.queue = queue
         self._pending: list[tuple[JobEnvelope, asyncio.Future[tuple[SubmitStatus, str]]]] = []
         self._wake = asyncio.Event()
+        # Pipelines sent so far: the jobs made while one is in flight go out together in the
+        # next, so the jobs that see one count share a pipeline (InferencePlane puts them on
+        # one queue of a sharded model: one script call, one worker batch).
+        self.flushes = 0
 
     async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
         future: asyncio.Future[tuple[SubmitStatus, str]] = (
@@ -36,6 +40,7 @@ class SubmitCoalescer:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                self.flushes += 1
                 await self._send(batch)
 
     async def _send(self, batch: list[tuple[JobEnvelope,

@@ -9,7 +9,10 @@ hashes, fencing, leases, dead letters, reply streams), so the scripts do not cha
 lives and ends on the queue it was put on.
 
 - Gateways pick a queue per job: a job with a request_id on the queue its key hashes to (a
-  retry meets its first submit, so idempotency holds), the others in turn. An asynchronous
+  retry meets its first submit, so idempotency holds); a synchronous call's job on the queue
+  of the gateway's next pipeline (its submits coalesce: one queue per pipeline, the queues
+  in turn, so a pipeline stays one script call and a worker finds its jobs together); other
+  jobs in turn. An asynchronous
   job's id names its queue (`<model>#<n>:<hex>`), so GetJob and cancel find it. Generation
   and Explain jobs stay on the model's own queue.
 - Workers read and claim every queue of each model they serve, taking the queues of a
@@ -57,14 +60,18 @@ class Shards:
         """Every queue of each model, in order."""
         return [q for m in models for q in self.queues(m)]
 
-    def pick(self, model: str, key: str = "") -> str:
+    def pick(self, model: str, key: str = "", turn: int | None = None) -> str:
         """The queue a new job of the model goes to: by its idempotency key when it has one
-        (the same key, the same queue), else the next one in turn."""
+        (the same key, the same queue); else by `turn` when given (the caller's count of
+        something that jobs going together share, e.g. a gateway's pipelines), else the
+        next one in turn."""
         count = self.count(model)
         if count == 1:
             return model
         if key:
             shard = zlib.crc32(key.encode()) % count
+        elif turn is not None:
+            shard = turn % count
         else:
             shard = next(self._turns.setdefault(model, itertools.count())) % count
         return keys.shard_queue(model, shard)

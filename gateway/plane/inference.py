@@ -117,9 +117,11 @@ class InferencePlane:
             max_attempts=self._settings.max_attempts, trace_context=caller.trace_context)
 
     def _sharded(self, model: str) -> str:
-        """The shard of a sharded model's queue this job goes to (its turn: a synchronous
-        call has no idempotency key); "" = the model's own queue (scheduler/shards.py)."""
-        queue = self._queue.shards.pick(model)
+        """The queue of a sharded model this synchronous call's job goes to (it has no
+        idempotency key): the same for every job of the next pipeline, the next queue for
+        the pipeline after, so a pipeline costs one script call and a worker finds its jobs
+        together, and the queues take turns (scheduler/shards.py). "" = the model's own."""
+        queue = self._queue.shards.pick(model, turn=self._submitter.flushes)
         return "" if queue == model else queue
 
     async def run_job(self, envelope: JobEnvelope, version: ModelVersion) -> JobResult:

@@ -78,6 +78,9 @@ def test_the_queues_are_named_and_slotted_apart() -> None:
     assert [keys.shard_of_queue(q) for q in shards.queues(MODEL)] == [0, 1, 2, 3]
     for bad in ("hot#0", "hot#01", "hot#64", "hot#x", "hot#", "hot#1#2", "hot#٣"):
         assert keys.shard_of_queue(bad) is None, bad
+    assert [shards.pick(MODEL, turn=t) for t in range(5)] == [*shards.queues(MODEL), "hot"]
+    assert shards.pick(MODEL, "k", turn=1) == shards.pick(MODEL, "k", turn=2)  # the key wins
+    assert shards.pick("big", turn=1) == "big" and shards.pick("big", "k") == "big"
     tags = {keys.stream(q).split("}")[0] for q in shards.queues(MODEL)}
     assert len(tags) == SHARDS  # a hash tag (so a slot) per queue
 
