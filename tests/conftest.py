@@ -88,6 +88,15 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await c.aclose()
 
 
+@pytest.fixture
+async def any_redis_client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of `any_redis_url`: a test that asks for it runs on a plain Redis,
+    the slot-checked one-node cluster and the 3 + 3 Redis Cluster (#15)."""
+    c = connect(any_redis_url)
+    yield c
+    await c.aclose()
+
+
 @pytest.fixture(scope="session")
 def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A one-node Redis Cluster (tests/cluster_node.py); its URL."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,7 +12,6 @@ import redis.asyncio as aioredis
 from maas.errors import IdempotencyKeyReused
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
-from scheduler.connection import connect
 from scheduler.queue import Delivery, JobQueue, RetryPolicy, SubmitStatus, new_job_id
 from scheduler.replies import ReplyStream
 
@@ -22,11 +20,9 @@ LEASE_MS = 200
 
 
 @pytest.fixture
-async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+def client(any_redis_client: aioredis.Redis) -> aioredis.Redis:
     """Every test here runs on a plain Redis and on a slot-checked Redis Cluster (#15)."""
-    c = connect(any_redis_url)
-    yield c
-    await c.aclose()
+    return any_redis_client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,7 +13,6 @@ import redis.asyncio as aioredis
 from maas.errors import QueueFull
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, JobResult, JobState
 from scheduler import keys
-from scheduler.connection import connect
 from scheduler.queue import (
     Delivery,
     JobQueue,
@@ -31,11 +29,9 @@ LEASE_MS = 200
 
 
 @pytest.fixture
-async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+def client(any_redis_client: aioredis.Redis) -> aioredis.Redis:
     """Every test here runs on a plain Redis and on a slot-checked Redis Cluster (#15)."""
-    c = connect(any_redis_url)
-    yield c
-    await c.aclose()
+    return any_redis_client
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,10 +27,9 @@ LEASE_MS = 200
 
 
 @pytest.fixture
-async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    c = connect(any_redis_url)
-    yield c
-    await c.aclose()
+def client(any_redis_client: aioredis.Redis) -> aioredis.Redis:
+    """Each test on a plain Redis, the slot-checked node and the 3 + 3 Redis Cluster."""
+    return any_redis_client
 
 
 def sharded_queue(client: aioredis.Redis, **kwargs: object) -> JobQueue:

@@ -5,13 +5,11 @@ fair share, one dead letter; exact counts, and a delivery counter that only grow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind
-from scheduler.connection import connect
 from scheduler.job_types import TenantPolicy
 from scheduler.queue import JobQueue, new_job_id
 from scheduler.queue_stats import read_queue_stats
@@ -22,11 +20,9 @@ LEASE_MS = 100
 
 
 @pytest.fixture
-async def client(any_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+def client(any_redis_client: aioredis.Redis) -> aioredis.Redis:
     """Each test on a plain Redis and on a Redis Cluster (one pipeline, one slot)."""
-    c = connect(any_redis_url)
-    yield c
-    await c.aclose()
+    return any_redis_client
 
 
 def job(tenant: str, level: str, max_attempts: int = 3) -> JobEnvelope:
