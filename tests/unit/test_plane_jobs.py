@@ -35,6 +35,7 @@ from scheduler import keys
 from scheduler.job_view import JobReader, job_view, model_of_job_id
 from scheduler.queue import JobQueue
 from scheduler.registry import ModelRegistry
+from scheduler.shards import Shards
 from scheduler.workers import WorkerDirectory
 from tests.inprocess import mlp_weights
 
@@ -190,3 +191,28 @@ def test_job_view_takes_the_scripts_error_when_there_is_no_result() -> None:
     assert job_view("m", "m:1", {"state": None}) is None
     with pytest.raises(ValueError):
         job_view("m", "m:1", {"state": b"LOST"})
+
+
+async def test_a_sharded_models_jobs_name_their_queue(client: aioredis.Redis,
+                                                      tmp_path: Path) -> None:
+    """MAAS_MODEL_SHARDS: each job id names the queue it is on; the job is found, waited on
+    and cancelled there, shown by its model, and another tenant's view is NOT_FOUND."""
+    queue = JobQueue(client, result_ttl_ms=60_000, shards=Shards({MODEL: 3}))
+    registry = ModelRegistry(client)
+    models = ModelLifecycle(registry, queue, ArtifactStore(tmp_path / "artifacts"))
+    await models.register(mpb.RegisterModelRequest(name=MODEL, architecture="mlp",
+                                                   weights=mlp_weights()))
+    jobs = AsyncJobs(Settings(default_deadline_s=5.0), queue, registry)
+    made = [await jobs.submit(request(), tenant="") for _ in range(3)]
+    assert [model_of_job_id(j.job_id) for j in made] == ["digits", "digits#1", "digits#2"]
+    for job in made:
+        assert job.model == MODEL and job.state == pb.InferenceJob.QUEUED
+        assert (await jobs.get(job.job_id, "")).job_id == job.job_id
+        with pytest.raises(JobNotFound):
+            await jobs.get(job.job_id, "acme")
+    again = await jobs.submit(request("r-9"), tenant="")
+    assert (await jobs.submit(request("r-9"), tenant="")).job_id == again.job_id
+    cancelled = await jobs.cancel(made[2].job_id, "")
+    assert cancelled.state == pb.InferenceJob.CANCELLED
+    with pytest.raises(JobNotFound):  # a queue number the model does not have
+        await jobs.get(made[0].job_id.replace("digits:", "digits#7:"), "")
