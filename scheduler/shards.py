@@ -25,15 +25,18 @@ Priorities are strict within a queue; across queues a worker takes them in turn,
 high-priority job waits at most one batch per queue. A tenant's fair-share cap and queued
 quota are divided among the queues (each queue gets its share, rounded up).
 
-Every process must be given the same MAAS_MODEL_SHARDS. Raising N is safe at any time; before
-lowering it, let the queues about to go out of use drain (`maas queues stats`), or their
-jobs wait until N is raised again.
+Every process must be given the same MAAS_MODEL_SHARDS. Raising N is safe at any time, with
+one caveat: request_ids hash to queues by jump consistent hashing, so going from N to M moves
+the keys of a share (M - N) / M to the new queues, and a request retried across the change
+whose key moved may run twice (its first submit is on the old queue). Before lowering N, let
+the queues about to go out of use drain (`maas queues stats`), or their jobs wait until N is
+raised again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-import zlib
 from collections.abc import Iterable, Mapping
 
 from scheduler import keys
@@ -69,7 +72,7 @@ class Shards:
         if count == 1:
             return model
         if key:
-            shard = zlib.crc32(key.encode()) % count
+            shard = jump_hash(key, count)
         elif turn is not None:
             shard = turn % count
         else:
@@ -81,3 +84,16 @@ class Shards:
         divided among the queues, rounded up; 0 (none) stays 0."""
         count = self.count(model)
         return cap if count == 1 or cap <= 0 else -(-cap // count)
+
+
+def jump_hash(key: str, buckets: int) -> int:
+    """The bucket (0 .. buckets - 1) of a key by jump consistent hashing (Lamping and Veach,
+    2014): when `buckets` grows from N to M, only the keys that land in the new buckets move
+    (a share (M - N) / M), never from one old bucket to another."""
+    state = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    bucket, j = -1, 0
+    while j < buckets:
+        bucket = j
+        state = (state * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
+        j = int((bucket + 1) * ((1 << 31) / ((state >> 33) + 1)))
+    return bucket

@@ -19,7 +19,7 @@ from scheduler import keys
 from scheduler.connection import connect
 from scheduler.queue import Delivery, JobQueue, RetryPolicy, SubmitStatus, TenantPolicy, new_job_id
 from scheduler.replies import ReplyStream
-from scheduler.shards import Shards
+from scheduler.shards import Shards, jump_hash
 
 MODEL = "hot"
 SHARDS = 4
@@ -81,6 +81,19 @@ def test_the_queues_are_named_and_slotted_apart() -> None:
     assert shards.pick("big", turn=1) == "big" and shards.pick("big", "k") == "big"
     tags = {keys.stream(q).split("}")[0] for q in shards.queues(MODEL)}
     assert len(tags) == SHARDS  # a hash tag (so a slot) per queue
+
+
+def test_raising_the_shards_moves_only_the_keys_of_the_new_queues() -> None:
+    """request_ids by jump consistent hashing: from 3 to 4 queues, a quarter of the keys move,
+    all of them to the new queue; none moves between the old ones."""
+    ids = [f"req-{i}" for i in range(4000)]
+    before = [jump_hash(k, 3) for k in ids]
+    after = [jump_hash(k, 4) for k in ids]
+    assert sorted(set(before)) == [0, 1, 2] and sorted(set(after)) == [0, 1, 2, 3]
+    moved = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
+    assert {a for _, a in moved} == {3}
+    assert 0.2 < len(moved) / len(ids) < 0.3
+    assert all(jump_hash(k, 1) == 0 for k in ids[:50])
 
 
 async def test_jobs_spread_over_the_queues_and_each_is_claimed(
