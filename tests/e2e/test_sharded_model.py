@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -165,11 +166,17 @@ async def test_a_worker_killed_under_load_loses_nothing(
 
     callers = [asyncio.create_task(caller(s)) for s in range(8)]
     await asyncio.sleep(1.0)
+    victim = cluster.service("worker-1")
     deadline = time.monotonic() + 20
-    while not (held := await asyncio.to_thread(held_by, redis_cluster, "worker-1")):
+    while True:  # frozen, it cannot complete what it holds: killed only while holding jobs
+        victim.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.05)  # what it sent before it froze reaches Redis first
+        if held := await asyncio.to_thread(held_by, redis_cluster, "worker-1"):
+            break
+        victim.send_signal(signal.SIGCONT)
         assert time.monotonic() < deadline, "worker-1 never held a job"
-        await asyncio.sleep(0.005)
-    cluster.service("worker-1").kill()  # holding jobs on these queues
+        await asyncio.sleep(0.02)
+    victim.kill()  # holding jobs on these queues
     at_kill = answered[0]
     wanted[0] = at_kill + 100
     with contextlib.suppress(TimeoutError):
