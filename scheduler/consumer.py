@@ -42,7 +42,7 @@ class Consumer(QueueCore):
             queue, level = by_stream[_s(stream)]
             model = keys.model_of_queue(queue)
             found += [Delivery(model, _s(entry_id), _s(fields[b"job"]), level,
-                               queue="" if queue == model else queue)
+                               queue=keys.queue_field(model, queue))
                       for entry_id, fields in entries if fields]
         return found
 
@@ -70,7 +70,7 @@ class Consumer(QueueCore):
             args=[keys.GROUP, consumer, self._result_ttl_ms, count])
         outcome = StartOutcome()
         model = keys.model_of_queue(queue)
-        shard = "" if queue == model else queue
+        shard = keys.queue_field(model, queue)
         for status, attempt, env, entry_id, job_id, level in rows:
             delivery = Delivery(model, _s(entry_id), _s(job_id), keys.LEVELS[int(level) - 1],
                                 queue=shard)

@@ -156,6 +156,11 @@ class _Call:
     indices: list[int] = field(default_factory=list)
 
 
+def queue_of(envelope: JobEnvelope) -> str:
+    """The queue whose keys hold the job: its model's own, or the shard it names."""
+    return envelope.queue or envelope.model
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 

@@ -111,6 +111,12 @@ def shard_queue(model: str, shard: int) -> str:
     return f"{model}{SHARD_SEP}{shard}" if shard else model
 
 
+def queue_field(model: str, queue: str) -> str:
+    """What a JobEnvelope's or a Delivery's `queue` holds for a job of `model` on `queue`:
+    "" for the model's own queue."""
+    return "" if queue == model else queue
+
+
 def model_of_queue(queue: str) -> str:
     """The model id of a queue name (the name itself for an unsharded queue)."""
     return queue.partition(SHARD_SEP)[0]

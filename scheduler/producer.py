@@ -21,7 +21,7 @@ from maas.errors import (
 )
 from runtime.queue.v1.queue_pb2 import JobEnvelope
 from scheduler import keys
-from scheduler.job_types import SubmitStatus, _Call, fingerprint
+from scheduler.job_types import SubmitStatus, _Call, fingerprint, queue_of
 from scheduler.queue_core import QueueCore, _s
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -53,7 +53,7 @@ def key_reused(key: str, job_id: str) -> IdempotencyKeyReused:
 
 class Producer(QueueCore):
     def _submit_args(self, envelope: JobEnvelope) -> tuple[list[str], list[Any]]:
-        queue, tenant = envelope.queue or envelope.model, envelope.tenant
+        queue, tenant = queue_of(envelope), envelope.tenant
         level = keys.level_of(envelope.priority)
         job_keys = [keys.stream(queue, level), keys.job(queue, envelope.job_id),
                     keys.share(queue, tenant), keys.backlog(queue, level, tenant)]
@@ -96,7 +96,7 @@ class Producer(QueueCore):
                 limit = self.tenants.max_queued
                 sharded = self.shards.count(envelope.model) > 1
                 return tenant_quota(envelope.model, envelope.tenant, detail, limit,
-                                    (envelope.queue or envelope.model) if sharded else "",
+                                    queue_of(envelope) if sharded else "",
                                     self.shards.split_cap(envelope.model, limit))
             case SubmitStatus.MISMATCH:
                 return key_reused(envelope.idempotency_key, detail)
@@ -138,8 +138,7 @@ class Producer(QueueCore):
         lean_by_stream: dict[str, _Call] = {}
         for i, envelope in enumerate(envelopes):
             if lean and self.is_lean(envelope):
-                stream = keys.stream(envelope.queue or envelope.model,
-                                     keys.level_of(envelope.priority))
+                stream = keys.stream(queue_of(envelope), keys.level_of(envelope.priority))
                 unit = lean_by_stream.get(stream)
                 if unit is None:
                     depth = self.shards.split_cap(envelope.model, self._max_depth)

@@ -21,6 +21,7 @@ from scheduler.job_types import (
     by_level,
     fingerprint,
     new_job_id,
+    queue_of,
     retry_policy,
     tenant_policy,
 )
@@ -31,7 +32,7 @@ from scheduler.reaper import Reaper
 __all__ = ["IDEMPOTENCY_TTL_S", "UNCAPPED", "Consumer", "DeadLetter", "Delivery", "JobQueue",
            "Producer", "QueueAdmin", "ReapCounts", "Reaper", "RetryPolicy", "StartOutcome",
            "Started", "SubmitStatus", "TenantPolicy", "by_level", "fingerprint", "new_job_id",
-           "retry_policy", "tenant_policy"]
+           "queue_of", "retry_policy", "tenant_policy"]
 
 
 class JobQueue(Producer, Consumer, QueueAdmin, Reaper):

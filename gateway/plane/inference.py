@@ -40,8 +40,8 @@ from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind, JobResult, JobState
 from runtime.settings import Settings
 from runtime.tracing import trace_id
 from scheduler.connection import TRANSIENT_ERRORS
-from scheduler.keys import split_model_id
-from scheduler.queue import new_job_id
+from scheduler.keys import queue_field, split_model_id
+from scheduler.queue import new_job_id, queue_of
 from scheduler.registry import ModelRegistry, is_servable
 from scheduler.workers import WorkerDirectory, serves
 
@@ -121,8 +121,7 @@ class InferencePlane:
         idempotency key): the same for every job of the next pipeline, the next queue for
         the pipeline after, so a pipeline costs one script call and a worker finds its jobs
         together, and the queues take turns (scheduler/shards.py). "" = the model's own."""
-        queue = self._queue.shards.pick(model, turn=self._submitter.flushes)
-        return "" if queue == model else queue
+        return queue_field(model, self._queue.shards.pick(model, turn=self._submitter.flushes))
 
     async def run_job(self, envelope: JobEnvelope, version: ModelVersion) -> JobResult:
         """Runs a job built elsewhere (Explain) of `version` as an inference runs: the reply
@@ -195,7 +194,7 @@ class InferencePlane:
         caller is gone (deadline, cancellation) and that has not started never runs.
         The answer comes just before the caller's deadline: DEADLINE_EXCEEDED, or
         UNAVAILABLE when it is Redis that did not answer (an outage)."""
-        queue = envelope.queue or envelope.model  # replies come in the queue's slot
+        queue = queue_of(envelope)  # replies come in the queue's slot
         envelope.reply_to = self._replies.reply_key(queue)
         future = self._replies.expect(envelope.job_id, queue)
         left_s = max(0.0, envelope.deadline_unix_ms / 1000 - time.time())
@@ -229,8 +228,7 @@ class InferencePlane:
         """Best effort: if Redis is away, START still expires the job by its deadline."""
         async with self._cancelling:
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self._queue.cancel_queued(envelope.queue or envelope.model,
-                                                envelope.job_id, state)
+                await self._queue.cancel_queued(queue_of(envelope), envelope.job_id, state)
 
 
 def _response(request: pb.ModelInferRequest, version: str,

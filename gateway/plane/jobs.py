@@ -107,7 +107,7 @@ class AsyncJobs:
         queue = self._queue.shards.pick(version.model, request.request_id)
         return JobEnvelope(
             job_id=addressed_job_id(queue, new_job_id()), kind=JobKind.JOB_KIND_INFER,
-            queue="" if queue == version.model else queue,
+            queue=keys.queue_field(version.model, queue),
             model=version.model, model_version=version.version, priority=request.priority,
             tenant=tenant, idempotency_key=request.request_id,
             deadline_unix_ms=now_ms + window_ms, enqueue_unix_ms=now_ms,

@@ -48,7 +48,7 @@ def envelope(queue: JobQueue, *, key: str = "", reply_to: str = "", tenant: str 
              max_attempts: int = 3, body: str = "a") -> JobEnvelope:
     picked = queue.shards.pick(MODEL, key)
     return JobEnvelope(job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=MODEL,
-                       queue="" if picked == MODEL else picked, model_version="1",
+                       queue=keys.queue_field(MODEL, picked), model_version="1",
                        idempotency_key=key, reply_to=reply_to, tenant=tenant,
                        max_attempts=max_attempts, infer=InferTask(request_id=body))
 

@@ -11,6 +11,7 @@ import pytest
 
 from runtime.queue.v1.queue_pb2 import JobEnvelope, JobKind
 from runtime.settings import Settings
+from scheduler import keys
 from scheduler.queue import new_job_id
 from worker.loop import Worker
 
@@ -32,7 +33,7 @@ async def fill(worker: Worker, queue: str, n: int) -> None:
     for _ in range(n):
         await worker.queue.submit(JobEnvelope(
             job_id=new_job_id(), kind=JobKind.JOB_KIND_INFER, model=MODEL, model_version="1",
-            queue="" if queue == MODEL else queue, max_attempts=3))
+            queue=keys.queue_field(MODEL, queue), max_attempts=3))
 
 
 async def claimed_from(worker: Worker, count: int) -> set[str]:
