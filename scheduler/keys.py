@@ -37,6 +37,8 @@ Key (type) — writer — TTL:
   job leaves a cancel mark (`state` only, result TTL). Training jobs ended by TRAIN_UPDATE or
   TRAIN_CANCEL keep theirs
 - maas:{m:M}:idem:TENANT:KEY (STRING) — SUBMIT — 24 h
+- maas:{m:M}:receipt:ID (STRING) — SUBMIT_LEAN: the answers of the call whose first job is ID,
+  so the call sent again adds nothing — 60 s (RECEIPT_TTL_MS)
 - maas:{m:M}:share:TENANT (HASH) — queue scripts: `ready` (undelivered entries), `backlog`
   (jobs in the backlog lists) of a tenant's fair share — none
 - maas:{m:M}:backlog:LEVEL:TENANT (LIST) — SUBMIT over the share cap; scripts move them to
@@ -165,6 +167,11 @@ def stream(model: str, level: str = "normal") -> str:
 
 def job(model: str, job_id: str) -> str:
     return f"{model_tag(model)}:job:{job_id}"
+
+
+def receipt(model: str, job_id: str) -> str:
+    """A SUBMIT_LEAN call's answers, keyed by its first job id: a call sent again finds them."""
+    return f"{model_tag(model)}:receipt:{job_id}"
 
 
 def idempotency(model: str, tenant: str, key: str) -> str:

@@ -25,6 +25,9 @@ from scheduler.job_types import SubmitStatus, _Call, fingerprint, queue_of
 from scheduler.queue_core import QueueCore, _s
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+# How long a SUBMIT_LEAN call's receipt lasts: longer than any resend of the call (the
+# client's retries, each bounded by SOCKET_TIMEOUT_S, and a failover's redirect).
+RECEIPT_TTL_MS = 60_000
 Accepted = tuple[SubmitStatus, str]  # (CREATED or EXISTS, job id)
 
 
@@ -142,8 +145,9 @@ class Producer(QueueCore):
                 unit = lean_by_stream.get(stream)
                 if unit is None:
                     depth = self.shards.split_cap(envelope.model, self._max_depth)
-                    unit = lean_by_stream[stream] = _Call(self._scripts.submit_lean, [stream],
-                                                          [depth])
+                    receipt = keys.receipt(queue_of(envelope), envelope.job_id)
+                    unit = lean_by_stream[stream] = _Call(
+                        self._scripts.submit_lean, [stream, receipt], [depth, RECEIPT_TTL_MS])
                     units.append(unit)
                 unit.indices.append(i)
                 unit.args += [envelope.job_id, envelope.SerializeToString(),

@@ -20,11 +20,17 @@
 -- ARGV[13] = most jobs the tenant may have queued on this model (0 = no limit)
 -- Returns {'OK', job id} | {'EXISTS', existing job id} | {'MISMATCH', existing job id}
 --   | {'FULL', stream length} | {'QUOTA', jobs the tenant has queued} (refused: nothing written)
+-- Sent twice (a call whose reply was lost with its connection, retried; see SUBMIT_LEAN), it
+-- answers as the first did and writes nothing: job ids are never reused, so a job hash that
+-- exists is this call's own.
 if #KEYS == 5 then
   local reused = reuse_of(KEYS[5], ARGV[6])
   if reused then
     return reused
   end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'OK', ARGV[1]}
 end
 local cap, quota = tonumber(ARGV[12]), tonumber(ARGV[13])
 local shared = cap > 0

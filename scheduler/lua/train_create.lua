@@ -17,11 +17,16 @@
 -- ARGV[9] = data-parallel replicas (TRAIN_START gang-leases a job of more than 1)
 -- ARGV[10] = most training jobs the tenant may have queued or running (0 = no limit)
 -- Returns {'OK'|'EXISTS'|'MISMATCH', job id} | {'QUOTA', jobs the tenant has active}
+-- Sent twice (a reply lost with its connection, the call retried), it answers as the first
+-- did and writes nothing: job ids are never reused, so a job hash that exists is its own.
 if #KEYS == 7 then
   local reused = reuse_of(KEYS[7], ARGV[6])
   if reused then
     return reused
   end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'OK', ARGV[1]}
 end
 -- The tenant's active jobs (a set, cleaned here: members that ended are dropped).
 local quota = tonumber(ARGV[10] or 0)

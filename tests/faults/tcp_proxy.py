@@ -1,6 +1,8 @@
 """A TCP proxy that can blackhole: while blackholed it accepts connections and reads bytes but
 forwards nothing (in either direction) until restored, as a network partition does to TCP
-(the peers see silence, not a reset; retransmission delivers the bytes once it heals)."""
+(the peers see silence, not a reset; retransmission delivers the bytes once it heals).
+It can also cut a connection between a command and its reply (`cut_next_reply`): the server
+ran the command, the client sees its connection drop and cannot know whether it ran."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ class BlackholeProxy:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cut = threading.Event()
+        self.cuts = 0
 
     def start(self) -> BlackholeProxy:
         self._thread.start()
@@ -33,6 +37,11 @@ class BlackholeProxy:
 
     def restore(self) -> None:
         self._loop.call_soon_threadsafe(self._open.set)
+
+    def cut_next_reply(self) -> None:
+        """The next bytes the server sends on any connection are dropped and that client's
+        connection closed (once)."""
+        self._cut.set()
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
@@ -63,15 +72,21 @@ class BlackholeProxy:
             writer.close()
             return
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer),
+                                 self._pipe(up_reader, writer, replies=True))
         finally:
             for w in (writer, up_writer):
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    replies: bool = False) -> None:
         try:
             while data := await reader.read(65536):
                 await self._open.wait()  # held, not dropped: TCP would retransmit it
+                if replies and self._cut.is_set():
+                    self._cut.clear()
+                    self.cuts += 1
+                    break  # the reply is dropped; finally closes the client's connection
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

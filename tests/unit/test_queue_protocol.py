@@ -329,7 +329,7 @@ def test_the_doc_names_the_states_of_the_issue() -> None:
 
 def test_the_header_parser_joins_continued_lines() -> None:
     argv = read_header(LUA / "submit_lean.lua").slots["ARGV"]
-    assert argv[1] == ("ARGV[2 + 7(i-1)] .. ARGV[8 + 7(i-1)]",
+    assert argv[2] == ("ARGV[3 + 7(i-1)] .. ARGV[9 + 7(i-1)]",
                        "job i: job id, envelope bytes, deadline ms (0 = none), max attempts, "
                        "reply stream key, model version, tenant")
 
