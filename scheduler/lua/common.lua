@@ -173,10 +173,13 @@ end
 -- queue_keys; `fields`: the entry's fields when the caller read them). Returns
 -- {status, attempt, env}: RUN (go), LEAN (go, a lean job: nothing was written), SKIP (no
 -- longer queued, or a stale entry), EXPIRED or DEAD (waiter answered).
+-- Sent twice (START's reply lost with its connection, the call retried), it answers RUN
+-- again: the job is RUNNING from this very entry and consumer, which only this start does.
+-- Taken for a stale entry, the job would stay RUNNING with its entry acked: never reaped.
 local function start_one(q, stream, dead_key, group, consumer, ttl_ms, job_key, entry, job_id,
                          now, fields)
   local f = redis.call('HMGET', job_key, 'state', 'entry', 'deadline_ms', 'attempt',
-    'max_attempts', 'env', 'tenant', 'share')
+    'max_attempts', 'env', 'tenant', 'share', 'owner')
   if not f[1] then
     local e = fields or entry_fields(stream, entry)
     if e and e.env then
@@ -184,6 +187,9 @@ local function start_one(q, stream, dead_key, group, consumer, ttl_ms, job_key, 
     end
   end
   local deadline, attempt = tonumber(f[3]), tonumber(f[4])
+  if f[1] == 'RUNNING' and f[2] == entry and f[9] == consumer then
+    return {'RUN', attempt, f[6]}
+  end
   if f[1] ~= 'QUEUED' or f[2] == entry then
     -- Delivered: it leaves its tenant's undelivered entries.
     share_count(q, job_key, -1, {f[7], f[8]})

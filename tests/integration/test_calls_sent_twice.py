@@ -1,7 +1,9 @@
-"""A submit whose reply is lost with its connection is sent again (redis-py's retry, or, on a
-Redis Cluster that failed over, a resend to the replica that took over and already holds the
-first): it must not queue its jobs twice. CI saw it once as a job answered twice after a
-primary was killed (tests/faults/test_redis_cluster_faults.py, MAAS_REDIS_WAIT_REPLICAS=1).
+"""A script call whose reply is lost with its connection is sent again (redis-py's retry, or,
+on a Redis Cluster that failed over, a resend to the replica that took over and already holds
+the first). A submit must not queue its jobs twice: CI saw it once as a job answered twice
+after a primary was killed (tests/faults/test_redis_cluster_faults.py,
+MAAS_REDIS_WAIT_REPLICAS=1). A START must not drop the job it started (docs/queue-protocol.md,
+"A call sent twice").
 
 Real parts: a redis-server of this module's own, reached through a TCP proxy that drops the
 reply of one command and closes that connection (the server ran the command), and the
@@ -120,5 +122,33 @@ async def test_a_training_job_created_again_is_queued_once(
     direct = aioredis.Redis(port=server.port)
     try:
         assert await direct.xlen(keys.training_events(job_id)) == 1  # one QUEUED event
+    finally:
+        await direct.aclose()
+
+
+async def test_a_start_sent_again_runs_the_job_and_keeps_its_lease(
+        client: aioredis.Redis, proxy: BlackholeProxy, server: RedisServer) -> None:
+    """START's reply lost and START sent again: the job still runs, once, and stays in the
+    pending list, where REAP finds it if its worker dies. (Taken for a stale entry, the second
+    START acked it while the job stayed RUNNING: no worker ran it and none ever would.)"""
+    model = "twice-start"
+    queue = JobQueue(client, result_ttl_ms=60_000)
+    await queue.ensure_group(model)
+    warm, job = envelope(model), envelope(model)
+    await queue.submit_many([warm, job])
+    [first] = await queue.read("w1", [model], 1, block_ms=None)
+    assert (await queue.start("w1", [first])).runnable  # the script loaded
+    [delivery] = await queue.read("w1", [model], 1, block_ms=None)
+    assert delivery.job_id == job.job_id
+    proxy.cut_next_reply()
+    outcome = await queue.start("w1", [delivery])
+    assert proxy.cuts == 1
+    assert [(s.delivery.job_id, s.attempt) for s in outcome.runnable] == [(job.job_id, 1)]
+    direct = aioredis.Redis(port=server.port)
+    try:
+        state = await direct.hmget(keys.job(model, job.job_id), "state", "owner", "attempt")
+        assert state == [b"RUNNING", b"w1", b"1"]
+        pending = await direct.xpending_range(keys.stream(model), keys.GROUP, "-", "+", 10)
+        assert delivery.entry_id.encode() in {p["message_id"] for p in pending}
     finally:
         await direct.aclose()
