@@ -9,6 +9,7 @@ another tenant, it does not exist. The state a client sees is the hash's
 from __future__ import annotations
 
 import builtins
+import secrets
 import time
 from dataclasses import dataclass
 from typing import cast
@@ -162,7 +163,7 @@ class TrainingStore:
                   keys.training_events(delivery.job_id)],
             args=[keys.GROUP, consumer, delivery.entry_id, terminal,
                   record.SerializeToString() if record is not None else "",
-                  *(e.SerializeToString() for e in events)])
+                  secrets.token_hex(8), *(e.SerializeToString() for e in events)])
         if int(flag) < 0:
             raise LeaseLost(f"lost the lease of training job {delivery.job_id}")
         return int(flag) == 1

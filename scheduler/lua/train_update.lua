@@ -8,14 +8,21 @@
 -- ARGV[3] = entry id
 -- ARGV[4] = terminal state ('' = still running)
 -- ARGV[5] = TrainingJob record ('' = unchanged)
--- ARGV[6..] = TrainingEvent bytes, in order
+-- ARGV[6] = this call's token (unique per call)
+-- ARGV[7..] = TrainingEvent bytes, in order
 -- Returns -1 when the lease is lost, else 1 if cancellation was requested, 0 if not.
-local f = redis.call('HMGET', KEYS[2], 'state', 'entry', 'owner', 'cancel')
+-- Sent twice (its reply lost with its connection, the call retried), it answers as the first
+-- did and writes nothing: the job hash keeps the token of the last update (`update`).
+local f = redis.call('HMGET', KEYS[2], 'state', 'entry', 'owner', 'cancel', 'update')
+if f[5] == ARGV[6] then
+  return tonumber(f[4] or '0')
+end
 if f[1] ~= 'RUNNING' or f[2] ~= ARGV[3] or f[3] ~= ARGV[2]
     or not is_owner(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then
   return -1
 end
-for i = 6, #ARGV do
+redis.call('HSET', KEYS[2], 'update', ARGV[6])
+for i = 7, #ARGV do
   local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'seq', seq, 'ev', ARGV[i])
 end

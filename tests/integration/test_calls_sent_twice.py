@@ -21,6 +21,7 @@ from maas.v1 import training_service_pb2 as tpb
 from runtime.queue.v1.queue_pb2 import InferTask, JobEnvelope, JobKind, TrainTask
 from scheduler import keys
 from scheduler.connection import connect
+from scheduler.gangs import GangStore
 from scheduler.queue import JobQueue, SubmitStatus, new_job_id
 from scheduler.training import TrainingStore
 from tests.conftest import RedisServer, start_redis_server
@@ -150,5 +151,39 @@ async def test_a_start_sent_again_runs_the_job_and_keeps_its_lease(
         assert state == [b"RUNNING", b"w1", b"1"]
         pending = await direct.xpending_range(keys.stream(model), keys.GROUP, "-", "+", 10)
         assert delivery.entry_id.encode() in {p["message_id"] for p in pending}
+    finally:
+        await direct.aclose()
+
+
+async def test_a_training_update_sent_again_writes_its_events_once(
+        client: aioredis.Redis, proxy: BlackholeProxy, server: RedisServer) -> None:
+    """Progress events are appended once, and the job's own terminal update sent again is
+    not taken for a lost lease."""
+    queue = JobQueue(client, result_ttl_ms=60_000)
+    await queue.ensure_group(keys.TRAINING_QUEUE)
+    store = TrainingStore(client, queue)
+    gangs = GangStore(client, timeout_s=5, lease_ms=10_000, result_ttl_ms=60_000)
+    spec = tpb.TrainingSpec(model_name="m", architecture="mlp", dataset="digits",
+                            batch_size=32)
+    job = tpb.TrainingJob(job_id=new_job_id(), spec=spec, state=tpb.TrainingJob.QUEUED)
+    await store.create(job, JobEnvelope(job_id=job.job_id, kind=JobKind.JOB_KIND_TRAIN,
+                                        model=keys.TRAINING_QUEUE, max_attempts=3,
+                                        train=TrainTask(spec=spec)))
+    deliveries = await queue.read("w1", [keys.TRAINING_QUEUE], 100, block_ms=None)
+    [delivery] = [d for d in deliveries if d.job_id == job.job_id]
+    assert (await gangs.start("w1", delivery)).status == "RUN"
+    progress = tpb.TrainingEvent(message="epoch 1")
+    assert await store.update("w1", delivery, events=(progress,)) is False  # loaded
+    proxy.cut_next_reply()
+    assert await store.update("w1", delivery, events=(progress, progress)) is False
+    assert proxy.cuts == 1
+    proxy.cut_next_reply()
+    assert await store.update("w1", delivery, terminal="SUCCEEDED") is False
+    assert proxy.cuts == 2
+    done = await store.get(job.job_id)
+    assert done.state == tpb.TrainingJob.SUCCEEDED
+    direct = aioredis.Redis(port=server.port)
+    try:  # QUEUED, then the three progress events
+        assert await direct.xlen(keys.training_events(job.job_id)) == 4
     finally:
         await direct.aclose()
