@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -63,12 +64,21 @@ def start_redis_server(directory: Path, port: int | None = None,
     pytest.fail(f"redis-server did not start on port {port}")
 
 
+@contextlib.contextmanager
+def running_redis_server(directory: Path) -> Iterator[RedisServer]:
+    """start_redis_server, stopped on leaving."""
+    server = start_redis_server(directory)
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis_server(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.proc.terminate()
-    server.proc.wait(10)
+    with running_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture

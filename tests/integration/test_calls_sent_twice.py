@@ -24,17 +24,15 @@ from scheduler.connection import connect
 from scheduler.gangs import GangStore
 from scheduler.queue import JobQueue, SubmitStatus, new_job_id
 from scheduler.training import TrainingStore
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisServer, running_redis_server
 from tests.faults.tcp_proxy import BlackholeProxy
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """Its own server: the training queue's stream is one for every test that trains."""
-    s = start_redis_server(tmp_path_factory.mktemp("redis-sent-twice"))
-    yield s
-    s.proc.terminate()
-    s.proc.wait(10)
+    with running_redis_server(tmp_path_factory.mktemp("redis-sent-twice")) as s:
+        yield s
 
 
 @pytest.fixture
