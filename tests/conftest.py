@@ -11,11 +11,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+import maas
 from maas.api_keys import ensure_key_file
 from maas.cli.up import (
     LocalCluster,
@@ -238,6 +240,18 @@ def stop_cluster(cluster: Cluster) -> None:
     if isinstance(cluster.redis, RedisServer):  # a shared Redis Cluster stays up
         cluster.redis.proc.terminate()
         cluster.redis.proc.wait(10)
+
+
+def sdk_client_fixture() -> Any:
+    """A module-scoped `client` fixture, the SDK on the module's own `cluster` fixture; an e2e
+    module takes it as `client = sdk_client_fixture()`."""
+
+    @pytest.fixture(scope="module")
+    def client(cluster: Cluster) -> Iterator[maas.Client]:
+        with maas.Client(cluster.target, timeout_s=60) as sdk:
+            yield sdk
+
+    return client
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from maas.cli.demo import GPT_DEMO
 from maas.v1 import training_service_pb2 as tpb
 from runtime import gpt_tokens
 from runtime.datasets import builtin_dataset, split
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.conftest import Cluster, sdk_client_fixture, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -34,10 +34,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     stop_cluster(running)
 
 
-@pytest.fixture(scope="module")
-def client(cluster: Cluster) -> Iterator[maas.Client]:
-    with maas.Client(cluster.target, timeout_s=60) as sdk:
-        yield sdk
+client = sdk_client_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from maas.client import job_outputs
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.inference_service_pb2 import InferenceJob
 from scheduler import keys
-from tests.conftest import Cluster, RedisServer, start_cluster, stop_cluster
+from tests.conftest import Cluster, RedisServer, sdk_client_fixture, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.models import reference_model, run_reference, run_registered
 from tests.redis_cluster import RedisClusterServer
@@ -55,10 +55,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
     assert set(codes.values()) == {0}, codes  # SIGTERM ends every blocking read cleanly
 
 
-@pytest.fixture(scope="module")
-def client(cluster: Cluster) -> Iterator[maas.Client]:
-    with maas.Client(cluster.target, timeout_s=60) as sdk:
-        yield sdk
+client = sdk_client_fixture()
 
 
 def sample(model: str, batch: int, seed: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import maas
 from maas.client import job_outputs
 from maas.v1.inference_service_pb2 import InferenceJob
 from scheduler import keys
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.conftest import Cluster, sdk_client_fixture, start_cluster, stop_cluster
 from tests.faults.ledger import check
 from tests.models import reference_model, run_reference
 from tests.redis_cluster import RedisClusterServer
@@ -50,10 +50,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
     stop_cluster(running)
 
 
-@pytest.fixture(scope="module")
-def client(cluster: Cluster) -> Iterator[maas.Client]:
-    with maas.Client(cluster.target, timeout_s=60) as sdk:
-        yield sdk
+client = sdk_client_fixture()
 
 
 def sample(batch: int, seed: int) -> np.ndarray:

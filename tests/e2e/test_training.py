@@ -28,7 +28,7 @@ from maas.v1 import dataset_service_pb2 as dpb
 from maas.v1 import training_service_pb2 as tpb
 from maas.v1.dataset_service_pb2_grpc import DatasetServiceStub
 from runtime.datasets import builtin_dataset, dataset_sha256, present, split
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.conftest import Cluster, sdk_client_fixture, start_cluster, stop_cluster
 from tests.models import run_registered
 
 pytestmark = pytest.mark.timeout(180)
@@ -54,10 +54,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     stop_cluster(running)
 
 
-@pytest.fixture(scope="module")
-def client(cluster: Cluster) -> Iterator[maas.Client]:
-    with maas.Client(cluster.target, timeout_s=60) as sdk:
-        yield sdk
+client = sdk_client_fixture()
 
 
 def artifacts(cluster: Cluster) -> Path:
