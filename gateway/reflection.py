@@ -17,6 +17,8 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from gateway.registration import HotMethodsOnly
+
 V1ALPHA_SERVICE = reflection.SERVICE_NAME
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 HEALTH_FILE = "grpc/health/v1/health.proto"
@@ -84,7 +86,7 @@ def reflection_pool(served: Iterable[FileDescriptor]) -> descriptor_pool.Descrip
     return pool
 
 
-def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str],
+def enable_reflection(server: HotMethodsOnly, service_names: Iterable[str],
                       pool: descriptor_pool.DescriptorPool) -> None:
     """Serves v1alpha and v1 reflection (both listed) with one servicer."""
     servicer = reflection.aio.ReflectionServicer(

@@ -28,6 +28,7 @@ from gateway.plane.generation import GenerationPlane
 from gateway.plane.inference import InferencePlane
 from gateway.queue_admin import QueueAdminServicer
 from gateway.reflection import enable_reflection, reflection_pool
+from gateway.registration import HotMethodsOnly
 from gateway.replies import ReplyDispatcher
 from gateway.repository import ModelRepository
 from gateway.submitter import SubmitCoalescer
@@ -156,33 +157,34 @@ async def serve(settings: Settings, *, port: int | None = None) -> AsyncIterator
         interceptors=[gate, *admission.interceptors(), ErrorInterceptor()],
         options=grpc_options(settings.max_message_bytes,
                              settings.max_connection_age_s))
+    services = HotMethodsOnly(server)  # only the hot methods on grpc's registered path
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(
         plane, ModelRepository(registry, queue, artifacts, settings.verify_timeout_s),
-        generation), server)
+        generation), services)
     generation_service_pb2_grpc.add_GenerationServiceServicer_to_server(
-        GenerationServicer(generation), server)
+        GenerationServicer(generation), services)
     datasets = DatasetStore(redis)
     model_service = ModelServicer(registry, queue, artifacts, settings.max_message_bytes,
                                   settings.verify_timeout_s, settings.max_model_bytes,
                                   settings.upload_ttl_s)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(model_service, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(model_service, services)
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(settings, TrainingStore(redis, queue, settings.tenant_max_training),
-                         registry, datasets), server)
+                         registry, datasets), services)
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-        DatasetServicer(Datasets(datasets, artifacts, settings.max_dataset_bytes)), server)
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), server)
+        DatasetServicer(Datasets(datasets, artifacts, settings.max_dataset_bytes)), services)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_store), services)
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         JobServicer(settings, queue, registry, Explainer(settings, registry, plane), workers),
-        server)
+        services)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
-        QueueAdminServicer(queue, registry, workers), server)
+        QueueAdminServicer(queue, registry, workers), services)
     # + `model/<name>` readiness, in the caller's tenant (an API key needed with auth on)
     health_servicer = GatewayHealth(plane.model_ready, admission)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    enable_reflection(server, (*SERVICES, health.SERVICE_NAME), reflection_pool(
+    enable_reflection(services, (*SERVICES, health.SERVICE_NAME), reflection_pool(
         (grpc_service_pb2.DESCRIPTOR, model_service_pb2.DESCRIPTOR,
          training_service_pb2.DESCRIPTOR, dataset_service_pb2.DESCRIPTOR,
          inference_service_pb2.DESCRIPTOR, queue_service_pb2.DESCRIPTOR,
