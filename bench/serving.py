@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -199,7 +200,11 @@ def bench_maas(models: list[str], concurrencies: list[int], duration_s: float,
             cluster.stop()
 
 
-def ratios(results: list[Result]) -> dict[str, float]:
+def ratios(results: list[Result],
+           compute: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """maas against the floor (the echo server, measured with cnn's request) per model and
+    concurrency, the Redis Cluster runs against one Redis, and, where `compute` (in-process
+    samples/s by batch) is given, each point's ceiling (`ceiling`)."""
     by = {(r.target, r.model, r.concurrency): r for r in results}
     out: dict[str, float] = {}
     for c in sorted({r.concurrency for r in results}):
@@ -211,13 +216,41 @@ def ratios(results: list[Result]) -> dict[str, float]:
                 out[f"cnn_c{c}_{name}_vs_one_redis"] = on_cluster.req_per_s / cnn.req_per_s
             if on_cluster and on_cluster.costs:  # what bounds one model: its busiest node
                 out[f"cnn_c{c}_{name}_busiest_node_cpu_us"] = busiest_node(on_cluster.costs)
-        if echo and cnn:
-            out[f"cnn_c{c}_throughput_vs_echo"] = cnn.req_per_s / echo.req_per_s
-            out[f"cnn_c{c}_p50_minus_echo_ms"] = cnn.p50_ms - echo.p50_ms
-            if echo.costs and cnn.costs:
-                out[f"cnn_c{c}_cpu_per_request_vs_echo"] = (cnn.costs["total_cpu_us"]
-                                                            / echo.costs["total_cpu_us"])
+        for model in sorted({r.model for r in results if r.target == "maas"}):
+            maas = by.get(("maas", model, c))
+            if not (echo and maas):
+                continue
+            out[f"{model}_c{c}_throughput_vs_echo"] = maas.req_per_s / echo.req_per_s
+            out[f"{model}_c{c}_p50_minus_echo_ms"] = maas.p50_ms - echo.p50_ms
+            if echo.costs and maas.costs:
+                out[f"{model}_c{c}_cpu_per_request_vs_echo"] = (maas.costs["total_cpu_us"]
+                                                                / echo.costs["total_cpu_us"])
+                if compute and model in compute:
+                    out[f"{model}_c{c}_ceiling_vs_echo"] = ceiling(
+                        echo.costs["total_cpu_us"],
+                        forward_us(compute[model], maas.mean_batch_size),
+                        maas.costs["cpu_us"].get("redis", 0.0))
     return out
+
+
+def forward_us(samples_per_s: dict[str, float], batch: float) -> float:
+    """CPU µs of one sample's forward in a batch of `batch` (in-process, one thread),
+    interpolated between the batch sizes measured."""
+    points = sorted((int(b), 1e6 / v) for b, v in samples_per_s.items())
+    for (b0, u0), (b1, u1) in itertools.pairwise(points):
+        if batch <= b1:
+            return u0 + (u1 - u0) * (max(batch, b0) - b0) / (b1 - b0)
+    return points[-1][1]
+
+
+def ceiling(floor_us: float, forward: float, redis_us: float) -> float:
+    """The most a gateway + Redis + worker cluster on one core could reach against the floor
+    at a measured point, if the gateway cost no more than the floor's whole request (it does
+    what the floor does, and more) and the worker no more than the forward of its batch
+    (in-process, measured in the same run), with the Redis CPU per request measured: the
+    throughput ratio floor / (floor + forward + Redis). Everything the gateway and the worker
+    add for the queue (submit, reply, claim, complete, envelopes) only lowers it."""
+    return floor_us / (floor_us + forward + redis_us)
 
 
 def busiest_node(costs: dict[str, Any]) -> float:
@@ -280,8 +313,11 @@ def main() -> None:
                 models, concurrencies, args.duration, {"MAAS_MODEL_SHARDS": args.model_shards},
                 args.appendfsync, floor_cpu(results), redis_cluster=True,
                 label="maas-rc-sharded")
-    summary = ratios(results)
+    summary = ratios(results, compute)
     print("ratios:", json.dumps(summary, indent=2))
+    print("(*_ceiling_vs_echo: the most this design could reach at that point if its gateway "
+          "cost only the floor's request and its worker only the forward, with the Redis CPU "
+          "measured: floor / (floor + forward + Redis))")
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
