@@ -6,7 +6,7 @@ The job state machine and the script that moves each state are in docs/queue-pro
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -162,7 +162,8 @@ def queue_of(envelope: JobEnvelope) -> str:
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (a uuid4's hex, without the uuid object: per call)."""
+    return os.urandom(16).hex()
 
 
 def fingerprint(envelope: JobEnvelope) -> str:

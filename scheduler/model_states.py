@@ -7,11 +7,16 @@ from maas.errors import ModelQuarantined, ModelRejected, ModelVerifying
 from maas.v1.model_service_pb2 import ModelFormat, ModelVersion, ModelVersionState
 from scheduler.model_names import _shown
 
+# The enum values, read once: a protobuf enum's attribute is a Python lookup per use, and
+# these are read for every inference call.
+_ARCHIVES = frozenset({ModelFormat.MODEL_FORMAT_TORCHSCRIPT, ModelFormat.MODEL_FORMAT_TORCH_EXPORT})
+_READY = ModelVersionState.MODEL_VERSION_STATE_READY
+_UNSPECIFIED = ModelVersionState.MODEL_VERSION_STATE_UNSPECIFIED
+
 
 def is_archive(version: ModelVersion) -> bool:
     """Code (TorchScript or torch.export), as opposed to safetensors weights (data)."""
-    return version.format in (ModelFormat.MODEL_FORMAT_TORCHSCRIPT,
-                              ModelFormat.MODEL_FORMAT_TORCH_EXPORT)
+    return version.format in _ARCHIVES
 
 
 def is_servable(version: ModelVersion) -> bool:
@@ -26,8 +31,7 @@ def check_state(version: ModelVersion) -> None:
     """Raises unless the version may serve: an archive must be READY (verified, not
     quarantined); weights are READY from the start."""
     state = version.state
-    if state == ModelVersionState.MODEL_VERSION_STATE_READY or (
-            not is_archive(version) and state == ModelVersionState.MODEL_VERSION_STATE_UNSPECIFIED):
+    if state == _READY or (state == _UNSPECIFIED and version.format not in _ARCHIVES):
         return
     named = f"version {version.version} of model {_shown(version.model)}"
     if state == ModelVersionState.MODEL_VERSION_STATE_VERIFYING:

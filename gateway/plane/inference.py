@@ -81,6 +81,9 @@ class InferencePlane:
         self._workers = workers
         self._replies = replies
         self._cancelling = asyncio.Semaphore(MAX_CONCURRENT_CANCELS)
+        # The live worker records `require_live_worker` last read, and the versions that
+        # passed its checks against them: the next call of such a version skips the checks.
+        self._placed: tuple[object, set[tuple[str, str]]] = (None, set())
         self.is_ready = True  # False once the gateway drains: ServerReady, ModelReady
 
     async def infer(self, request: pb.ModelInferRequest, caller: Caller) -> pb.ModelInferResponse:
@@ -179,6 +182,9 @@ class InferencePlane:
                 "one (`maas worker`, or `maas up`) and retry; MAAS_REQUIRE_LIVE_WORKER=off "
                 "queues requests instead", retry_delay_s=2.0)
         live = await self._workers.live()
+        fits = (model, version.version)
+        if live is self._placed[0] and fits in self._placed[1]:
+            return  # checked against these very records already (they change every ~1 s)
         # No live record while workers were seen lately (a Redis outage lapses them all):
         # nothing is known of what they serve, so the request is queued.
         if live and not any(serves(w.serves, model) for w in live):
@@ -188,6 +194,9 @@ class InferencePlane:
                 "by MAAS_WORKER_MODELS; start a worker whose MAAS_WORKER_MODELS names it (or "
                 "is empty: every model) and retry", retry_delay_s=2.0)
         check_room(live, version)
+        if live is not self._placed[0]:
+            self._placed = (live, set())
+        self._placed[1].add(fits)
 
     async def _run(self, envelope: JobEnvelope) -> JobResult:
         """Submits the job and waits for its one result until the deadline; a job whose

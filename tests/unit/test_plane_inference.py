@@ -256,6 +256,38 @@ async def test_a_version_no_live_worker_has_the_memory_for_is_refused(redis_url:
         assert "MAAS_WORKER_MODEL_MEMORY_MB=1" in caught.value.message
 
 
+async def test_placement_is_checked_again_for_another_version_and_new_records(
+        redis_url: str) -> None:
+    """Checks that passed are remembered for the worker records read (refreshed ~1 s): a
+    version of the same model that does not fit is still refused, and so is the version that
+    passed once the records say it no longer fits."""
+    async with rig_of(redis_url, require_live_worker="on") as r:
+        small = model_version()
+        small.weights_bytes = 512 * 1024
+        await r.registry.add_version(small)  # version 2
+        large = model_version()
+        large.weights_bytes = 2 * 1024 * 1024
+        await r.registry.add_version(large)  # version 3
+        await r.workers.beat(WorkerHeartbeat(worker_id="w-small",
+                                             model_memory_budget_bytes=1024 * 1024),
+                             ttl_ms=10_000)
+        fits = request(np.zeros((1, 4), np.float32))
+        fits.model_version = "2"
+        for _ in range(2):  # the second call is answered from what the first checked
+            with pytest.raises(DeadlineExceeded):  # queued: no worker runs it here
+                await r.plane.infer(fits, Caller(time_left_s=0.2))
+        too_large = request(np.zeros((1, 4), np.float32))
+        too_large.model_version = "3"
+        with pytest.raises(ModelTooLarge):
+            await r.plane.infer(too_large, Caller(time_left_s=0.2))
+        await r.workers.beat(WorkerHeartbeat(worker_id="w-small",
+                                             model_memory_budget_bytes=256 * 1024),
+                             ttl_ms=10_000)
+        await asyncio.sleep(1.05)  # the records are read again
+        with pytest.raises(ModelTooLarge):
+            await r.plane.infer(fits, Caller(time_left_s=0.2))
+
+
 async def test_a_model_is_ready_once_a_live_worker_has_it_loaded(rig: Rig) -> None:
     assert not await rig.plane.model_ready("", MODEL)  # no worker (cached for a second)
     await asyncio.sleep(1.05)
