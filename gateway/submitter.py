@@ -9,9 +9,10 @@ may (JobQueue.is_lean: one stream entry in, one reply out, no job hash).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from runtime.queue.v1.queue_pb2 import JobEnvelope
-from scheduler.queue import JobQueue, SubmitStatus
+from scheduler.queue import JobQueue
 
 MAX_BATCH = 256
 
@@ -19,19 +20,20 @@ MAX_BATCH = 256
 class SubmitCoalescer:
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
-        self._pending: list[tuple[JobEnvelope, asyncio.Future[tuple[SubmitStatus, str]]]] = []
+        self._pending: list[tuple[JobEnvelope, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         # Pipelines sent so far: the jobs made while one is in flight go out together in the
         # next, so the jobs that see one count share a pipeline (InferencePlane puts them on
         # one queue of a sharded model: one script call, one worker batch).
         self.flushes = 0
 
-    async def submit(self, envelope: JobEnvelope) -> tuple[SubmitStatus, str]:
-        future: asyncio.Future[tuple[SubmitStatus, str]] = (
-            asyncio.get_running_loop().create_future())
-        self._pending.append((envelope, future))
+    def submit(self, envelope: JobEnvelope, waiter: asyncio.Future[Any]) -> None:
+        """Sends the job with the next pipeline. `waiter` is what its caller awaits (the
+        reply's future): a refusal (QueueFull, ...) or a Redis error is set on it; an
+        accepted job leaves it to the reply. One future per call, so the call's task wakes
+        once, for its answer."""
+        self._pending.append((envelope, waiter))
         self._wake.set()
-        return await future
 
     async def run(self) -> None:
         """Sends pending submits until cancelled."""
@@ -43,8 +45,7 @@ class SubmitCoalescer:
                 self.flushes += 1
                 await self._send(batch)
 
-    async def _send(self, batch: list[tuple[JobEnvelope,
-                                            asyncio.Future[tuple[SubmitStatus, str]]]]) -> None:
+    async def _send(self, batch: list[tuple[JobEnvelope, asyncio.Future[Any]]]) -> None:
         try:
             outcomes = await self.queue.submit_many([envelope for envelope, _ in batch],
                                                     lean=True)
@@ -52,10 +53,6 @@ class SubmitCoalescer:
             outcomes = [exc] * len(batch)
         if len(outcomes) != len(batch):  # never leave a caller waiting on a short reply
             outcomes = [RuntimeError("Redis answered a pipeline short")] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue  # the caller gave up (deadline, cancellation)
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception) and not waiter.done():  # done: caller gone
+                waiter.set_exception(outcome)

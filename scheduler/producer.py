@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from maas.errors import (
     IdempotencyKeyReused,
@@ -161,6 +161,13 @@ class Producer(QueueCore):
     async def _pipelined(self, calls: Sequence[_Call]) -> list[Any]:
         if self._replica_wait is not None:
             return await self._replica_wait.pipelined(calls)
+        if len(calls) == 1:  # the usual case (one SUBMIT_LEAN): no pipeline object
+            call = calls[0]
+            try:
+                return [await self._redis.evalsha(
+                    call.script.sha, len(call.keys), *call.keys, *call.args)]
+            except ResponseError as exc:  # as the pipeline below returns it (NoScriptError...)
+                return [exc]
         # EVALSHA by hand: a pipeline of Script calls would send SCRIPT EXISTS every time.
         pipe = self._redis.pipeline(transaction=False)
         for call in calls:

@@ -26,6 +26,7 @@ from maas.errors import (
     ModelNotFound,
     ModelTooLarge,
     ModelUnloaded,
+    QueueFull,
     Unavailable,
 )
 from maas.inference import grpc_service_pb2 as pb
@@ -43,7 +44,7 @@ from runtime.queue.v1.queue_pb2 import (
 from runtime.settings import Settings
 from scheduler import keys
 from scheduler.connection import connect
-from scheduler.queue import JobQueue, Started
+from scheduler.queue import JobQueue, Started, new_job_id
 from scheduler.registry import ModelRegistry
 from scheduler.replies import ReplyStream
 from scheduler.workers import WorkerDirectory
@@ -132,7 +133,11 @@ async def answer_one(queue: JobQueue, result_of: Callable[[Started], JobResult] 
 
 
 async def queued(rig: Rig) -> int:
-    return int(await rig.redis.xlen(keys.stream(MODEL)))
+    return await queued_in(rig.redis)
+
+
+async def queued_in(redis: aioredis.Redis) -> int:
+    return int(await redis.xlen(keys.stream(MODEL)))
 
 
 async def until(check: Callable[[], Awaitable[object]], timeout_s: float = 10.0) -> None:
@@ -286,6 +291,28 @@ async def test_placement_is_checked_again_for_another_version_and_new_records(
         await asyncio.sleep(1.05)  # the records are read again
         with pytest.raises(ModelTooLarge):
             await r.plane.infer(fits, Caller(time_left_s=0.2))
+
+
+async def test_a_refused_submit_is_set_on_the_callers_one_future(redis_url: str) -> None:
+    """The coalescer answers a refusal on the future the call awaits (its reply's); an
+    accepted job leaves it to the reply."""
+    redis = connect(redis_url)
+    queue = JobQueue(redis, max_depth=1)
+    await queue.ensure_group(MODEL)
+    submitter = SubmitCoalescer(queue)
+    sending = asyncio.create_task(submitter.run())
+    loop = asyncio.get_running_loop()
+    try:
+        accepted, refused = loop.create_future(), loop.create_future()
+        for waiter in (accepted, refused):
+            submitter.submit(JobEnvelope(job_id=new_job_id(), model=MODEL, model_version="1",
+                                         max_attempts=1, reply_to="replies"), waiter)
+        with pytest.raises(QueueFull):
+            await asyncio.wait_for(refused, 5)
+        assert not accepted.done() and await queued_in(redis) == 1
+    finally:
+        sending.cancel()
+        await redis.aclose()
 
 
 async def test_a_model_is_ready_once_a_live_worker_has_it_loaded(rig: Rig) -> None:
